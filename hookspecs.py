@@ -1,0 +1,75 @@
+"""The hooks a detplug plugin may implement, grouped by life-cycle.
+
+A plugin is a module named by an entry point of group ``detplug``::
+
+    [project.entry-points.detplug]
+    my_backbones = "my_pkg.detplug_plugin"
+
+It implements any of the hooks below with ``@detplug.hookimpl`` (marker
+project name ``"detplug"``). Pluggy calls every implementation and collects
+the results in a list, unless a hook says otherwise. This module imports
+pluggy only: discovery never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+PROJECT_NAME = "detplug"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# -- discovery: called once when the registry is built; must not import TensorFlow --
+
+
+@hookspec
+def detplug_components() -> list[Any]:
+    """Return the :class:`detplug.core.specs.Component` objects this plugin provides.
+
+    Names are unique per kind across all plugins; a clash between two
+    distributions is an error naming both. The module returning them must
+    import only attrs and ``detplug.core.specs``: the ``factory`` strings point
+    at sibling modules holding the TensorFlow code.
+    """
+
+
+@hookspec
+def detplug_plan_dirs() -> list[Path]:
+    """Return folders of plan files (``NAME.toml``) this plugin ships; ``--plan NAME``
+    looks there after detplug's own ``plans/``."""
+
+
+# -- training: called by run.py around the periods and epochs of a run --
+
+
+@hookspec
+def detplug_train_start(run: Any) -> None:
+    """Training starts or resumes; ``run.start_epoch`` epochs are already done and kept.
+
+    Loggers drop what they wrote about later epochs: a run killed after
+    logging an epoch but before its checkpoint was written trains it again."""
+
+
+@hookspec
+def detplug_period_start(run: Any, period: Any, index: int) -> None:
+    """A period is about to train. ``run`` is the :class:`detplug.core.training.RunContext`
+    (run folder, plan, model); ``period`` the :class:`detplug.core.plan.Period`;
+    ``index`` its 0-based position in the plan."""
+
+
+@hookspec
+def detplug_epoch_end(run: Any, epoch: int, logs: dict[str, float]) -> None:
+    """An epoch has ended; its checkpoint is written right after. ``epoch`` is 1-based over
+    the whole plan; ``logs`` maps names (``period``, ``learning_rate``, each
+    training loss part, ``val_`` + each validation loss part, ``seconds``) to numbers.
+    This is how loggers plug in: the built-in CSV and TensorBoard loggers implement it."""
+
+
+@hookspec
+def detplug_train_end(run: Any) -> None:
+    """Every period of the plan has trained (also called when there was nothing to do)."""
