@@ -1,0 +1,93 @@
+"""What ``--list`` and ``--check`` print. ``--list`` never imports TensorFlow; ``--check``
+imports it only after the static chain has been printed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from detplug.core.check import CheckedPlan, describe_output
+from detplug.core.errors import DetplugError
+from detplug.core.specs import KINDS
+
+
+def _params_of(component: Any) -> list[dict[str, str]]:
+    params = []
+    for field in attrs.fields(component.params):
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        params.append({
+            "name": field.name,
+            "type": field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type)),
+            "default": repr(default),
+        })
+    return params
+
+
+def listing_rows(registry: Any, kind: str | None, verbose: bool) -> list[dict[str, Any]]:
+    if kind is not None and kind not in KINDS:
+        raise DetplugError(f"--list {kind}: there is no component kind '{kind}'; the kinds are: {', '.join(KINDS)}")
+    rows = []
+    for item in registry.all():
+        component, provider = item.component, item.provider
+        if kind is not None and component.kind != kind:
+            continue
+        row = {
+            "kind": component.kind,
+            "name": component.name,
+            "summary": component.summary,
+            "distribution": provider.distribution,
+            "version": provider.version,
+        }
+        if verbose:
+            row.update(
+                params=_params_of(component),
+                spec=(component.spec.__doc__ or "").strip().splitlines()[0] if component.spec.__doc__ else "",
+                factory=component.factory,
+                plugin=provider.entry_point,
+            )
+        rows.append(row)
+    return rows
+
+
+def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bool) -> None:
+    rows = listing_rows(registry, kind, verbose)
+    errors = [
+        {"plugin": e.provider.entry_point, "distribution": e.provider.distribution,
+         "version": e.provider.version, "error": e.error.strip().splitlines()[-1] if e.error.strip() else ""}
+        for e in registry.load_errors
+    ]
+    if as_json:
+        print(json.dumps({"components": rows, "load_errors": errors}, indent=2))
+        return
+    name_width = max([len(r["name"]) for r in rows] + [4])
+    for row in rows:
+        provided = f"{row['distribution']} {row['version']}"
+        print(f"{row['kind']:<9} {row['name']:<{name_width}}  {provided:<16} {row['summary']}")
+        if verbose:
+            for param in row["params"]:
+                print(f"{'':<9} {'':<{name_width}}    {param['name']}: {param['type']} = {param['default']}")
+            print(f"{'':<9} {'':<{name_width}}    factory: {row['factory']}")
+    if errors:
+        print("\nplugins that failed to load (skipped):")
+        for error in errors:
+            print(f"  {error['plugin']} ({error['distribution']} {error['version']}): {error['error']}")
+
+
+def print_check(checked: CheckedPlan) -> None:
+    plan = checked.plan
+    print(f"plan '{plan.name}' ({plan.source})")
+    print("spec chain (pure Python):")
+    for link in checked.links:
+        item = link.resolved
+        provided = f"{item.provider.distribution} {item.provider.version}"
+        print(f"  {item.component.kind:<9} {item.component.name:<12} {provided:<16} "
+              f"{item.ref.key:<28} -> {describe_output(link.output)}")
+    from detplug.core.assemble import build_model, count_parameters
+
+    model = build_model(checked)
+    print("symbolic Keras model: every declared spec matches the built tensor shapes")
+    print(f"parameters: {count_parameters(model)}")
