@@ -1,0 +1,111 @@
+"""YOLOv3's Darknet-53 in Keras, layer for layer as yolov3.cfg (and qqwweee/keras-yolo3) build it.
+
+Order as in timm: blocks, model, builder. The stage sizes come from the
+manifest (:mod:`detplug.plugins.backbones`) so the declared spec and the
+built model cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from detplug.core.specs import Chain
+from detplug.plugins.backbones import (
+    DARKNET53_BLOCKS,
+    DARKNET53_CHANNELS,
+    DARKNET53_STEM,
+    DarknetParams,
+    scaled_channels,
+    scaled_depth,
+)
+
+#: Darknet's leaky ReLU slope.
+LEAKY_SLOPE = 0.1
+
+#: The stages whose outputs the backbone returns (0-based stage index -> stride).
+OUTPUT_STAGES = {2: 8, 3: 16, 4: 32}
+
+
+# -- blocks --
+
+
+def conv_bn_leaky(
+    x: keras.KerasTensor, filters: int, kernel_size: int, *, strides: int = 1, name: str
+) -> keras.KerasTensor:
+    """Darknet's convolutional unit: conv without bias (BN supplies it), BN, LeakyReLU(0.1).
+
+    A stride-2 conv pads only top and left, then convolves 'valid', as Darknet
+    does; Keras' 'same' would pad bottom-right and shift every feature by a pixel
+    relative to converted Darknet weights.
+    """
+    if strides == 1:
+        padding = "same"
+    else:
+        x = layers.ZeroPadding2D(((1, 0), (1, 0)), name=f"{name}_pad")(x)
+        padding = "valid"
+    x = layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_leaky")(x)
+
+
+def residual_block(x: keras.KerasTensor, filters: int, *, name: str) -> keras.KerasTensor:
+    """1x1 conv to half the channels, 3x3 conv back, added to the input."""
+    shortcut = x
+    x = conv_bn_leaky(x, filters // 2, 1, name=f"{name}_reduce")
+    x = conv_bn_leaky(x, filters, 3, name=f"{name}_expand")
+    return layers.Add(name=f"{name}_add")([shortcut, x])
+
+
+def darknet_stage(x: keras.KerasTensor, filters: int, blocks: int, *, name: str) -> keras.KerasTensor:
+    """A stride-2 downsampling conv followed by ``blocks`` residual blocks."""
+    x = conv_bn_leaky(x, filters, 3, strides=2, name=f"{name}_down")
+    for index in range(1, blocks + 1):
+        x = residual_block(x, filters, name=f"{name}_block{index}")
+    return x
+
+
+# -- model --
+
+
+def darknet53(
+    input_shape: tuple[int | None, int | None, int] = (416, 416, 3),
+    *,
+    width: float = 1.0,
+    depth: float = 1.0,
+    name: str = "darknet53",
+) -> keras.Model:
+    """Darknet-53 from an image (batch, H, W, 3) in [0, 1] to ``{"8", "16", "32"}`` feature maps.
+
+    ``width`` scales every channel count (rounded to multiples of 8), ``depth``
+    every stage's number of residual blocks; at 1.0 both give YOLOv3's network.
+    """
+    image = keras.Input(shape=input_shape, name="image")
+    x = conv_bn_leaky(image, scaled_channels(DARKNET53_STEM, width), 3, name="stem")
+    features = {}
+    # Stages are named stage1..stage5 (strides 2, 4, 8, 16, 32).
+    for index, (channels, blocks) in enumerate(zip(DARKNET53_CHANNELS, DARKNET53_BLOCKS)):
+        x = darknet_stage(
+            x,
+            scaled_channels(channels, width),
+            scaled_depth(blocks, depth),
+            name=f"stage{index + 1}",
+        )
+        if index in OUTPUT_STAGES:
+            features[str(OUTPUT_STAGES[index])] = x
+    return keras.Model(inputs=image, outputs=features, name=name)
+
+
+# -- builder --
+
+
+def darknet53_from_params(params: DarknetParams, chain: Chain) -> keras.Model:
+    """The registry's backbone factory: Darknet-53 for the plan's image size."""
+    image = chain.require("image", "backbone 'darknet53'")
+    return darknet53(
+        (image.height, image.width, image.channels),
+        width=params.width,
+        depth=params.depth,
+    )
