@@ -1,0 +1,132 @@
+"""Weighs and sums the per-stride losses of a plan's loss combination.
+
+A loss component (registry.py, kind ``loss``) gives a callable
+``loss(pred, target, boxes) -> (batch,)`` for one stride. A
+:class:`LossCombination` runs each one on every stride and returns the total
+the optimizer minimizes plus every part for the logs::
+
+    total = mean over the batch of sum over losses and strides of weight * loss
+    parts = {"ciou": ..., "ciou/8": ..., "ciou/16": ..., ..., "total": total}
+
+Parts are unweighted, so logs compare across combinations. Everything here is
+plain TensorFlow on dynamic shapes: it traces once inside ``tf.function`` and
+serves a short last batch without retracing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import tensorflow as tf
+
+from detplug.core.errors import DetplugError
+
+#: ``loss(pred, target, boxes) -> (batch,)`` for one stride.
+LossFn = Callable[[Mapping[str, tf.Tensor], tf.Tensor, tf.Tensor], tf.Tensor]
+#: ``factory(params, chain) -> LossFn``, what a loss component's factory string names.
+LossFactory = Callable[[Any, Any], LossFn]
+
+BOXES_KEY = "boxes"
+
+
+class LossError(DetplugError):
+    """A loss combination names an unknown loss, has a bad weight, or gets outputs it cannot pair with targets."""
+
+
+class LossCombination:
+    """Weighted sum of named per-stride losses over every stride of the model."""
+
+    def __init__(self, *, losses: Mapping[str, tuple[float, LossFn]]) -> None:
+        if not losses:
+            raise LossError("a loss combination needs at least one loss (got none)")
+        checked: dict[str, tuple[float, LossFn]] = {}
+        for name, entry in losses.items():
+            try:
+                weight, loss_fn = entry
+                weight = float(weight)
+            except (TypeError, ValueError):
+                raise LossError(f"loss '{name}' must be given as (weight, callable) (got {entry!r})") from None
+            if name == "total" or "/" in str(name):
+                # Both would collide with the part names ("total", "<name>/<stride>").
+                raise LossError(f"a loss cannot be named {name!r}: 'total' and names with '/' are taken by the parts")
+            if not math.isfinite(weight) or weight < 0:
+                raise LossError(f"loss '{name}': weight must be a finite number >= 0 (got {weight!r})")
+            if not callable(loss_fn):
+                raise LossError(f"loss '{name}': {loss_fn!r} is not callable")
+            checked[str(name)] = (weight, loss_fn)
+        self.losses = checked
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {name: weight for name, (weight, _) in self.losses.items()}
+
+    def __call__(
+        self, outputs: Mapping[str, Mapping[str, tf.Tensor]], targets: Mapping[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """``outputs`` = {str(stride): decoded dict}; ``targets`` = {str(stride): target, "boxes": boxes}.
+
+        Returns ``(total, parts)``, all float32 scalars.
+        """
+        strides = self._strides(outputs, targets)
+        boxes = targets[BOXES_KEY]
+        per_image_total = None
+        parts: dict[str, tf.Tensor] = {}
+        for name, (weight, loss_fn) in self.losses.items():
+            for stride in strides:
+                per_image = tf.cast(loss_fn(outputs[stride], targets[stride], boxes), tf.float32)
+                if per_image.shape.rank is not None and per_image.shape.rank != 1:
+                    raise LossError(
+                        f"loss '{name}' at stride {stride} must return one value per image, shape (batch,) "
+                        f"(got shape {per_image.shape})"
+                    )
+                parts[f"{name}/{stride}"] = tf.reduce_mean(per_image)
+                weighted = weight * per_image
+                per_image_total = weighted if per_image_total is None else per_image_total + weighted
+            parts[name] = tf.add_n([parts[f"{name}/{stride}"] for stride in strides])
+        parts["total"] = tf.reduce_mean(per_image_total)
+        return parts["total"], parts
+
+    @staticmethod
+    def _strides(outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> list[str]:
+        if BOXES_KEY not in targets:
+            raise LossError(f"the targets have no '{BOXES_KEY}' entry (got keys {sorted(targets)})")
+        output_strides = {str(key) for key in outputs}
+        target_strides = {str(key) for key in targets if str(key).isdigit()}
+        if not output_strides or output_strides != target_strides:
+            raise LossError(
+                f"the model's outputs are at strides {sorted(output_strides, key=_stride_order)} but the "
+                f"targets are at strides {sorted(target_strides, key=_stride_order)}; the decoder and the "
+                f"dataset's target assignment must use the same strides"
+            )
+        return sorted(output_strides, key=_stride_order)
+
+    def __repr__(self) -> str:
+        return f"LossCombination(weights={self.weights!r})"
+
+
+def _stride_order(stride: str) -> tuple[int, str]:
+    return (int(stride), stride) if stride.isdigit() else (-1, stride)
+
+
+def build_loss_combination(
+    *,
+    weights: Mapping[str, float],
+    components: Mapping[str, tuple[LossFactory, Any]],
+    chain: Any = None,
+) -> LossCombination:
+    """A :class:`LossCombination` from a plan's ``{loss name: weight}`` table.
+
+    ``components`` maps each available loss name to ``(factory, params)``;
+    each factory is called ``factory(params, chain)``.
+    """
+    losses = {}
+    for name, weight in weights.items():
+        if name not in components:
+            raise LossError(
+                f"unknown loss '{name}' in the loss combination; available losses: "
+                f"{', '.join(sorted(components)) or 'none'}"
+            )
+        factory, params = components[name]
+        losses[name] = (weight, factory(params, chain))
+    return LossCombination(losses=losses)
