@@ -16,14 +16,31 @@ PLUGIN_API = 1
 KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 
 
+def _as_tuple(value):
+    # Only lists become tuples: tuple("Car") would silently be three classes C, a, r,
+    # and tuple(192) a TypeError; anything else is left for the validator to name.
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def _size_pair(instance, attribute, value) -> None:
-    if len(value) != 2 or any(not isinstance(v, int) or v <= 0 for v in value):
-        raise ValueError(f"'{attribute.name}' must be [height, width], two positive integers (got {list(value)!r})")
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)
+    ):
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ValueError(f"'{attribute.name}' must be [height, width], two positive integers (got {shown!r})")
 
 
 def _class_names(instance, attribute, value) -> None:
-    if not value or len(set(value)) != len(value):
-        raise ValueError(f"'{attribute.name}' must be a non-empty list of distinct class names (got {list(value)!r})")
+    if (
+        not isinstance(value, tuple)
+        or not value
+        or any(not isinstance(name, str) or not name for name in value)
+        or len(set(value)) != len(value)
+    ):
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of distinct class names (got {shown!r})")
 
 
 @frozen(kw_only=True)
@@ -31,8 +48,8 @@ class RecordParams:
     """What every dataset's records are made with."""
 
     #: (height, width) the images are letterboxed to; the model's input size.
-    image_size: tuple[int, int] = field(default=(192, 640), converter=tuple, validator=_size_pair)
-    classes: tuple[str, ...] = field(default=KITTI_CLASSES, converter=tuple, validator=_class_names)
+    image_size: tuple[int, int] = field(default=(192, 640), converter=_as_tuple, validator=_size_pair)
+    classes: tuple[str, ...] = field(default=KITTI_CLASSES, converter=_as_tuple, validator=_class_names)
     max_boxes: int = field(default=50, validator=validators.gt(0))
     val_ratio: float = field(default=0.2, converter=float, validator=[validators.gt(0), validators.lt(1)])
     split_seed: int = 0
@@ -50,7 +67,7 @@ class KittiParams(RecordParams):
 class SyntheticParams(RecordParams):
     #: How many images to draw, at what (height, width) before letterboxing, from which seed.
     images: int = field(default=160, validator=validators.gt(1))
-    source_size: tuple[int, int] = field(default=(188, 621), converter=tuple, validator=_size_pair)
+    source_size: tuple[int, int] = field(default=(188, 621), converter=_as_tuple, validator=_size_pair)
     seed: int = 0
 
 

@@ -1,0 +1,100 @@
+"""Where a dataset's converted records are, read from its ``manifest.json``.
+
+This is what a dataset factory returns (registry.py). No TensorFlow here:
+run.py can report what a dataset holds without starting TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from detplug.core.errors import DataError
+
+MANIFEST_NAME = "manifest.json"
+
+#: Bump when the record features or the manifest layout change; a cache folder
+#: written with another version is rebuilt rather than misread.
+FORMAT_VERSION = 1
+
+SPLITS = ("train", "val")
+
+_REQUIRED_KEYS = ("format_version", "dataset", "source", "image_size", "size_policy", "classes", "splits")
+
+
+@attrs.frozen(eq=False)
+class PreparedData:
+    """A folder of TFRecord shards plus the manifest that lists them."""
+
+    directory: Path = attrs.field(converter=Path)
+    manifest: dict[str, Any]
+
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classes"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        height, width = self.manifest["image_size"]
+        return int(height), int(width)
+
+    def files(self, split: str) -> list[Path]:
+        """The absolute paths of a split's shards, in manifest order."""
+        return [self.directory / shard["file"] for shard in self._split(split)["shards"]]
+
+    @property
+    def train_files(self) -> list[Path]:
+        return self.files("train")
+
+    @property
+    def val_files(self) -> list[Path]:
+        return self.files("val")
+
+    def images(self, split: str) -> int:
+        return int(self._split(split)["images"])
+
+    def _split(self, split: str) -> dict[str, Any]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
+        return self.manifest["splits"][split]
+
+
+def read_prepared(directory: str | Path) -> PreparedData:
+    """Read ``directory/manifest.json``; DataError naming the file if it is missing,
+    unreadable, of another format version or lists a shard that is not there."""
+    directory = Path(directory).absolute()
+    path = directory / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} is missing: {directory} is not a finished conversion; delete the folder and run again"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path} cannot be read ({error}); delete {directory} and run again") from None
+    if not isinstance(manifest, dict) or any(key not in manifest for key in _REQUIRED_KEYS):
+        missing = [key for key in _REQUIRED_KEYS if not isinstance(manifest, dict) or key not in manifest]
+        raise DataError(f"{path} lacks the keys {', '.join(missing)}; delete {directory} and run again")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise DataError(
+            f"{path} has format_version {manifest['format_version']!r} but this detplug reads "
+            f"{FORMAT_VERSION}; delete {directory} and run again"
+        )
+    for split in SPLITS:
+        entry = manifest["splits"].get(split) if isinstance(manifest["splits"], dict) else None
+        if not isinstance(entry, dict) or "images" not in entry or "shards" not in entry:
+            raise DataError(f"{path} has no valid '{split}' split; delete {directory} and run again")
+        for shard in entry["shards"]:
+            if not (directory / shard["file"]).is_file():
+                raise DataError(
+                    f"{path} lists shard {shard['file']}, which is missing from {directory}; "
+                    f"delete the folder and run again"
+                )
+    return PreparedData(directory, manifest)
