@@ -1,0 +1,111 @@
+"""Plans are read and validated before TensorFlow is imported; every mistake names file and key."""
+
+from pathlib import Path
+
+import pytest
+
+from helpers import write_tiny_plan
+from detplug.core.check import static_check
+from detplug.core.errors import CheckError, PlanError
+from detplug.core.plan import PLANS_DIR, find_plan, load_plan, resolve_components
+from detplug.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.discover()
+
+
+def checked(path: Path, registry: Registry, overrides=()):
+    plan = load_plan(path, overrides)
+    return static_check(plan, resolve_components(plan, registry))
+
+
+def test_kitti_simple_is_the_original_two_period_plan():
+    plan = load_plan(find_plan("kitti_simple"))
+    five = [(p.dataset, p.epochs, p.learning_rate, p.losses, p.save) for p in plan.periods]
+    assert five == [("kitti", 10, 1e-4, "standard", True), ("kitti", 10, 1e-5, "standard", True)]
+    assert plan.period_bounds() == [(0, 10), (10, 20)]
+    assert plan.total_epochs == 20
+
+
+def test_plan_is_found_by_name_or_by_path(tmp_path):
+    assert find_plan("kitti_simple") == PLANS_DIR / "kitti_simple.toml"
+    path = write_tiny_plan(tmp_path)
+    assert find_plan(str(path)) == path
+
+
+def test_missing_plan_names_the_closest_and_known_plans():
+    with pytest.raises(PlanError, match=r"no plan named 'kitti_simpel': did you mean 'kitti_simple'\?"):
+        find_plan("kitti_simpel")
+    with pytest.raises(PlanError, match="does not exist"):
+        find_plan("nowhere/plan.toml")
+
+
+def test_set_overrides_one_value_typed_by_the_params_class(tmp_path, registry):
+    result = checked(write_tiny_plan(tmp_path), registry, ["model.backbone.width=0.25"])
+    assert result.resolved["model.backbone"].params.width == 0.25
+    assert result.chain.features[32].channels == 256
+
+
+def test_unknown_plan_key_has_did_you_mean_and_the_valid_keys(tmp_path):
+    path = write_tiny_plan(tmp_path)
+    path.write_text(path.read_text().replace("batch_size = 4", "batchsize = 4"))
+    with pytest.raises(PlanError) as error:
+        load_plan(path)
+    message = str(error.value)
+    assert str(path) in message and "train.batchsize" in message
+    assert "did you mean 'batch_size'" in message and "valid keys" in message
+
+
+def test_unknown_param_key_names_the_key_path(tmp_path, registry):
+    with pytest.raises(PlanError, match=r"model\.backbone\.widht: unknown key; did you mean 'width'\?"):
+        checked(write_tiny_plan(tmp_path), registry, ["model.backbone.widht=0.5"])
+
+
+def test_wrong_type_and_out_of_range_values_name_file_key_expected_and_found(tmp_path, registry):
+    path = write_tiny_plan(tmp_path)
+    with pytest.raises(PlanError, match=r"model\.backbone\.width: expected float, found 'wide'"):
+        checked(path, registry, ['model.backbone.width="wide"'])
+    with pytest.raises(PlanError, match=r"tiny\.toml: model\.backbone\.width: 'width' must be > 0"):
+        checked(path, registry, ["model.backbone.width=-1"])
+    with pytest.raises(PlanError, match=r"periods\[0\]\.epochs: must be > 0 \(got 0\)"):
+        load_plan(path, ["periods=[{dataset='synth', epochs=0, learning_rate=1e-3, losses='standard', save=true}]"])
+
+
+def test_unknown_component_lists_closest_and_installed_names(tmp_path, registry):
+    with pytest.raises(PlanError) as error:
+        checked(write_tiny_plan(tmp_path), registry, ['model.backbone.name="darknet35"'])
+    message = str(error.value)
+    assert "unknown backbone 'darknet35'" in message and "did you mean 'darknet53'" in message
+    assert "installed backbones: darknet53" in message and "pip install" in message
+
+
+def test_period_must_name_a_dataset_and_loss_combination_of_the_plan(tmp_path):
+    path = write_tiny_plan(tmp_path)
+    path.write_text(path.read_text().replace('losses = "standard"', 'losses = "fancy"', 1))
+    with pytest.raises(PlanError, match=r"periods\[0\]\.losses: 'fancy' is not one of the plan's loss_combos"):
+        load_plan(path)
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n")
+    with pytest.raises(PlanError, match="broken.toml: not valid TOML"):
+        load_plan(path)
+
+
+def test_mismatched_parts_name_both_components_field_expected_and_found(tmp_path, registry):
+    with pytest.raises(CheckError) as error:
+        checked(write_tiny_plan(tmp_path), registry, ["datasets.synth.image_size=[64, 100]"])
+    message = str(error.value)
+    assert "backbone 'darknet53'" in message and "dataset 'synthetic'" in message
+    assert "image size: expected multiples of 32, found 64x100" in message
+
+
+def test_static_check_walks_dataset_backbone_head_decoder_losses(tmp_path, registry):
+    result = checked(write_tiny_plan(tmp_path), registry)
+    kinds = [link.resolved.component.kind for link in result.links]
+    assert kinds[:4] == ["dataset", "backbone", "head", "decoder"]
+    assert kinds.count("loss") == 3
+    assert result.chain.head[8].channels_per_anchor == 5 + 3
