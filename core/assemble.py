@@ -1,0 +1,79 @@
+"""Builds the Keras model, the loss combinations and the optimizer from a checked plan.
+
+While the model is built, every component's declared spec is compared with
+the real tensor shapes its Keras code gives: the symbolic half of ``--check``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+
+from detplug.core.check import CheckedPlan
+from detplug.core.errors import CheckError
+from detplug.core.losses import LossCombination
+from detplug.core.plan import Resolved
+from detplug.core.specs import Chain
+from detplug.registry import load_factory
+
+
+def build_component(item: Resolved, chain: Chain) -> Any:
+    return load_factory(item.component)(item.params, chain)
+
+
+def build_model(checked: CheckedPlan) -> keras.Model:
+    """Image -> backbone -> head -> decoder, as one functional Keras model."""
+    chain, resolved = checked.chain, checked.resolved
+    image = chain.image
+    inputs = keras.Input((image.height, image.width, image.channels), name="image")
+
+    features = build_component(resolved["model.backbone"], chain)(inputs)
+    _verify(resolved["model.backbone"], features, {
+        stride: (image.height // stride, image.width // stride, spec.channels)
+        for stride, spec in chain.features.items()
+    })
+    head = build_component(resolved["model.head"], chain)(features)
+    _verify(resolved["model.head"], head, {
+        stride: (image.height // stride, image.width // stride, spec.anchors, spec.channels_per_anchor)
+        for stride, spec in chain.head.items()
+    })
+    decoded = build_component(resolved["model.decoder"], chain)(head)
+    for stride, spec in chain.decoded.items():
+        grid = (image.height // stride, image.width // stride, spec.anchors)
+        got = decoded.get(str(stride)) if isinstance(decoded, Mapping) else None
+        _verify(resolved["model.decoder"], got, {
+            name: (*grid, channels) for name, channels in spec.channels().items()
+        }, where=f"stride {stride} ")
+    return keras.Model(inputs, decoded, name=checked.plan.name)
+
+
+def _verify(item: Resolved, outputs: Any, declared: Mapping[Any, tuple], where: str = "") -> None:
+    """Declared (per key, shape without batch) against the built Keras tensors."""
+    label = f"{item.component.kind} '{item.component.name}' ({item.ref.key})"
+    if not isinstance(outputs, Mapping):
+        raise CheckError(f"{label}: {where}its Keras model gives {type(outputs).__name__}, "
+                         f"but the {item.component.kind} contract is a dict keyed by {sorted(map(str, declared))}")
+    found_keys = sorted(map(str, outputs))
+    declared_keys = sorted(map(str, declared))
+    if found_keys != declared_keys:
+        raise CheckError(f"{label}: {where}keys: its spec declares {declared_keys}, "
+                         f"its Keras model gives {found_keys}")
+    for key, shape in declared.items():
+        built = tuple(outputs[str(key)].shape[1:])
+        if built != tuple(shape):
+            raise CheckError(f"{label}: {where}output '{key}': its spec declares shape {tuple(shape)}, "
+                             f"its Keras model gives {built}; the spec function and the factory disagree")
+
+
+def build_losses(checked: CheckedPlan, combo_name: str) -> LossCombination:
+    """The plan's loss combination ``combo_name`` as one callable."""
+    losses = {}
+    for loss_name, (weight, ref) in checked.plan.loss_combos[combo_name].items():
+        losses[loss_name] = (weight, build_component(checked.resolved[ref.key], checked.chain))
+    return LossCombination(losses=losses)
+
+
+def count_parameters(model: keras.Model) -> int:
+    """Every weight, trainable or not (batch-norm statistics included), as Keras counts them."""
+    return int(model.count_params())
