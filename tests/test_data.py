@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -256,7 +257,8 @@ def test_no_kitti_root_falls_back_to_the_synthetic_sample_with_one_notice(tmp_pa
     prepared = prepare_kitti(KittiParams(), data_root=None, cache_dir=tmp_path)
     notices = [line for line in capsys.readouterr().out.splitlines() if line.startswith("no KITTI data")]
     assert len(notices) == 1 and "KITTI_ROOT unset" in notices[0] and str(tmp_path) in notices[0]
-    assert prepared.dataset == "kitti" and prepared.images("train") + prepared.images("val") == 160
+    default_images = attrs.fields(SyntheticParams).images.default
+    assert prepared.dataset == "kitti" and prepared.images("train") + prepared.images("val") == default_images
 
 
 # -- the input pipeline ----------------------------------------------------------------

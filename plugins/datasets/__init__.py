@@ -66,7 +66,7 @@ class KittiParams(RecordParams):
 @frozen(kw_only=True)
 class SyntheticParams(RecordParams):
     #: How many images to draw, at what (height, width) before letterboxing, from which seed.
-    images: int = field(default=160, validator=validators.gt(1))
+    images: int = field(default=128, validator=validators.gt(1))
     source_size: tuple[int, int] = field(default=(188, 621), converter=_as_tuple, validator=_size_pair)
     seed: int = 0
 

@@ -1,0 +1,22 @@
+"""The graph trainer: each batch runs as one tf.function graph, optionally XLA-compiled."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from detplug.core.epoch_loop import StepFunction, Trainer
+from detplug.plugins.trainers import GraphParams
+
+
+class GraphTrainer(Trainer):
+    def __init__(self, *, jit_compile: bool = False, **kwargs) -> None:
+        self.jit_compile = jit_compile
+        super().__init__(**kwargs)
+
+    def compile_step(self, step: StepFunction) -> StepFunction:
+        # reduce_retracing: the last validation batch may be smaller than the others.
+        return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
+
+
+def graph_trainer(params: GraphParams, *, model, losses, optimizer) -> GraphTrainer:
+    return GraphTrainer(jit_compile=params.jit_compile, model=model, losses=losses, optimizer=optimizer)
