@@ -64,3 +64,30 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, str(RUN_PY), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def hook_plugin_env(folder: Path, name: str, code: str) -> dict[str, str]:
+    """A real little plugin package: ``name.py`` with ``code`` plus a ``*.dist-info`` whose
+    entry_points.txt registers it under group ``detplug``. Returns the environment
+    (PYTHONPATH) under which a fresh ``run.py`` discovers it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(code)
+    dist_info = folder / f"{name}-0.1.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[detplug]\n{name} = {name}\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+def kill_at(hook: str, condition: str) -> str:
+    """Plugin code that SIGKILLs its own process in ``hook`` when ``condition`` holds,
+    after every other implementation of the hook (the loggers) has run."""
+    arguments = {"detplug_epoch_end": "run, epoch, logs", "detplug_period_start": "run, period, index"}[hook]
+    return (
+        "import os, signal\n"
+        "from detplug import hookimpl\n"
+        "@hookimpl(trylast=True)\n"
+        f"def {hook}({arguments}):\n"
+        f"    if {condition}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    )

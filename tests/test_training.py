@@ -1,0 +1,89 @@
+"""A plan trains end to end through the CLI, checkpoints every epoch, and resumes after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import hook_plugin_env, kill_at, run_cli, write_tiny_plan
+
+pytestmark = pytest.mark.slow
+
+
+def history(workdir: Path) -> list[dict[str, str]]:
+    with open(workdir / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def state(workdir: Path) -> dict:
+    return json.loads((workdir / "checkpoints" / "state.json").read_text())
+
+
+def train(plan: Path, workdir: Path, cache: Path, env: dict | None = None):
+    return run_cli("--plan", str(plan), "--workdir", str(workdir), "--cache-dir", str(cache), env=env)
+
+
+def test_two_period_plan_trains_checkpoints_and_a_second_run_trains_nothing(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path), tmp_path / "run", tmp_path / "cache"
+    first = train(plan, workdir, cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    rows = history(workdir)
+    assert [(row["epoch"], row["period"]) for row in rows] == [("1", "1"), ("2", "2")]
+    assert [float(row["learning_rate"]) for row in rows] == [1e-3, 1e-4]
+    for column in ("ciou", "objectness", "category", "total", "val_total", "ciou/8", "seconds"):
+        assert all(float(row[column]) >= 0 for row in rows), column
+    checkpoints = workdir / "checkpoints"
+    assert state(workdir)["epoch"] == 2 and state(workdir)["snapshots"] == ["ep01", "ep02"]
+    assert (checkpoints / "ep01.weights.h5").is_file() and (checkpoints / "ep02" / "ckpt.index").is_file()
+    lock = (workdir / "plan.lock.toml").read_text()
+    assert "tensorflow =" in lock and "keras =" in lock and 'detplug = "0.1.0"' in lock
+    assert (workdir / "tb").is_dir() and any((workdir / "tb").iterdir())
+
+    second = train(plan, workdir, cache)
+    assert second.returncode == 0
+    assert "every period of plan 'tiny' is done (2/2 epochs" in second.stdout
+    assert len(history(workdir)) == 2
+
+
+def test_killed_mid_period_resumes_at_the_next_epoch(tmp_path):
+    plan = write_tiny_plan(tmp_path, epochs1=3, epochs2=1)
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    # SIGKILL right after epoch 2 is logged, before its checkpoint is written.
+    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
+    killed = train(plan, workdir, cache, env=env)
+    assert killed.returncode == -9
+    assert state(workdir)["epoch"] == 1
+    assert [row["epoch"] for row in history(workdir)] == ["1", "2"]
+
+    resumed = train(plan, workdir, cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+    assert "epoch 1/3" not in resumed.stdout and "epoch 2/3" in resumed.stdout
+    # The row of the epoch that was logged but never checkpointed is replaced, not duplicated.
+    assert [(row["epoch"], row["period"]) for row in history(workdir)] == [("1", "1"), ("2", "1"), ("3", "1"), ("4", "2")]
+    assert state(workdir)["epoch"] == 4
+
+
+def test_killed_between_periods_skips_the_finished_period(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path, trainer="eager"), tmp_path / "run", tmp_path / "cache"
+    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_period_start", "index == 1"))
+    assert train(plan, workdir, cache, env=env).returncode == -9
+    assert state(workdir)["epoch"] == 1 and state(workdir)["snapshots"] == ["ep01"]
+
+    resumed = train(plan, workdir, cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "period 1 (synth, epochs 1-1) is done" in resumed.stdout
+    assert "period 2/2: synth, epoch 2/2" in resumed.stdout
+    assert state(workdir)["epoch"] == 2
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path):
+    plan = write_tiny_plan(tmp_path)
+    result = run_cli("--plan", str(plan), "--workdir", str(tmp_path / "run"), "--data-root", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert f"--data-root {tmp_path / 'nope'} is not a folder" in result.stderr
+    assert not (tmp_path / "run").exists()
