@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="list the registered components (of one kind if given) and exit")
     parser.add_argument("--json", action="store_true", help="with --list: print JSON")
     parser.add_argument("--verbose", action="store_true", help="with --list: params, defaults and factory module")
+    parser.add_argument("--strict-plugins", action="store_true",
+                        help="fail if any plugin failed to load (default: report and skip it)")
     parser.add_argument("--plan", metavar="NAME_OR_PATH", help="plan name (plans/NAME.toml) or a .toml file")
     parser.add_argument("--check", action="store_true",
                         help="check that the plan's parts fit (spec chain, then the symbolic Keras model) and exit")
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from detplug.registry import Registry
 
     registry = Registry.discover()
+    if args.strict_plugins:
+        registry.raise_for_load_errors()
     if args.list is not None:
         from detplug.core.listing import print_listing
 

@@ -41,13 +41,13 @@ def listing_rows(registry: Any, kind: str | None, verbose: bool) -> list[dict[st
             "summary": component.summary,
             "distribution": provider.distribution,
             "version": provider.version,
+            "plugin": provider.entry_point,
         }
         if verbose:
             row.update(
                 params=_params_of(component),
                 spec=(component.spec.__doc__ or "").strip().splitlines()[0] if component.spec.__doc__ else "",
                 factory=component.factory,
-                plugin=provider.entry_point,
             )
         rows.append(row)
     return rows
@@ -57,24 +57,38 @@ def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bo
     rows = listing_rows(registry, kind, verbose)
     errors = [
         {"plugin": e.provider.entry_point, "distribution": e.provider.distribution,
-         "version": e.provider.version, "error": e.error.strip().splitlines()[-1] if e.error.strip() else ""}
+         "version": e.provider.version, "error": e.last_line}
         for e in registry.load_errors
     ]
+    clashes = [clash.message() for clash in registry.clashes.values()]
+    disabled = [{"plugin": p.entry_point, "distribution": p.distribution, "version": p.version}
+                for p in registry.disabled]
     if as_json:
-        print(json.dumps({"components": rows, "load_errors": errors}, indent=2))
+        print(json.dumps({"components": rows, "load_errors": errors, "clashes": clashes, "disabled": disabled},
+                         indent=2))
         return
     name_width = max([len(r["name"]) for r in rows] + [4])
     for row in rows:
         provided = f"{row['distribution']} {row['version']}"
         print(f"{row['kind']:<9} {row['name']:<{name_width}}  {provided:<16} {row['summary']}")
         if verbose:
+            indent = " " * (11 + name_width)
             for param in row["params"]:
-                print(f"{'':<9} {'':<{name_width}}    {param['name']}: {param['type']} = {param['default']}")
-            print(f"{'':<9} {'':<{name_width}}    factory: {row['factory']}")
+                print(f"{indent}{param['name']}: {param['type']} = {param['default']}")
+            if row["spec"]:
+                print(f"{indent}spec: {row['spec']}")
+            print(f"{indent}factory: {row['factory']} (plugin '{row['plugin']}')")
     if errors:
         print("\nplugins that failed to load (skipped):")
         for error in errors:
             print(f"  {error['plugin']} ({error['distribution']} {error['version']}): {error['error']}")
+    if clashes:
+        print("\nnames registered twice (unusable until one is removed):")
+        for clash in clashes:
+            print(f"  {clash}")
+    if disabled:
+        print("\ndisabled plugins: " + ", ".join(f"{d['plugin']} ({d['distribution']} {d['version']})"
+                                                for d in disabled))
 
 
 def print_check(checked: CheckedPlan) -> None:

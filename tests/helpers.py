@@ -66,17 +66,31 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout)
 
 
-def hook_plugin_env(folder: Path, name: str, code: str) -> dict[str, str]:
-    """A real little plugin package: ``name.py`` with ``code`` plus a ``*.dist-info`` whose
-    entry_points.txt registers it under group ``detplug``. Returns the environment
-    (PYTHONPATH) under which a fresh ``run.py`` discovers it."""
+def make_plugin_package(folder: Path, distribution: str, modules: dict[str, str], *, version: str = "0.1",
+                        entry_points: dict[str, str] | None = None) -> Path:
+    """A real little installed package in ``folder``: the modules (name -> code) plus a
+    ``*.dist-info`` whose entry_points.txt registers them under group ``detplug``
+    (entry-point name -> module; by default each module under its own name)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.py").write_text(code)
-    dist_info = folder / f"{name}-0.1.dist-info"
+    for module, code in modules.items():
+        (folder / f"{module}.py").write_text(code)
+    dist_info = folder / f"{distribution.replace('-', '_')}-{version}.dist-info"
     dist_info.mkdir(exist_ok=True)
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text(f"[detplug]\n{name} = {name}\n")
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    entry_points = entry_points or {module: module for module in modules}
+    lines = "".join(f"{name} = {module}\n" for name, module in entry_points.items())
+    (dist_info / "entry_points.txt").write_text(f"[detplug]\n{lines}")
+    return folder
+
+
+def pythonpath_env(folder: Path) -> dict[str, str]:
+    """The environment under which a fresh ``run.py`` discovers packages in ``folder``."""
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+def hook_plugin_env(folder: Path, name: str, code: str) -> dict[str, str]:
+    """A plugin package holding only ``code`` (hook implementations); see make_plugin_package."""
+    return pythonpath_env(make_plugin_package(folder, name, {name: code}))
 
 
 def kill_at(hook: str, condition: str) -> str:
@@ -86,6 +100,7 @@ def kill_at(hook: str, condition: str) -> str:
     return (
         "import os, signal\n"
         "from detplug import hookimpl\n"
+        "PLUGIN_API = 1\n"
         "@hookimpl(trylast=True)\n"
         f"def {hook}({arguments}):\n"
         f"    if {condition}:\n"
