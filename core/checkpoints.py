@@ -6,12 +6,17 @@ folder, then renamed into place; only after that does ``state.json``
 therefore still finds the previous checkpoint. Layout::
 
     checkpoints/
-      state.json           {"latest": "epoch-0003", "epoch": 3, "kept": [...], "snapshots": [...]}
+      state.json           latest, epoch, kept, snapshots, best, and per checkpoint its epoch and
+                           optimizer; the model and periods it was written for (core/resume.py)
       epoch-0003/ckpt.*    every epoch; the last ``keep_last`` are kept
       ep10/ckpt.*          period snapshots (save = true), named by their end epoch
-      ep10.weights.h5      the same model as plain Keras weights, for use outside detplug
+      best/ckpt.*          the epoch with the lowest best_metric so far
+      ep10.weights.h5      a snapshot's model as plain Keras weights, for use outside detplug
 
 Reading the state needs no TensorFlow, so a finished run is recognised at once.
+A newest checkpoint that cannot be read is passed over, with a warning naming
+it, for the one before; when none can be read, training stops with an error
+rather than silently starting from scratch.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from detplug.core.errors import CheckpointError
 
@@ -47,63 +53,107 @@ class CheckpointStore:
 
     def state(self) -> dict[str, Any]:
         path = self.folder / STATE_FILE
+        empty = {"latest": None, "epoch": 0, "kept": [], "snapshots": [], "best": None, "checkpoints": {}}
         if not path.exists():
-            return {"latest": None, "epoch": 0, "kept": [], "snapshots": []}
+            return empty
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
             int(state["epoch"])
-            return state
+            return {**empty, **state}
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(
                 f"{path} is unreadable ({error}); the run folder's checkpoints cannot be trusted: "
-                f"fix or remove {self.folder} to start over"
+                f"fix it, or pass --restart to move them aside and start over"
             ) from None
 
     def epoch(self) -> int:
         """How many epochs the latest checkpoint has trained (0 when there is none)."""
         return int(self.state()["epoch"])
 
-    # -- writing and restoring, with a tf.train.Checkpoint --
+    # -- restoring --
 
-    def restore(self, checkpoint: Any) -> int:
+    def restore(self, read: Callable[[str, dict[str, Any]], None]) -> tuple[int, dict[str, Any]]:
+        """Restore the newest readable kept checkpoint with ``read(prefix, meta)``.
+
+        Returns its epoch and meta (what ``save`` was given), or (0, {}) when
+        the folder has no checkpoint.
+        """
         state = self.state()
         if not state["latest"]:
-            return 0
-        prefix = self.folder / state["latest"] / PREFIX
-        try:
-            checkpoint.read(str(prefix)).assert_existing_objects_matched()
-        except Exception as error:  # TensorFlow raises several types for a bad file
-            raise CheckpointError(
-                f"cannot restore checkpoint {prefix} ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                f"if the plan's model changed, train into another --workdir"
-            ) from None
-        return int(state["epoch"])
+            return 0, {}
+        failures = []
+        for name in reversed(state["kept"]):
+            meta = state["checkpoints"].get(name, {"epoch": state["epoch"]})
+            prefix = self.folder / name / PREFIX
+            try:
+                read(str(prefix), meta)
+            except Exception as error:  # TensorFlow raises several types for a bad file
+                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                failures.append(f"{prefix} ({reason})")
+                print(f"warning: checkpoint {prefix} cannot be read ({reason}); trying the one before it",
+                      file=sys.stderr)
+                continue
+            return int(meta["epoch"]), meta
+        raise CheckpointError(
+            f"no checkpoint in {self.folder} can be read: {'; '.join(failures)}; nothing was started from "
+            f"scratch: restore the files, or pass --restart to move them aside and start over"
+        )
 
-    def save(self, checkpoint: Any, epoch: int, *, snapshot: str | None = None, model: Any = None) -> None:
+    # -- writing --
+
+    def save(self, checkpoint: Any, epoch: int, *, meta: dict[str, Any], state_updates: dict[str, Any],
+             snapshot: str | None = None, write_weights: Callable[[Path], None] | None = None) -> None:
+        """Write the epoch's checkpoint (and the period snapshot), then name it in state.json."""
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.state()
         name = f"epoch-{epoch:04d}"
         self._write(checkpoint, name)
+        meta = {**meta, "epoch": epoch}
         if snapshot:
             self._write(checkpoint, snapshot)
-            if model is not None:
-                weights = self.folder / f"{snapshot}.weights.h5"
-                temporary = weights.with_name(f".tmp-{os.getpid()}-{weights.name}")
-                model.save_weights(str(temporary))
-                os.replace(temporary, weights)
+            if write_weights is not None:
+                self._write_weights(write_weights, snapshot)
             state["snapshots"] = sorted(set(state["snapshots"]) | {snapshot})
         kept = [k for k in state["kept"] if k != name] + [name]
         dropped, kept = kept[:-self.keep_last], kept[-self.keep_last:]
-        state.update(latest=name, epoch=epoch, kept=kept)
+        checkpoints = {k: v for k, v in state["checkpoints"].items() if k in kept}
+        checkpoints[name] = meta
+        state.update(state_updates, latest=name, epoch=epoch, kept=kept, checkpoints=checkpoints)
         write_atomically(self.folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
         for old in dropped:
             shutil.rmtree(self.folder / old, ignore_errors=True)
+
+    def save_best_if_better(self, checkpoint: Any, epoch: int, *, metric: str, value: float,
+                            write_weights: Callable[[Path], None] | None = None) -> bool:
+        """Keep this epoch as ``best`` when ``value`` of ``metric`` is the lowest so far."""
+        state = self.state()
+        best = state.get("best")
+        if best and best.get("metric") == metric and best["value"] <= value:
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write(checkpoint, "best")
+        if write_weights is not None:
+            self._write_weights(write_weights, "best")
+        state["best"] = {"metric": metric, "value": value, "epoch": epoch}
+        write_atomically(self.folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
+        return True
 
     def _write(self, checkpoint: Any, name: str) -> None:
         temporary = self.folder / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         checkpoint.write(str(temporary / PREFIX))
         final = self.folder / name
-        if final.exists():  # left by a run killed after the rename but before state.json named it
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        if final.exists():  # an older one of the same name, or one a killed run left unnamed
+            # Moved aside, not deleted, until the new one is in place.
+            previous = self.folder / f".old-{name}-{os.getpid()}"
+            os.replace(final, previous)
+            os.replace(temporary, final)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(temporary, final)
+
+    def _write_weights(self, write_weights: Callable[[Path], None], name: str) -> None:
+        weights = self.folder / f"{name}.weights.h5"
+        temporary = weights.with_name(f".tmp-{os.getpid()}-{weights.name}")
+        write_weights(temporary)
+        os.replace(temporary, weights)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,15 @@ class RunFolder:
     def write_lock(self, document: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         write_atomically(self.lock, tomli_w.dumps(document))
+
+    def move_aside(self) -> Path | None:
+        """``--restart``: move checkpoints, history and TensorBoard logs into
+        ``replaced-<time>/`` so that a new run starts clean and nothing is lost."""
+        present = [p for p in (self.checkpoints, self.history, self.tensorboard) if p.exists()]
+        if not present:
+            return None
+        target = self.path / time.strftime("replaced-%Y%m%d-%H%M%S")
+        target.mkdir(parents=True)
+        for path in present:
+            os.replace(path, target / path.name)
+        return target
