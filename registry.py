@@ -24,7 +24,8 @@ loss
     one-hot classes), ``boxes`` every box of each image, (batch, max_boxes, 4)
     yxhw, zero-padded, ignore regions included.
 trainer
-    ``factory(params, *, model, losses, optimizer) -> detplug.core.epoch_loop.Trainer``.
+    ``factory(params, *, model, losses, optimizer, variables=None) -> detplug.core.epoch_loop.Trainer``;
+    ``variables`` are the weights to update (the model's trainable ones when None).
 
 Nothing here imports TensorFlow.
 """

@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
     parser.add_argument("--workdir", type=Path, help="run folder (default: runs/<plan name>)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
     parser.add_argument("--data-root", type=Path, help="dataset folder (for KITTI: the folder holding training/)")
     parser.add_argument("--cache-dir", type=Path,
                         help="where converted records and the synthetic sample go (default: $DETPLUG_CACHE "
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from detplug.core.training import train_plan
 
     train_plan(checked, registry=registry, workdir=args.workdir or Path("runs") / plan.name,
-               data_root=args.data_root, cache_dir=args.cache_dir)
+               data_root=args.data_root, cache_dir=args.cache_dir, restart=args.restart)
     return 0
 
 

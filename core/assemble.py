@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import attrs
 import keras
 
 from detplug.core.check import CheckedPlan
@@ -22,30 +23,48 @@ def build_component(item: Resolved, chain: Chain) -> Any:
     return load_factory(item.component)(item.params, chain)
 
 
+@attrs.frozen
+class DetectorParts:
+    """The assembled model and the Keras objects of its parts (for freezing)."""
+
+    model: keras.Model
+    backbone: Any
+    head: Any
+    decoder: Any
+
+
 def build_model(checked: CheckedPlan) -> keras.Model:
     """Image -> backbone -> head -> decoder, as one functional Keras model."""
+    return build_parts(checked).model
+
+
+def build_parts(checked: CheckedPlan) -> DetectorParts:
     chain, resolved = checked.chain, checked.resolved
     image = chain.image
     inputs = keras.Input((image.height, image.width, image.channels), name="image")
 
-    features = build_component(resolved["model.backbone"], chain)(inputs)
+    backbone = build_component(resolved["model.backbone"], chain)
+    features = backbone(inputs)
     _verify(resolved["model.backbone"], features, {
         stride: (image.height // stride, image.width // stride, spec.channels)
         for stride, spec in chain.features.items()
     })
-    head = build_component(resolved["model.head"], chain)(features)
+    head_model = build_component(resolved["model.head"], chain)
+    head = head_model(features)
     _verify(resolved["model.head"], head, {
         stride: (image.height // stride, image.width // stride, spec.anchors, spec.channels_per_anchor)
         for stride, spec in chain.head.items()
     })
-    decoded = build_component(resolved["model.decoder"], chain)(head)
+    decoder = build_component(resolved["model.decoder"], chain)
+    decoded = decoder(head)
     for stride, spec in chain.decoded.items():
         grid = (image.height // stride, image.width // stride, spec.anchors)
         got = decoded.get(str(stride)) if isinstance(decoded, Mapping) else None
         _verify(resolved["model.decoder"], got, {
             name: (*grid, channels) for name, channels in spec.channels().items()
         }, where=f"stride {stride} ")
-    return keras.Model(inputs, decoded, name=checked.plan.name)
+    model = keras.Model(inputs, decoded, name=checked.plan.name)
+    return DetectorParts(model=model, backbone=backbone, head=head_model, decoder=decoder)
 
 
 def _verify(item: Resolved, outputs: Any, declared: Mapping[Any, tuple], where: str = "") -> None:

@@ -1,21 +1,22 @@
 """The epoch loop every trainer shares (the original framework's TrainValBase).
 
 A trainer differs from another only in how one batch runs: eagerly, or as a
-tf.function graph. The loop, the progress line and the per-epoch means of
-each loss part are common.
+tf.function graph. The loop, the learning rate per step, the progress line,
+the NaN guard and the per-epoch means of each loss part are common.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import keras
 import tensorflow as tf
 
 from detplug.core.errors import DetplugError
 from detplug.core.losses import LossCombination
+from detplug.core.optimizers import ema_swapped
 
 
 class NonFiniteLossError(DetplugError):
@@ -30,13 +31,16 @@ class Trainer:
 
     ``train_step`` and ``val_step`` are the plain Python step functions;
     :meth:`compile_step` turns each into what runs per batch (itself for the
-    eager trainer, a tf.function for the graph trainer).
+    eager trainer, a tf.function for the graph trainer). ``variables`` are the
+    weights this trainer updates: the model's trainable ones when it was built.
     """
 
-    def __init__(self, *, model: keras.Model, losses: LossCombination, optimizer: keras.optimizers.Optimizer) -> None:
+    def __init__(self, *, model: keras.Model, losses: LossCombination, optimizer: keras.optimizers.Optimizer,
+                 variables: Sequence[tf.Variable] | None = None) -> None:
         self.model = model
         self.losses = losses
         self.optimizer = optimizer
+        self.variables = list(model.trainable_variables if variables is None else variables)
         self.run_train_batch = self.compile_step(self.train_step)
         self.run_val_batch = self.compile_step(self.val_step)
 
@@ -44,12 +48,14 @@ class Trainer:
         raise NotImplementedError
 
     def train_step(self, images: tf.Tensor, targets: dict) -> dict:
-        variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
             total, parts = self.losses(outputs, targets)
-        gradients = tape.gradient(total, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+            # A LossScaleOptimizer scales the loss so float16 gradients do not underflow;
+            # apply_gradients unscales them. Other optimizers return the loss as it is.
+            scaled = self.optimizer.scale_loss(total)
+        gradients = tape.gradient(scaled, self.variables)
+        self.optimizer.apply_gradients(zip(gradients, self.variables))
         return parts
 
     def val_step(self, images: tf.Tensor, targets: dict) -> dict:
@@ -57,38 +63,56 @@ class Trainer:
         _, parts = self.losses(outputs, targets)
         return parts
 
-    def train_epoch(self, dataset: Iterable, steps: int, *, epoch: int) -> dict[str, float]:
-        return self._run(self.run_train_batch, dataset, steps, epoch=epoch, label="train")
+    def train_epoch(self, dataset: Iterable, steps: int, *, epoch: int,
+                    learning_rate_at: Callable[[int], float] | None = None, first_step: int = 0) -> dict[str, float]:
+        """One epoch; ``learning_rate_at(step)`` is assigned before each step, counted
+        from ``first_step`` (the period's steps so far)."""
+
+        def before_step(step: int) -> None:
+            if learning_rate_at is not None:
+                self.optimizer.learning_rate.assign(learning_rate_at(first_step + step))
+
+        return self._run(self.run_train_batch, dataset, steps, epoch=epoch, label="train", before_step=before_step)
 
     def validate(self, dataset: Iterable, steps: int, *, epoch: int) -> dict[str, float]:
-        return self._run(self.run_val_batch, dataset, steps, epoch=epoch, label="val")
+        """One pass over ``dataset`` without updates, on the EMA weights when there are any."""
+        with ema_swapped(self.optimizer, self.variables):
+            return self._run(self.run_val_batch, dataset, steps, epoch=epoch, label="val")
 
-    def _run(self, run_batch: StepFunction, dataset: Iterable, steps: int, *, epoch: int, label: str) -> dict[str, float]:
+    def _run(self, run_batch: StepFunction, dataset: Iterable, steps: int, *, epoch: int, label: str,
+             before_step: Callable[[int], None] = lambda step: None) -> dict[str, float]:
         progress = keras.utils.Progbar(steps, unit_name="step", stateful_metrics=["loss"])
         print(f"{label} epoch {epoch}")
         sums: dict[str, float] = {}
-        count = 0
+        count = images_seen = 0
         started = time.perf_counter()
         for step, (images, targets) in enumerate(dataset):
+            before_step(step)
             parts = {name: float(value) for name, value in run_batch(images, targets).items()}
             _stop_if_not_finite(parts, epoch=epoch, step=step + 1, label=label)
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
+            images_seen += int(images.shape[0])
             progress.update(step + 1, values=[("loss", parts["total"])])
         if count == 0:
             raise DetplugError(f"the {label} data gave no batch in epoch {epoch}; it has fewer images than one batch")
         means = {name: total / count for name, total in sums.items()}
         means["seconds"] = time.perf_counter() - started
+        means["images_per_second"] = images_seen / means["seconds"]
         return means
 
 
 def _stop_if_not_finite(parts: dict[str, float], *, epoch: int, step: int, label: str) -> None:
     for name, value in parts.items():
-        if not math.isfinite(value):
+        if name != "total" and not math.isfinite(value):
             raise NonFiniteLossError(
                 f"{label} loss part '{name}' is {value} at epoch {epoch}, step {step}; training stopped "
                 f"and no checkpoint of this state was written (the latest one is the last good epoch); "
                 f"lower the learning rate or check the data"
             )
-
+    if not math.isfinite(parts.get("total", 0.0)):
+        raise NonFiniteLossError(
+            f"{label} loss 'total' is {parts['total']} at epoch {epoch}, step {step} (a loss weight too large?); "
+            f"training stopped and no checkpoint of this state was written; lower the learning rate or the weights"
+        )

@@ -23,6 +23,7 @@ from attrs import frozen
 
 from detplug.core.errors import PlanError
 from detplug.core.params import ParamsError, build_params
+from detplug.core.settings import PERIOD_SETTING_KEYS, RUN_SETTING_KEYS, PeriodSettings, RunSettings
 from detplug.core.specs import Component
 
 PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
@@ -40,25 +41,32 @@ class ComponentRef:
 
 @frozen
 class Period:
-    """One period of training: the original framework's five fields, plus overrides."""
+    """One period of training: the original framework's five fields, the trainer, and
+    the period settings ([train]'s, with this period's overrides applied)."""
 
     dataset: str
     epochs: int
     learning_rate: float
     losses: str
     save: bool
-    trainer: ComponentRef | None = None
-    batch_size: int | None = None
+    trainer: ComponentRef
+    settings: PeriodSettings
+
+    def record(self) -> dict[str, Any]:
+        """The period as plain values, to tell later whether it was changed."""
+        return {
+            "dataset": self.dataset, "epochs": self.epochs, "learning_rate": self.learning_rate,
+            "losses": self.losses, "save": self.save,
+            "trainer": {"name": self.trainer.name, **self.trainer.params},
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in attrs.asdict(self.settings).items()},
+        }
 
 
 @frozen
 class TrainSettings:
     trainer: ComponentRef
-    batch_size: int = 8
-    seed: int = 0
-    #: How many of the every-epoch checkpoints to keep (period snapshots are always kept).
-    keep_last: int = 2
-    augment: bool = False
+    run: RunSettings
+    period_defaults: PeriodSettings
 
 
 @frozen
@@ -99,7 +107,7 @@ class Plan:
                 yield ref
         yield self.train.trainer
         for period in self.periods:
-            if period.trainer is not None:
+            if period.trainer is not self.train.trainer:
                 yield period.trainer
 
 
@@ -179,8 +187,8 @@ class _PlanReader:
 
     TOP_KEYS = ("name", "model", "datasets", "loss_combos", "train", "periods")
     MODEL_KEYS = ("backbone", "head", "decoder", "anchors")
-    TRAIN_KEYS = ("trainer", "batch_size", "seed", "keep_last", "augment")
-    PERIOD_KEYS = ("dataset", "epochs", "learning_rate", "losses", "save", "trainer", "batch_size")
+    TRAIN_KEYS = ("trainer", *RUN_SETTING_KEYS, *PERIOD_SETTING_KEYS)
+    PERIOD_KEYS = ("dataset", "epochs", "learning_rate", "losses", "save", "trainer", *PERIOD_SETTING_KEYS)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -242,8 +250,8 @@ class _PlanReader:
         }
         combos_table = self.table(document, "loss_combos", tuple(document.get("loss_combos", {}) or ()))
         loss_combos = {key: self.loss_combo(value, f"loss_combos.{key}") for key, value in combos_table.items()}
-        train = self.train(document.get("train", {}))
-        periods = self.periods(document.get("periods"), datasets, loss_combos)
+        train = self.train(document.get("train"))
+        periods = self.periods(document.get("periods"), train, datasets, loss_combos)
         return Plan(
             name=name,
             source=self.path,
@@ -275,18 +283,25 @@ class _PlanReader:
             combo[loss] = (weight, ComponentRef(kind="loss", name=loss, params=params, key=loss_key))
         return combo
 
+    def settings(self, settings_class: type, values: Mapping[str, Any], key: str, defaults: Any = None) -> Any:
+        """An attrs settings class from the table's keys that belong to it, over ``defaults``."""
+        chosen = {name: values[name] for name in attrs.fields_dict(settings_class) if name in values}
+        if defaults is not None:
+            chosen = {**attrs.asdict(defaults), **chosen}
+        try:
+            return build_params(settings_class, chosen)
+        except ParamsError as error:
+            raise self.error(_join(key, error.key) if error.key else key, error.message) from None
+
     def train(self, value: Any) -> TrainSettings:
-        table = self.table({"train": value}, "train", self.TRAIN_KEYS)
-        defaults = attrs.fields_dict(TrainSettings)
+        table = self.table({"train": value if value is not None else {}}, "train", self.TRAIN_KEYS)
         return TrainSettings(
             trainer=self.component(table.get("trainer", "graph"), "train.trainer", "trainer"),
-            batch_size=self.positive(table.get("batch_size", defaults["batch_size"].default), "train.batch_size", int),
-            seed=self.typed(table.get("seed", defaults["seed"].default), "train.seed", int),
-            keep_last=self.positive(table.get("keep_last", defaults["keep_last"].default), "train.keep_last", int),
-            augment=self.typed(table.get("augment", defaults["augment"].default), "train.augment", bool),
+            run=self.settings(RunSettings, table, "train"),
+            period_defaults=self.settings(PeriodSettings, table, "train"),
         )
 
-    def periods(self, value: Any, datasets: Mapping, loss_combos: Mapping) -> tuple[Period, ...]:
+    def periods(self, value: Any, train: TrainSettings, datasets: Mapping, loss_combos: Mapping) -> tuple[Period, ...]:
         if value is None or value == []:
             raise self.error("periods", "the plan has no [[periods]]; add at least one")
         if not isinstance(value, list):
@@ -310,15 +325,14 @@ class _PlanReader:
                 raise self.error(f"{key}.losses", f"'{losses}' is not one of the plan's loss_combos: "
                                  f"{', '.join(loss_combos) or 'none'}")
             trainer = table.get("trainer")
-            batch_size = table.get("batch_size")
             periods.append(Period(
                 dataset=dataset,
                 epochs=self.positive(table["epochs"], f"{key}.epochs", int),
                 learning_rate=self.positive(table["learning_rate"], f"{key}.learning_rate", float),
                 losses=losses,
                 save=self.typed(table["save"], f"{key}.save", bool),
-                trainer=None if trainer is None else self.component(trainer, f"{key}.trainer", "trainer"),
-                batch_size=None if batch_size is None else self.positive(batch_size, f"{key}.batch_size", int),
+                trainer=train.trainer if trainer is None else self.component(trainer, f"{key}.trainer", "trainer"),
+                settings=self.settings(PeriodSettings, table, key, defaults=train.period_defaults),
             ))
         return tuple(periods)
 

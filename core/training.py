@@ -2,13 +2,16 @@
 
 Periods run in order; a period's end epoch is the running sum of epochs. On
 start the run reads its own checkpoint state: finished periods are skipped,
-a half-done period resumes at the next epoch with model and optimizer
-restored, and a finished plan trains nothing.
+a half-done period resumes at the next epoch with model, optimizer and
+epoch restored, and a finished plan trains nothing. Data order and
+augmentation are functions of (seed, epoch) and the learning rate of (period,
+step), so a resumed run repeats exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ import attrs
 
 from detplug.core.check import CheckedPlan
 from detplug.core.checkpoints import CheckpointStore
-from detplug.core.plan import Period
+from detplug.core.plan import Period, Plan
+from detplug.core.resume import check_resumable, model_description
 from detplug.core.run_folder import RunFolder
 
 
@@ -30,7 +34,7 @@ class RunContext:
     model: Any = None
 
     @property
-    def plan(self):
+    def plan(self) -> Plan:
         return self.checked.plan
 
 
@@ -38,12 +42,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DETPLUG_CACHE") or Path.home() / ".cache" / "detplug")
 
 
+def period_index_at(plan: Plan, epochs_done: int) -> int:
+    """The period that trains epoch ``epochs_done + 1``."""
+    for index, (_, end) in enumerate(plan.period_bounds()):
+        if epochs_done < end:
+            return index
+    return len(plan.periods) - 1
+
+
 def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root: Path | None = None,
-               cache_dir: Path | None = None) -> RunContext:
+               cache_dir: Path | None = None, restart: bool = False) -> RunContext:
     plan = checked.plan
     folder = RunFolder(Path(workdir))
-    store = CheckpointStore(folder.checkpoints, keep_last=plan.train.keep_last)
-    done = store.epoch()
+    if restart:
+        moved = folder.move_aside()
+        if moved:
+            print(f"--restart: moved the previous checkpoints and logs to {moved}")
+    store = CheckpointStore(folder.checkpoints, keep_last=plan.train.run.keep_last)
+    state = store.state()
+    check_resumable(state, checked, store.folder)
+    done = int(state["epoch"])
     run = RunContext(folder=folder, checked=checked, start_epoch=done)
     if done >= plan.total_epochs:
         print(f"every period of plan '{plan.name}' is done ({done}/{plan.total_epochs} epochs in {folder.path}); "
@@ -51,105 +69,96 @@ def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root:
         registry.hook.detplug_train_end(run=run)
         return run
 
-    import keras
-    import tensorflow as tf
-
-    from detplug.core.assemble import build_model
+    from detplug.core.assemble import build_parts
+    from detplug.core.session import TrainingSession, configure_tensorflow
     from detplug.core.versions import lock_document
 
-    keras.utils.set_random_seed(plan.train.seed)
+    configure_tensorflow(plan.train.run)
     prepared = _prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir())
-    model = build_model(checked)
-    optimizer = keras.optimizers.Adam(learning_rate=plan.periods[0].learning_rate)
-    optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    session = TrainingSession(checked, build_parts(checked))
     if done:
-        store.restore(checkpoint)
+        def read(prefix: str, meta: dict[str, Any]) -> None:
+            session.use_period(plan.periods[period_index_at(plan, int(meta["epoch"]))])
+            session.restore(prefix, meta)
+
+        done, _ = store.restore(read)
         print(f"resuming plan '{plan.name}' after epoch {done} from {store.folder}")
+    run.start_epoch = done
     folder.write_lock(lock_document(checked, registry))
-    run.model = model
+    run.model = session.model
     registry.hook.detplug_train_start(run=run)
 
-    trainers = Trainers(model=model, optimizer=optimizer)
     for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
         if end <= done:
             print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
             continue
         registry.hook.detplug_period_start(run=run, period=period, index=index)
-        train_by_period(run, registry, period, index=index, start_epoch=max(start, done), end_epoch=end,
-                        prepared=prepared[period.dataset], trainers=trainers, checkpoint=checkpoint, store=store)
+        train_by_period(run, registry, period, index=index, period_start=start, resume_after=max(start, done),
+                        prepared=prepared[period.dataset], session=session, store=store)
     registry.hook.detplug_train_end(run=run)
     return run
 
 
-class Trainers:
-    """One trainer per (trainer, loss combination): periods that share both reuse its
-    compiled step instead of tracing it again; the learning rate is a variable."""
-
-    def __init__(self, *, model: Any, optimizer: Any) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self._built: dict[tuple[str, str], Any] = {}
-
-    def get(self, checked: CheckedPlan, period: Period) -> Any:
-        from detplug.core.assemble import build_losses
-        from detplug.registry import load_factory
-
-        trainer_key = period.trainer.key if period.trainer else checked.plan.train.trainer.key
-        key = (trainer_key, period.losses)
-        if key not in self._built:
-            item = checked.resolved[trainer_key]
-            self._built[key] = load_factory(item.component)(
-                item.params, model=self.model, losses=build_losses(checked, period.losses), optimizer=self.optimizer
-            )
-        return self._built[key]
-
-
-def train_by_period(run: RunContext, registry: Any, period: Period, *, index: int, start_epoch: int,
-                    end_epoch: int, prepared: Any, trainers: Trainers, checkpoint: Any,
-                    store: CheckpointStore) -> None:
+def train_by_period(run: RunContext, registry: Any, period: Period, *, index: int, period_start: int,
+                    resume_after: int, prepared: Any, session: Any, store: CheckpointStore) -> None:
     from detplug.core.data.pipeline import count_steps, make_dataset
+    from detplug.core.optimizers import learning_rate_at
 
     checked, plan = run.checked, run.plan
-    chain = checked.chain
-    batch_size = period.batch_size or plan.train.batch_size
-    trainer = trainers.get(checked, period)
-    trainers.optimizer.learning_rate.assign(period.learning_rate)
-    train_steps = count_steps(prepared.images("train"), batch_size, training=True)
-    val_steps = count_steps(prepared.images("val"), batch_size, training=False)
+    chain, settings = checked.chain, period.settings
+    trainer = session.use_period(period, announce=f"period {index + 1}")
+    train_steps = count_steps(prepared.images("train"), settings.batch_size, training=True)
+    val_steps = count_steps(prepared.images("val"), settings.batch_size, training=False)
+    rate_at = partial(learning_rate_at, base=period.learning_rate, settings=settings,
+                      total_steps=train_steps * period.epochs, steps_per_epoch=train_steps)
+    state_updates = {
+        "model": model_description(checked),
+        "periods": [p.record() for p in plan.periods],
+        "seed": plan.train.run.seed,
+    }
+    end_epoch = period_start + period.epochs
 
     def dataset(files: list, training: bool, epoch: int):
         return make_dataset(files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                            batch_size=batch_size, training=training, seed=plan.train.seed + epoch,
-                            augment=plan.train.augment and training)
+                            batch_size=settings.batch_size, training=training, seed=plan.train.run.seed + epoch,
+                            augment=plan.train.run.augment and training)
 
-    for epoch in range(start_epoch + 1, end_epoch + 1):
+    for epoch in range(resume_after + 1, end_epoch + 1):
         print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epoch {epoch}/{end_epoch}, "
-              f"learning rate {period.learning_rate:g}, losses '{period.losses}' ==")
-        train = trainer.train_epoch(dataset(prepared.train_files, True, epoch), train_steps, epoch=epoch)
-        logs = {"period": index + 1, "learning_rate": period.learning_rate, **train}
+              f"learning rate {period.learning_rate:g} ({settings.schedule}), losses '{period.losses}' ==")
+        first_step = (epoch - period_start - 1) * train_steps
+        train = trainer.train_epoch(dataset(prepared.train_files, True, epoch), train_steps, epoch=epoch,
+                                    learning_rate_at=rate_at, first_step=first_step)
+        logs = {"period": index + 1, "learning_rate": rate_at(first_step + train_steps - 1), **train}
         if val_steps:
             val = trainer.validate(dataset(prepared.val_files, False, epoch), val_steps, epoch=epoch)
-            logs.update({f"val_{name}": value for name, value in val.items() if name != "seconds"})
+            logs.update({f"val_{name}": value for name, value in val.items()
+                         if name not in ("seconds", "images_per_second")})
             logs["seconds"] = train["seconds"] + val["seconds"]
         print(epoch_summary(epoch, logs))
-        snapshot = f"ep{epoch:02d}" if period.save and epoch == end_epoch else None
         # Logged before the checkpoint: a kill in between re-runs this epoch, and
         # detplug_train_start lets loggers drop the rows of epochs that run again.
         registry.hook.detplug_epoch_end(run=run, epoch=epoch, logs=logs)
-        store.save(checkpoint, epoch, snapshot=snapshot, model=trainers.model)
+        snapshot = f"ep{epoch:02d}" if period.save and epoch == end_epoch else None
+        session.mark(epoch=epoch, period=index)
+        store.save(session.checkpoint(), epoch, meta=session.checkpoint_meta(), state_updates=state_updates,
+                   snapshot=snapshot, write_weights=session.write_weights)
         if snapshot:
             print(f"saved period snapshot {store.folder / snapshot}")
+        metric = plan.train.run.best_metric
+        if metric in logs:
+            store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
+                                      write_weights=session.write_weights)
 
 
 def epoch_summary(epoch: int, logs: dict[str, float]) -> str:
     """One line per epoch: the total and each loss part (summed over strides), train and val."""
-    parts = [name for name in logs if name not in ("total", "period", "learning_rate", "seconds")
-             and "/" not in name and not name.startswith("val_")]
+    skip = ("total", "period", "learning_rate", "seconds", "images_per_second")
+    parts = [name for name in logs if name not in skip and "/" not in name and not name.startswith("val_")]
     line = f"epoch {epoch}: loss {logs['total']:.4g} (" + ", ".join(f"{p} {logs[p]:.4g}" for p in parts) + ")"
     if "val_total" in logs:
         line += f", val_loss {logs['val_total']:.4g}"
-    return line + f", {logs['seconds']:.1f} s"
+    return line + f", {logs['seconds']:.1f} s, {logs['images_per_second']:.1f} images/s"
 
 
 def _prepare_datasets(checked: CheckedPlan, *, data_root: Path | None, cache_dir: Path) -> dict[str, Any]:
@@ -161,3 +170,4 @@ def _prepare_datasets(checked: CheckedPlan, *, data_root: Path | None, cache_dir
         item = checked.resolved[f"datasets.{key}"]
         prepared[key] = load_factory(item.component)(item.params, data_root=data_root, cache_dir=cache_dir)
     return prepared
+

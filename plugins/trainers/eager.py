@@ -12,5 +12,5 @@ class EagerTrainer(Trainer):
         return step
 
 
-def eager_trainer(params: Any, *, model, losses, optimizer) -> EagerTrainer:
-    return EagerTrainer(model=model, losses=losses, optimizer=optimizer)
+def eager_trainer(params: Any, *, model, losses, optimizer, variables=None) -> EagerTrainer:
+    return EagerTrainer(model=model, losses=losses, optimizer=optimizer, variables=variables)

@@ -18,5 +18,6 @@ class GraphTrainer(Trainer):
         return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
 
 
-def graph_trainer(params: GraphParams, *, model, losses, optimizer) -> GraphTrainer:
-    return GraphTrainer(jit_compile=params.jit_compile, model=model, losses=losses, optimizer=optimizer)
+def graph_trainer(params: GraphParams, *, model, losses, optimizer, variables=None) -> GraphTrainer:
+    return GraphTrainer(jit_compile=params.jit_compile, model=model, losses=losses, optimizer=optimizer,
+                        variables=variables)
