@@ -106,3 +106,31 @@ def kill_at(hook: str, condition: str) -> str:
         f"    if {condition}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
     )
+
+
+def kill_inside_checkpoint_write(name: str) -> str:
+    """Plugin code that SIGKILLs run.py after ``name``'s checkpoint files are written
+    into their temporary folder, before the folder is renamed into place."""
+    return (
+        "import os, signal\n"
+        "from detplug.core import checkpoints\n"
+        "PLUGIN_API = 1\n"
+        "_write = checkpoints.CheckpointStore._write\n"
+        "def _write_then_die(self, checkpoint, name):\n"
+        f"    if name == {name!r}:\n"
+        "        checkpoint.write(str(self.folder / f'.tmp-{name}-{os.getpid()}' / checkpoints.PREFIX))\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return _write(self, checkpoint, name)\n"
+        "checkpoints.CheckpointStore._write = _write_then_die\n"
+    )
+
+
+def read_weights(path: Path) -> dict[str, "numpy.ndarray"]:
+    """Every array of a Keras ``.weights.h5`` file, by its path in the file."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda key, item: arrays.__setitem__(key, item[()]) if isinstance(item, h5py.Dataset)
+                          else None)
+    return arrays

@@ -1,0 +1,131 @@
+"""Training you can trust: a resumed run equals an uninterrupted one, and checkpoints
+survive kills, corruption and plan changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import (hook_plugin_env, kill_at, kill_inside_checkpoint_write, read_weights, run_cli,
+                     write_tiny_plan)
+
+pytestmark = pytest.mark.slow
+
+EXACT = ["--set", "train.deterministic=true", "--set", "train.ema=true"]
+
+
+def train(plan: Path, workdir: Path, cache: Path, *extra: str, env: dict | None = None):
+    return run_cli("--plan", str(plan), "--workdir", str(workdir), "--cache-dir", str(cache), *extra, env=env)
+
+
+def state(workdir: Path) -> dict:
+    return json.loads((workdir / "checkpoints" / "state.json").read_text())
+
+
+@pytest.mark.parametrize("trainer", ["graph", "eager"])
+def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
+    plan = write_tiny_plan(tmp_path, trainer=trainer, epochs1=2, epochs2=1)
+    cache = tmp_path / "cache"
+    straight = train(plan, tmp_path / "straight", cache, *EXACT)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killer = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
+    assert train(plan, tmp_path / "killed", cache, *EXACT, env=killer).returncode == -9
+    resumed = train(plan, tmp_path / "killed", cache, *EXACT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+
+    for snapshot in ("ep02.weights.h5", "ep03.weights.h5"):
+        expected = read_weights(tmp_path / "straight" / "checkpoints" / snapshot)
+        found = read_weights(tmp_path / "killed" / "checkpoints" / snapshot)
+        assert expected.keys() == found.keys() and len(expected) > 10
+        for key in expected:
+            assert np.array_equal(expected[key], found[key]), f"{snapshot}: {key} differs"
+    rows = [(tmp_path / run / "history.csv").read_text().splitlines() for run in ("straight", "killed")]
+    strip_seconds = lambda lines: [",".join(c for i, c in enumerate(l.split(",")) if i not in seconds_columns)
+                                   for l in lines]
+    header = rows[0][0].split(",")
+    seconds_columns = {i for i, name in enumerate(header) if name in ("seconds", "images_per_second")}
+    assert strip_seconds(rows[0]) == strip_seconds(rows[1])
+
+
+def test_killed_inside_a_checkpoint_write_resumes_from_the_previous_checkpoint(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=2), tmp_path / "run", tmp_path / "cache"
+    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_inside_checkpoint_write("epoch-0002"))
+    assert train(plan, workdir, cache, env=env).returncode == -9
+    assert state(workdir)["latest"] == "epoch-0001"
+    assert any(p.name.startswith(".tmp-epoch-0002") for p in (workdir / "checkpoints").iterdir())
+
+    resumed = train(plan, workdir, cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+    assert state(workdir)["epoch"] == 3
+
+
+def corrupt(checkpoint: Path) -> Path:
+    data = next(checkpoint.glob("ckpt.data-*"))
+    blob = bytearray(data.read_bytes())
+    data.write_bytes(bytes(blob[: len(blob) // 3]))
+    return data
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=3), tmp_path / "run", tmp_path / "cache"
+    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
+    assert train(plan, workdir, cache, env=env).returncode == -9
+    assert state(workdir)["kept"] == ["epoch-0001", "epoch-0002"]
+    corrupt(workdir / "checkpoints" / "epoch-0002")
+
+    resumed = train(plan, workdir, cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"warning: checkpoint {workdir / 'checkpoints' / 'epoch-0002' / 'ckpt'} cannot be read" in resumed.stderr
+    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+    assert state(workdir)["epoch"] == 4
+
+
+def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=3), tmp_path / "run", tmp_path / "cache"
+    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
+    assert train(plan, workdir, cache, env=env).returncode == -9
+    for name in ("epoch-0001", "epoch-0002"):
+        corrupt(workdir / "checkpoints" / name)
+    before = (workdir / "checkpoints" / "state.json").read_text()
+
+    result = train(plan, workdir, cache)
+    assert result.returncode == 2
+    assert "no checkpoint in" in result.stderr and "nothing was started from scratch" in result.stderr
+    assert (workdir / "checkpoints" / "state.json").read_text() == before
+
+
+def test_changed_model_is_an_error_unless_restart_which_moves_the_old_run_aside(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path), tmp_path / "run", tmp_path / "cache"
+    assert train(plan, workdir, cache).returncode == 0
+    changed = train(plan, workdir, cache, "--set", "model.backbone.width=0.25")
+    assert changed.returncode == 2
+    assert "written by a different model (backbone.width 0.125 -> 0.25)" in changed.stderr
+    assert "--restart" in changed.stderr
+
+    restarted = train(plan, workdir, cache, "--set", "model.backbone.width=0.25", "--restart")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    [aside] = workdir.glob("replaced-*")
+    assert (aside / "checkpoints" / "state.json").is_file() and (aside / "history.csv").is_file()
+    assert state(workdir)["epoch"] == 2 and state(workdir)["model"]["backbone"]["width"] == 0.25
+
+
+def test_extending_a_finished_plan_continues_and_changing_a_trained_period_is_a_conflict(tmp_path):
+    plan, workdir, cache = write_tiny_plan(tmp_path), tmp_path / "run", tmp_path / "cache"
+    assert train(plan, workdir, cache).returncode == 0
+
+    longer = write_tiny_plan(tmp_path, epochs2=2)
+    extended = train(longer, workdir, cache)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "resuming plan 'tiny' after epoch 2" in extended.stdout and "epoch 3/3" in extended.stdout
+    assert state(workdir)["epoch"] == 3
+
+    longer.write_text(longer.read_text().replace("learning_rate = 1e-3", "learning_rate = 5e-4"))
+    conflict = train(longer, workdir, cache)
+    assert conflict.returncode == 2
+    assert "period 1 has trained" in conflict.stderr and "learning_rate 0.001 -> 0.0005" in conflict.stderr
