@@ -15,6 +15,7 @@ from detplug.core.check import CheckedPlan
 from detplug.core.errors import CheckError
 from detplug.core.losses import LossCombination
 from detplug.core.plan import Resolved
+from detplug.core.shapes import expected_shapes, shape_mismatches
 from detplug.core.specs import Chain
 from detplug.registry import load_factory
 
@@ -45,44 +46,23 @@ def build_parts(checked: CheckedPlan) -> DetectorParts:
 
     backbone = build_component(resolved["model.backbone"], chain)
     features = backbone(inputs)
-    _verify(resolved["model.backbone"], features, {
-        stride: (image.height // stride, image.width // stride, spec.channels)
-        for stride, spec in chain.features.items()
-    })
+    _verify(resolved["model.backbone"], features, chain.features, image)
     head_model = build_component(resolved["model.head"], chain)
     head = head_model(features)
-    _verify(resolved["model.head"], head, {
-        stride: (image.height // stride, image.width // stride, spec.anchors, spec.channels_per_anchor)
-        for stride, spec in chain.head.items()
-    })
+    _verify(resolved["model.head"], head, chain.head, image)
     decoder = build_component(resolved["model.decoder"], chain)
     decoded = decoder(head)
-    for stride, spec in chain.decoded.items():
-        grid = (image.height // stride, image.width // stride, spec.anchors)
-        got = decoded.get(str(stride)) if isinstance(decoded, Mapping) else None
-        _verify(resolved["model.decoder"], got, {
-            name: (*grid, channels) for name, channels in spec.channels().items()
-        }, where=f"stride {stride} ")
+    _verify(resolved["model.decoder"], decoded, chain.decoded, image)
     model = keras.Model(inputs, decoded, name=checked.plan.name)
     return DetectorParts(model=model, backbone=backbone, head=head_model, decoder=decoder)
 
 
-def _verify(item: Resolved, outputs: Any, declared: Mapping[Any, tuple], where: str = "") -> None:
-    """Declared (per key, shape without batch) against the built Keras tensors."""
-    label = f"{item.component.kind} '{item.component.name}' ({item.ref.key})"
-    if not isinstance(outputs, Mapping):
-        raise CheckError(f"{label}: {where}its Keras model gives {type(outputs).__name__}, "
-                         f"but the {item.component.kind} contract is a dict keyed by {sorted(map(str, declared))}")
-    found_keys = sorted(map(str, outputs))
-    declared_keys = sorted(map(str, declared))
-    if found_keys != declared_keys:
-        raise CheckError(f"{label}: {where}keys: its spec declares {declared_keys}, "
-                         f"its Keras model gives {found_keys}")
-    for key, shape in declared.items():
-        built = tuple(outputs[str(key)].shape[1:])
-        if built != tuple(shape):
-            raise CheckError(f"{label}: {where}output '{key}': its spec declares shape {tuple(shape)}, "
-                             f"its Keras model gives {built}; the spec function and the factory disagree")
+def _verify(item: Resolved, outputs: Any, declared: Mapping[int, Any], image: Any) -> None:
+    """The component's declared spec against the Keras tensors it built."""
+    problems = shape_mismatches(expected_shapes(item.component.kind, declared, image), outputs)
+    if problems:
+        raise CheckError(f"{item.component.kind} '{item.component.name}' ({item.ref.key}): "
+                         f"{'; '.join(problems)}; the spec function and the factory disagree")
 
 
 def build_losses(checked: CheckedPlan, combo_name: str) -> LossCombination:
