@@ -68,9 +68,10 @@ def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bo
                          indent=2))
         return
     name_width = max([len(r["name"]) for r in rows] + [4])
+    provider_width = max([len(f"{r['distribution']} {r['version']}") for r in rows] + [8])
     for row in rows:
         provided = f"{row['distribution']} {row['version']}"
-        print(f"{row['kind']:<9} {row['name']:<{name_width}}  {provided:<16} {row['summary']}")
+        print(f"{row['kind']:<9} {row['name']:<{name_width}}  {provided:<{provider_width}}  {row['summary']}")
         if verbose:
             indent = " " * (11 + name_width)
             for param in row["params"]:

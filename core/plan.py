@@ -160,7 +160,8 @@ def load_plan(path: Path, overrides: Iterable[str] = ()) -> Plan:
 
 
 def apply_override(document: dict, override: str, path: Path) -> None:
-    """Apply ``--set a.b.c=value``; the value is read as a TOML value, else as a string."""
+    """Apply ``--set a.b.c=value`` (``periods.0.epochs=1`` indexes a list); the value is read
+    as a TOML value, else as a string."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise PlanError(f"--set {override!r}: write it as KEY.PATH=VALUE, e.g. model.backbone.width=0.5")
@@ -169,17 +170,31 @@ def apply_override(document: dict, override: str, path: Path) -> None:
     except tomllib.TOMLDecodeError:
         value = text
     parts = key.strip().split(".")
-    node = document
+    node: Any = document
     for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[:depth + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, key, where, path)]
+            continue
         child = node.get(part)
         if isinstance(child, str) and depth == 1 and parts[0] == "model":
             child = node[part] = {"name": child}  # `backbone = "x"` written as a bare name
         if child is None:
             child = node[part] = {}
-        if not isinstance(child, dict):
-            raise PlanError(f"--set {key}: {'.'.join(parts[:depth + 1])} in {path} is not a table")
+        if not isinstance(child, (dict, list)):
+            raise PlanError(f"--set {key}: {where} in {path} is not a table")
         node = child
-    node[parts[-1]] = value
+    if isinstance(node, list):
+        node[_list_index(node, parts[-1], key, key, path)] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _list_index(items: list, part: str, key: str, where: str, path: Path) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise PlanError(f"--set {key}: {where} in {path} has {len(items)} entries; index it with 0 to "
+                        f"{len(items) - 1}")
+    return int(part)
 
 
 class _PlanReader:
