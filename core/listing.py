@@ -96,11 +96,15 @@ def print_check(checked: CheckedPlan) -> None:
     plan = checked.plan
     print(f"plan '{plan.name}' ({plan.source})")
     print("spec chain (pure Python):")
-    for link in checked.links:
-        item = link.resolved
-        provided = f"{item.provider.distribution} {item.provider.version}"
-        print(f"  {item.component.kind:<9} {item.component.name:<12} {provided:<16} "
-              f"{item.ref.key:<28} -> {describe_output(link.output)}")
+    rows = [("kind", "component", "provided by", "plan key", "output spec")] + [
+        (link.resolved.component.kind, link.resolved.component.name,
+         f"{link.resolved.provider.distribution} {link.resolved.provider.version}", link.resolved.ref.key,
+         describe_output(link.output))
+        for link in checked.links
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
     from detplug.core.assemble import build_model, count_parameters
 
     model = build_model(checked)
