@@ -27,7 +27,7 @@ from attrs import field, frozen, validators
 PLUGIN_API_VERSION = 1
 
 #: Component kinds, in the order the spec chain visits them.
-KINDS = ("dataset", "backbone", "head", "decoder", "loss", "trainer")
+KINDS = ("dataset", "backbone", "head", "decoder", "loss", "trainer", "evaluator")
 
 
 class SpecError(ValueError):
