@@ -30,10 +30,17 @@ OUTPUT_STAGES = {2: 8, 3: 16, 4: 32}
 # -- blocks --
 
 
-def conv_bn_leaky(
-    x: keras.KerasTensor, filters: int, kernel_size: int, *, strides: int = 1, name: str
+def darknet_conv(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    activation: str = "leaky",
+    name: str,
 ) -> keras.KerasTensor:
-    """Darknet's convolutional unit: conv without bias (BN supplies it), BN, LeakyReLU(0.1).
+    """Darknet's convolutional unit: conv without bias (BN supplies it), BN, then
+    ``activation`` ("leaky": LeakyReLU(0.1) as YOLOv3; "mish": as YOLOv4's backbone).
 
     A stride-2 conv pads only top and left, then convolves 'valid', as Darknet
     does; Keras' 'same' would pad bottom-right and shift every feature by a pixel
@@ -48,7 +55,18 @@ def conv_bn_leaky(
         filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=f"{name}_conv"
     )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_leaky")(x)
+    if activation == "leaky":
+        return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_leaky")(x)
+    if activation == "mish":
+        return layers.Activation("mish", name=f"{name}_mish")(x)
+    raise ValueError(f"darknet_conv: activation must be 'leaky' or 'mish' (got {activation!r})")
+
+
+def conv_bn_leaky(
+    x: keras.KerasTensor, filters: int, kernel_size: int, *, strides: int = 1, name: str
+) -> keras.KerasTensor:
+    """:func:`darknet_conv` with YOLOv3's LeakyReLU(0.1)."""
+    return darknet_conv(x, filters, kernel_size, strides=strides, activation="leaky", name=name)
 
 
 def residual_block(x: keras.KerasTensor, filters: int, *, name: str) -> keras.KerasTensor:

@@ -1,15 +1,28 @@
-"""Built-in heads and decoders: declarations only (attrs + detplug specs, no TensorFlow)."""
+"""Built-in heads and decoders: declarations only (attrs + detplug specs, no TensorFlow).
+
+Both heads consume the backbone's features at strides 8, 16 and 32, of any
+channel counts, so every built-in backbone fits either head.
+"""
 
 from __future__ import annotations
 
 from attrs import field, frozen, validators
 
-from detplug import Chain, Component, DecodedSpec, HeadSpec, NoParams, SpecError, hookimpl
+from detplug import Chain, Component, DecodedSpec, FeatureSpec, HeadSpec, NoParams, SpecError, hookimpl
 
 PLUGIN_API = 1
 
+#: The backbone strides both built-in heads consume (and predict at).
+HEAD_STRIDES = (8, 16, 32)
+
 #: YOLOv3's head works at three strides; its 1x1 conv widths per stride at width 1.
 YOLOV3_HEAD_CHANNELS = {8: 128, 16: 256, 32: 512}
+
+#: YOLOv4's PAN neck: its 1x1 conv widths per stride at width 1 (yolov4.cfg).
+PAN_HEAD_CHANNELS = {8: 128, 16: 256, 32: 512}
+
+#: yolov4.cfg's ``scale_x_y`` of its three [yolo] layers, strides 8, 16, 32.
+YOLOV4_SCALE_XY = (1.2, 1.1, 1.05)
 
 
 @frozen(kw_only=True)
@@ -17,30 +30,56 @@ class YoloV3HeadParams:
     width: float = field(default=1.0, converter=float, validator=validators.gt(0))
 
 
-def yolov3_fpn_spec(params: YoloV3HeadParams, chain: Chain) -> dict[int, HeadSpec]:
-    features = chain.require("features", "head 'yolov3_fpn'")
-    anchors = chain.require("anchors", "head 'yolov3_fpn'")
-    labels = chain.require("labels", "head 'yolov3_fpn'")
-    needed = tuple(sorted(YOLOV3_HEAD_CHANNELS))
-    if tuple(sorted(features)) != needed:
+@frozen(kw_only=True)
+class PanHeadParams:
+    width: float = field(default=1.0, converter=float, validator=validators.gt(0))
+    #: YOLOv4's spatial pyramid pooling (max-pool 5, 9, 13 concatenated) on the /32 features.
+    spp: bool = field(default=True, validator=validators.instance_of(bool))
+
+
+def consumed_features(chain: Chain, by: str, strides: tuple[int, ...] = HEAD_STRIDES) -> dict[int, FeatureSpec]:
+    """The backbone features and anchors a head needs: exactly ``strides``, any channels."""
+    features = chain.require("features", by)
+    anchors = chain.require("anchors", by)
+    chain.require("labels", by)
+    if tuple(sorted(features)) != strides:
         raise SpecError(
-            "needs backbone features at strides 8, 16 and 32",
+            f"consumes backbone features at strides {_listed(strides)} (any channel counts)",
             field="strides",
-            expected=needed,
+            expected=strides,
             found=tuple(sorted(features)),
             upstream="backbone",
         )
-    if tuple(sorted(anchors)) != needed:
+    if tuple(sorted(anchors)) != strides:
         raise SpecError(
-            "needs anchors for strides 8, 16 and 32",
+            f"needs anchors for strides {_listed(strides)}",
             field="anchor strides",
-            expected=needed,
+            expected=strides,
             found=tuple(sorted(anchors)),
             upstream="anchors",
         )
-    return {
-        stride: HeadSpec(stride, len(anchors[stride]), 5 + labels.num_classes) for stride in needed
-    }
+    return dict(features)
+
+
+def _listed(strides: tuple[int, ...]) -> str:
+    return ", ".join(map(str, strides[:-1])) + f" and {strides[-1]}"
+
+
+def _head_outputs(chain: Chain) -> dict[int, HeadSpec]:
+    anchors, labels = chain.anchors, chain.labels
+    return {stride: HeadSpec(stride, len(anchors[stride]), 5 + labels.num_classes) for stride in HEAD_STRIDES}
+
+
+def yolov3_fpn_spec(params: YoloV3HeadParams, chain: Chain) -> dict[int, HeadSpec]:
+    """Consumes backbone strides 8, 16, 32 (any channels); gives anchors x (5 + classes) per cell."""
+    consumed_features(chain, "head 'yolov3_fpn'")
+    return _head_outputs(chain)
+
+
+def pan_spec(params: PanHeadParams, chain: Chain) -> dict[int, HeadSpec]:
+    """Consumes backbone strides 8, 16, 32 (any channels); gives anchors x (5 + classes) per cell."""
+    consumed_features(chain, "head 'pan'")
+    return _head_outputs(chain)
 
 
 YOLOV3_FPN = Component(
@@ -52,11 +91,60 @@ YOLOV3_FPN = Component(
     factory="detplug.plugins.heads.yolov3:yolov3_fpn_from_params",
 )
 
+PAN = Component(
+    kind="head",
+    name="pan",
+    summary="YOLOv4's neck and head: SPP, top-down FPN then bottom-up path aggregation, /8 /16 /32",
+    params=PanHeadParams,
+    spec=pan_spec,
+    factory="detplug.plugins.heads.pan:pan_from_params",
+)
 
-def yolo_decoder_spec(params: NoParams, chain: Chain) -> dict[int, DecodedSpec]:
-    head = chain.require("head", "decoder 'yolo'")
-    anchors = chain.require("anchors", "decoder 'yolo'")
-    labels = chain.require("labels", "decoder 'yolo'")
+
+# -- decoders --
+
+
+def _as_scales(value: object) -> object:
+    # One number means every stride; anything else is left for the validator to name.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value)
+    return value
+
+
+@frozen(kw_only=True)
+class YoloV4DecoderParams:
+    #: Grid sensitivity per head stride, finest first (yolov4.cfg: 1.2, 1.1, 1.05 at
+    #: strides 8, 16, 32); one value applies to every stride; 1 is YOLOv3's decoding.
+    scale_xy: float | tuple[float, ...] = field(
+        default=YOLOV4_SCALE_XY, converter=_as_scales, validator=lambda i, a, value: _check_scales(a.name, value)
+    )
+
+
+def _check_scales(name: str, value: object) -> None:
+    if not isinstance(value, tuple) or not value or any(not isinstance(s, float) or s < 1.0 for s in value):
+        raise ValueError(f"'{name}' must be a number >= 1, or a list of them one per stride (got {value!r})")
+
+
+def scales_per_stride(scale_xy: tuple[float, ...], strides: tuple[int, ...]) -> dict[int, float]:
+    """``scale_xy`` (one value, or one per stride finest first) as {stride: scale}."""
+    strides = tuple(sorted(strides))
+    if len(scale_xy) == 1:
+        return dict.fromkeys(strides, scale_xy[0])
+    if len(scale_xy) != len(strides):
+        raise ValueError(
+            f"scale_xy has {len(scale_xy)} values for {len(strides)} strides {list(strides)}; "
+            f"give one value or one per stride"
+        )
+    return dict(zip(strides, scale_xy))
+
+
+def _decoded(name: str, chain: Chain) -> dict[int, DecodedSpec]:
+    by = f"decoder '{name}'"
+    head = chain.require("head", by)
+    anchors = chain.require("anchors", by)
+    labels = chain.require("labels", by)
     decoded = {}
     for stride, spec in sorted(head.items()):
         if spec.channels_per_anchor != 5 + labels.num_classes:
@@ -79,6 +167,25 @@ def yolo_decoder_spec(params: NoParams, chain: Chain) -> dict[int, DecodedSpec]:
     return decoded
 
 
+def yolo_decoder_spec(params: NoParams, chain: Chain) -> dict[int, DecodedSpec]:
+    """One decoded dict per head stride: yxhw, objectness, category, raw."""
+    return _decoded("yolo", chain)
+
+
+def yolov4_decoder_spec(params: YoloV4DecoderParams, chain: Chain) -> dict[int, DecodedSpec]:
+    """As 'yolo'; scale_xy must give one value, or one per head stride."""
+    decoded = _decoded("yolov4", chain)
+    if len(params.scale_xy) not in (1, len(decoded)):
+        raise SpecError(
+            "needs one scale_xy, or one per head stride",
+            field="scale_xy",
+            expected=f"1 or {len(decoded)} values (strides {sorted(decoded)})",
+            found=len(params.scale_xy),
+            upstream="head",
+        )
+    return decoded
+
+
 YOLO_DECODER = Component(
     kind="decoder",
     name="yolo",
@@ -88,7 +195,17 @@ YOLO_DECODER = Component(
     factory="detplug.plugins.heads.decoder:yolo_decoder_from_params",
 )
 
+YOLOV4_DECODER = Component(
+    kind="decoder",
+    name="yolov4",
+    summary="YOLOv4 decoding: as 'yolo' with grid sensitivity, x/y = s*sigmoid - (s-1)/2 plus cell",
+    params=YoloV4DecoderParams,
+    spec=yolov4_decoder_spec,
+    factory="detplug.plugins.heads.decoder:yolov4_decoder_from_params",
+)
+
 
 @hookimpl
 def detplug_components() -> list[Component]:
-    return [YOLOV3_FPN, YOLO_DECODER]
+    return [YOLOV3_FPN, PAN, YOLO_DECODER, YOLOV4_DECODER]
+
