@@ -5,6 +5,11 @@
 (see targets.py), and ``"boxes"``: (B, max_boxes, 4) yxhw of every box of the
 image, ignore regions included, zero-padded; the objectness loss uses it to
 leave out predictions that overlap a real object or an ignore region.
+
+Parsing, decoding, augmentation and target assignment run in parallel
+(``map`` with AUTOTUNE, deterministic order) and batches are prefetched.
+Iterate a training dataset through :func:`detplug.core.data.integrity.guarded`
+so that a damaged shard stops training with a DataError naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from detplug.core.data import records
+from detplug.core.data import augment_ops, records
+from detplug.core.data.augmentation import Augmentation
 from detplug.core.data.targets import assign_targets
 from detplug.core.errors import DataError
 from detplug.core.specs import AnchorRatios, ImageSpec, LabelSpec
@@ -69,15 +75,17 @@ def _check_files(files: Sequence[str | Path], image: ImageSpec) -> list[str]:
     return paths
 
 
-def _stateless_flip(image: tf.Tensor, boxes_yxhw: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    flip = tf.random.stateless_uniform([], seed=seed) < 0.5
-    flipped_boxes = tf.concat([boxes_yxhw[:, :1], 1.0 - boxes_yxhw[:, 1:2], boxes_yxhw[:, 2:]], axis=-1)
-    # Padding rows (all zero) must stay zero, or they would look like boxes at x = 1.
-    flipped_boxes = tf.where(boxes_yxhw[:, 2:3] > 0, flipped_boxes, boxes_yxhw)
-    return (
-        tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image),
-        tf.cond(flip, lambda: flipped_boxes, lambda: boxes_yxhw),
+def _shuffled_records(paths: list[str], seed: int) -> tf.data.Dataset:
+    """Serialised records, shards shuffled by file and read interleaved, then shuffled."""
+    paths = list(paths)
+    random.Random(seed).shuffle(paths)
+    dataset = tf.data.Dataset.from_tensor_slices(paths).interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(INTERLEAVE, len(paths)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
+    return dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
 
 
 def make_dataset(
@@ -89,7 +97,7 @@ def make_dataset(
     batch_size: int,
     training: bool,
     seed: int = 0,
-    augment: bool = False,
+    augment: bool | Augmentation | None = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images, targets)`` from record shards (see the module docstring).
 
@@ -97,42 +105,80 @@ def make_dataset(
     partial batch so every shape is static; one dataset always yields the same
     order, so the trainer builds one per epoch with ``seed + epoch`` and a
     resumed run sees the same batches as an uninterrupted one. Validation
-    reads in order and keeps the remainder. ``augment`` flips horizontally
-    with probability 0.5, seeded from (seed, position in the epoch).
+    reads in order and keeps the remainder.
+
+    ``augment`` (training only): an :class:`Augmentation`, ``True`` for its
+    defaults, or False/None. Every random draw is seeded by (seed, position of
+    the image in the epoch). Mosaic is whatever the settings say: the caller
+    turns it off for the last epochs with ``settings.for_epoch(epoch, total_epochs)``.
     """
     paths = _check_files(files, image)
     max_boxes = labels.max_boxes
+    settings = Augmentation() if augment is True else (augment or Augmentation.none())
+    if not training:
+        settings = Augmentation.none()
 
-    def to_example(position: tf.Tensor, serialized: tf.Tensor):
+    def seeds_of(position: tf.Tensor) -> tf.Tensor:
+        # One seed per random step, all from (seed, position): 0 mosaic or not, 1 its
+        # centre, 2 scale/translate, 3 flip, 4 colour.
+        return tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), position]), num=5)
+
+    def decode(position: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
         parsed = records.parse(serialized)
         pixels = tf.io.decode_png(parsed["png"], channels=3)
-        pixels = tf.ensure_shape(pixels, [image.height, image.width, 3])
-        yxyx = parsed["boxes"][:max_boxes]
-        classes = parsed["classes"][:max_boxes]
-        boxes = tf.concat([(yxyx[:, :2] + yxyx[:, 2:]) / 2.0, yxyx[:, 2:] - yxyx[:, :2]], axis=-1)
-        padding = max_boxes - tf.shape(boxes)[0]
-        boxes = tf.pad(boxes, [[0, padding], [0, 0]])
-        classes = tf.pad(classes, [[0, padding]], constant_values=records.IGNORE_CLASS)
-        boxes = tf.ensure_shape(boxes, [max_boxes, 4])
-        pixels = tf.cast(pixels, tf.float32) / 255.0
-        if augment:
-            pixels, boxes = _stateless_flip(pixels, boxes, tf.stack([tf.constant(seed, tf.int64), position]))
-        targets = assign_targets(boxes, classes, anchors, image, labels.num_classes)
-        targets["boxes"] = boxes
+        pixels = tf.cast(tf.ensure_shape(pixels, [image.height, image.width, 3]), tf.float32) / 255.0
+        boxes, classes = parsed["boxes"][:max_boxes], parsed["classes"][:max_boxes]
+        boxes, classes = augment_ops.compact(boxes, classes, augment_ops.real_rows(boxes), max_boxes)
+        return position, pixels, boxes, classes
+
+    def mosaic_group(positions: tf.Tensor, pixels: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor):
+        # Up to four consecutive (shuffled) images; each becomes, with probability
+        # settings.mosaic, a mosaic of itself and the other three. Every image is decoded
+        # and halved once for all four mosaics instead of once per mosaic.
+        count = tf.shape(positions)[0]
+        small = augment_ops.halve(pixels)
+        outputs = []
+        for slot in range(4):
+            main = tf.minimum(slot, count - 1)  # a last, short group repeats its images
+            order = tf.math.floormod(tf.range(main, main + 4), count)
+            seeds = seeds_of(positions[main])
+
+            def four(order=order, seeds=seeds):
+                return augment_ops.mosaic(tf.gather(small, order), tf.gather(boxes, order),
+                                          tf.gather(classes, order), seeds[1], min_visible=settings.min_visible)
+
+            def one(main=main):
+                return pixels[main], boxes[main], classes[main]
+
+            use = tf.random.stateless_uniform([], seed=seeds[0]) < settings.mosaic
+            outputs.append(tf.cond(use, four, one))
+        stacked = [tf.stack(parts)[:count] for parts in zip(*outputs)]
+        return (positions, *stacked)
+
+    def augment_and_assign(position, pixels, boxes, classes) -> tuple[tf.Tensor, dict]:
+        seeds = seeds_of(position)
+        if settings.geometric:
+            pixels, boxes, classes = augment_ops.scale_translate(
+                pixels, boxes, classes, seeds[2],
+                scale=settings.scale, translate=settings.translate, min_visible=settings.min_visible,
+            )
+        if settings.flip:
+            pixels, boxes = augment_ops.flip(pixels, boxes, seeds[3], settings.flip)
+        if settings.colour:
+            pixels = augment_ops.hsv(pixels, seeds[4], hue=settings.hue, saturation=settings.saturation,
+                                     value=settings.value)
+        boxes_yxhw = tf.concat([(boxes[:, :2] + boxes[:, 2:]) / 2.0, boxes[:, 2:] - boxes[:, :2]], axis=-1)
+        boxes_yxhw = tf.where(augment_ops.real_rows(boxes)[:, None], boxes_yxhw, 0.0)
+        targets = assign_targets(boxes_yxhw, classes, anchors, image, labels.num_classes)
+        targets["boxes"] = boxes_yxhw
         return pixels, targets
 
-    if training:
-        random.Random(seed).shuffle(paths)
-        dataset = tf.data.Dataset.from_tensor_slices(paths).interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(INTERLEAVE, len(paths)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
-    else:
-        dataset = tf.data.TFRecordDataset(paths)
-    dataset = dataset.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+    dataset = _shuffled_records(paths, seed) if training else tf.data.TFRecordDataset(paths)
+    dataset = dataset.enumerate().map(decode, **parallel)
+    if settings.mosaic:
+        dataset = dataset.batch(4).map(mosaic_group, **parallel).unbatch()
+    dataset = dataset.map(augment_and_assign, **parallel)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     options = tf.data.Options()
     options.deterministic = True

@@ -18,7 +18,7 @@ MANIFEST_NAME = "manifest.json"
 
 #: Bump when the record features or the manifest layout change; a cache folder
 #: written with another version is rebuilt rather than misread.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 SPLITS = ("train", "val")
 
@@ -59,6 +59,11 @@ class PreparedData:
 
     def images(self, split: str) -> int:
         return int(self._split(split)["images"])
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The bad images left out by a ``skip_bad`` conversion: image, split and reasons."""
+        return list(self.manifest.get("skipped", []))
 
     def _split(self, split: str) -> dict[str, Any]:
         if split not in SPLITS:

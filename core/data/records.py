@@ -3,13 +3,15 @@
 One example per image::
 
     image/encoded           PNG bytes of the image, already letterboxed to the plan's image_size
-    image/filename          the source file name
+    image/filename          the image's key: its name (or path) within the source
     image/original_height   before letterboxing
     image/original_width
     objects/bbox            N*4 floats: y1, x1, y2, x2 normalised to the letterboxed image
-    objects/class           N int64 class indices; -1 marks an ignore region (KITTI's DontCare)
-    objects/truncated       N floats, as the source gives them
+    objects/class           N int64 class indices; -1 marks an ignore region (KITTI's DontCare, COCO's crowds)
+    objects/truncated       N floats, as the source gives them (0 where it has none)
     objects/occluded        N floats
+    objects/source_bbox     N*4 floats: x1, y1, x2, y2 in source pixels, as labelled
+                            (KITTI's difficulty levels use the original box height)
 
 Converters build into a temporary sibling folder (:func:`staging`) and write
 the manifest last, so a half-written conversion is never taken as done.
@@ -23,32 +25,21 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-import attrs
 import numpy as np
 import tensorflow as tf
 
 from detplug.core.data.prepared import MANIFEST_NAME
+from detplug.core.data.source import IGNORE_CLASS, Record
+
+__all__ = [
+    "IGNORE_CLASS", "Record", "ShardWriter", "parse", "parse_all", "parse_batch", "serialize", "staging",
+    "write_manifest",
+]
 
 #: Shards stay small enough to shuffle by file and to checksum quickly.
 RECORDS_PER_SHARD = 256
-
-#: The class index of an ignore region: no target, but it still masks objectness.
-IGNORE_CLASS = -1
-
-
-@attrs.frozen(eq=False)
-class Record:
-    """One image and its boxes, ready to serialise."""
-
-    png: bytes
-    filename: str
-    original_size: tuple[int, int]
-    boxes: np.ndarray  # (N, 4) float32, y1 x1 y2 x2 in [0, 1] of the letterboxed image
-    classes: np.ndarray  # (N,) int64, IGNORE_CLASS for ignore regions
-    truncated: np.ndarray  # (N,) float32
-    occluded: np.ndarray  # (N,) float32
 
 
 def _floats(values: Any) -> tf.train.Feature:
@@ -74,32 +65,62 @@ def serialize(record: Record) -> bytes:
         "objects/class": _ints(record.classes),
         "objects/truncated": _floats(record.truncated),
         "objects/occluded": _floats(record.occluded),
+        "objects/source_bbox": _floats(record.source_boxes),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-_FEATURES = {
+#: What the input pipeline needs; parsing only these keeps it fast.
+_TRAINING_FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "objects/bbox": tf.io.VarLenFeature(tf.float32),
+    "objects/class": tf.io.VarLenFeature(tf.int64),
+}
+
+_ALL_FEATURES = {
+    **_TRAINING_FEATURES,
     "image/filename": tf.io.FixedLenFeature([], tf.string),
     "image/original_height": tf.io.FixedLenFeature([], tf.int64),
     "image/original_width": tf.io.FixedLenFeature([], tf.int64),
-    "objects/bbox": tf.io.VarLenFeature(tf.float32),
-    "objects/class": tf.io.VarLenFeature(tf.int64),
     "objects/truncated": tf.io.VarLenFeature(tf.float32),
     "objects/occluded": tf.io.VarLenFeature(tf.float32),
+    "objects/source_bbox": tf.io.VarLenFeature(tf.float32),
 }
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """One serialised example to dense tensors (graph-safe): ``png`` (bytes),
-    ``filename``, ``boxes`` (N, 4) y1 x1 y2 x2 float32, ``classes`` (N,) int32."""
-    example = tf.io.parse_single_example(serialized, _FEATURES)
+    """What training reads of one serialised example (graph-safe): ``png`` (bytes),
+    ``boxes`` (N, 4) y1 x1 y2 x2 float32, ``classes`` (N,) int32."""
+    example = tf.io.parse_single_example(serialized, _TRAINING_FEATURES)
     return {
         "png": example["image/encoded"],
-        "filename": example["image/filename"],
         "boxes": tf.reshape(tf.sparse.to_dense(example["objects/bbox"]), [-1, 4]),
         "classes": tf.cast(tf.sparse.to_dense(example["objects/class"]), tf.int32),
     }
+
+
+def parse_all(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Every feature (for evaluation and inspection): :func:`parse`'s plus ``filename``,
+    ``original_size`` (2,), ``truncated``, ``occluded`` (N,) and ``source_boxes`` (N, 4)
+    x1 y1 x2 y2 in source pixels."""
+    example = tf.io.parse_single_example(serialized, _ALL_FEATURES)
+    dense = {key: tf.sparse.to_dense(value) for key, value in example.items() if isinstance(value, tf.SparseTensor)}
+    return {
+        "png": example["image/encoded"],
+        "filename": example["image/filename"],
+        "original_size": tf.stack([example["image/original_height"], example["image/original_width"]]),
+        "boxes": tf.reshape(dense["objects/bbox"], [-1, 4]),
+        "classes": tf.cast(dense["objects/class"], tf.int32),
+        "truncated": dense["objects/truncated"],
+        "occluded": dense["objects/occluded"],
+        "source_boxes": tf.reshape(dense["objects/source_bbox"], [-1, 4]),
+    }
+
+
+def parse_batch(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """A batch of serialised examples parsed with every feature (sparse where variable):
+    InvalidArgumentError if one is not a detplug example."""
+    return tf.io.parse_example(serialized, _ALL_FEATURES)
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -114,51 +135,66 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_split(
-    directory: Path,
-    split: str,
-    records: Iterable[Record],
-    count: int,
-    classes: Sequence[str],
-    *,
-    records_per_shard: int = RECORDS_PER_SHARD,
-) -> dict[str, Any]:
-    """Write ``count`` records as shards ``<split>-IIIII-of-NNNNN.tfrecord`` and return
-    the manifest's entry for the split (images, boxes_per_class, ignore_regions, shards)."""
-    shard_count = max(1, -(-count // records_per_shard))
-    boxes_per_class = dict.fromkeys(classes, 0)
-    ignore_regions = 0
-    shards: list[dict[str, Any]] = []
-    written = 0
-    writer = None
-    try:
-        for record in records:
-            if written % records_per_shard == 0:
-                if writer is not None:
-                    writer.close()
-                    shards[-1]["sha256"] = file_sha256(directory / shards[-1]["file"])
-                name = shard_name(split, len(shards), shard_count)
-                writer = tf.io.TFRecordWriter(str(directory / name))
-                shards.append({"file": name, "records": 0, "sha256": ""})
-            writer.write(serialize(record))
-            shards[-1]["records"] += 1
-            written += 1
-            for index in record.classes:
-                if index == IGNORE_CLASS:
-                    ignore_regions += 1
-                else:
-                    boxes_per_class[classes[index]] += 1
-    finally:
-        if writer is not None:
-            writer.close()
-    if shards:
-        shards[-1]["sha256"] = file_sha256(directory / shards[-1]["file"])
-    if written != count or len(shards) != shard_count:
-        # The shard names promised "-of-N"; a different count is a converter bug.
-        raise RuntimeError(
-            f"{split}: expected {count} records in {shard_count} shards, wrote {written} in {len(shards)}"
-        )
-    return {"images": written, "boxes_per_class": boxes_per_class, "ignore_regions": ignore_regions, "shards": shards}
+class ShardWriter:
+    """Writes one split's records into shards of ``records_per_shard``.
+
+    How many records a split ends with is known only at the end (bad images may
+    be skipped), so shards are written under temporary names and renamed to
+    ``<split>-IIIII-of-NNNNN.tfrecord`` by :meth:`finish`.
+    """
+
+    def __init__(
+        self, directory: Path, split: str, classes: Sequence[str], *, records_per_shard: int | None = None
+    ) -> None:
+        self.directory, self.split, self.classes = Path(directory), split, tuple(classes)
+        self.records_per_shard = records_per_shard or RECORDS_PER_SHARD
+        self.boxes_per_class = dict.fromkeys(self.classes, 0)
+        self.ignore_regions = 0
+        self.written = 0
+        self._counts: list[int] = []
+        self._writer: tf.io.TFRecordWriter | None = None
+
+    def _temporary(self, index: int) -> Path:
+        return self.directory / f".{self.split}-{index:05d}.partial"
+
+    def write(self, record: Record) -> None:
+        if self.written % self.records_per_shard == 0:
+            self._close()
+            self._writer = tf.io.TFRecordWriter(str(self._temporary(len(self._counts))))
+            self._counts.append(0)
+        self._writer.write(serialize(record))
+        self._counts[-1] += 1
+        self.written += 1
+        for index in record.classes:
+            if index == IGNORE_CLASS:
+                self.ignore_regions += 1
+            else:
+                self.boxes_per_class[self.classes[index]] += 1
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> dict[str, Any]:
+        """Close, name the shards and return the manifest's entry for the split
+        (images, boxes_per_class, ignore_regions, shards with file, records and sha256)."""
+        self._close()
+        shards = []
+        for index, count in enumerate(self._counts):
+            name = shard_name(self.split, index, len(self._counts))
+            os.replace(self._temporary(index), self.directory / name)
+            shards.append({"file": name, "records": count, "sha256": file_sha256(self.directory / name)})
+        return {
+            "images": self.written,
+            "boxes_per_class": self.boxes_per_class,
+            "ignore_regions": self.ignore_regions,
+            "shards": shards,
+        }
+
+    def close(self) -> None:
+        """Close the open shard (also on failure, before the staging folder is removed)."""
+        self._close()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
@@ -171,12 +207,15 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def staging(final: Path) -> Iterator[Path]:
+def staging(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """Build into a temporary sibling of ``final``; on success move it into place.
 
     An existing ``final`` without a manifest (an interrupted or damaged
-    conversion) is replaced. If another process finished ``final`` meanwhile,
-    its folder is kept and ours is discarded: both hold the same records.
+    conversion) is replaced. A finished ``final`` is replaced only when
+    ``replace`` (a forced conversion), and only once the new one is complete,
+    so a conversion that fails never costs the records already there.
+    Otherwise, if another process finished ``final`` meanwhile, its folder is
+    kept and ours is discarded: both hold the same records.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -188,8 +227,11 @@ def staging(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    if final.exists() and not (final / MANIFEST_NAME).is_file():
-        shutil.rmtree(final)
+    if final.exists() and (replace or not (final / MANIFEST_NAME).is_file()):
+        retired = final.with_name(f".{final.name}.{os.getpid()}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.rename(final, retired)
+        shutil.rmtree(retired)
     try:
         os.rename(temporary, final)
     except OSError:

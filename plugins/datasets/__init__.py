@@ -2,18 +2,24 @@
 
 A dataset converts its source into TFRecord shards plus ``manifest.json``
 (detplug.core.data); every dataset's records share one format, so one input
-pipeline reads them all.
+pipeline reads them all, and one converter (detplug.core.data.convert) writes
+them: a format module only lists its images and reads one image's labels.
+Every dataset's params inherit :class:`RecordParams`.
 """
 
 from __future__ import annotations
 
 from attrs import field, frozen, validators
 
-from detplug import Chain, Component, DatasetSpec, ImageSpec, LabelSpec, hookimpl
+from detplug import Chain, Component, DatasetSpec, ImageSpec, LabelSpec, SpecError, hookimpl
 
 PLUGIN_API = 1
 
 KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
+
+#: KITTI's own object types (besides DontCare): a label of one of these that the
+#: plan does not train is dropped; any other type is an error.
+KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
 
 
 def _as_tuple(value):
@@ -43,6 +49,35 @@ def _class_names(instance, attribute, value) -> None:
         raise ValueError(f"'{attribute.name}' must be a non-empty list of distinct class names (got {shown!r})")
 
 
+def _class_names_or_empty(instance, attribute, value) -> None:
+    if value != ():
+        _class_names(instance, attribute, value)
+
+
+class _FrozenMap(dict):
+    """A dict that hashes, so params holding one stay hashable like every frozen params class."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+
+def _as_map(value):
+    return _FrozenMap(value) if isinstance(value, dict) else value
+
+
+def _class_map(instance, attribute, value) -> None:
+    if not isinstance(value, dict) or any(not isinstance(k, str) or not isinstance(v, str) for k, v in value.items()):
+        raise ValueError(
+            f"'{attribute.name}' must map KITTI types to class names, like {{ Van = \"Car\" }} (got {value!r})"
+        )
+    unknown = sorted(v for v in set(value.values()) if v not in instance.classes)
+    if unknown:
+        raise ValueError(
+            f"'{attribute.name}' maps to {', '.join(unknown)}, which is not one of the classes "
+            f"{', '.join(instance.classes)}"
+        )
+
+
 @frozen(kw_only=True)
 class RecordParams:
     """What every dataset's records are made with."""
@@ -61,6 +96,41 @@ class KittiParams(RecordParams):
     #: then $KITTI_ROOT, then (if synthetic_fallback) the synthetic sample.
     root: str = ""
     synthetic_fallback: bool = True
+    #: Other KITTI types to train as one of the classes, e.g. { Van = "Car" }.
+    class_map: dict[str, str] = field(factory=_FrozenMap, converter=_as_map, validator=_class_map)
+    #: A folder holding train.txt and val.txt (image stems, as KITTI's ImageSets), relative
+    #: to the KITTI root unless absolute. Empty: split by val_ratio and split_seed.
+    split_files: str = ""
+
+
+@frozen(kw_only=True)
+class CocoParams(RecordParams):
+    #: The COCO folder; --data-root overrides it. The paths below are relative to it unless absolute.
+    root: str = ""
+    #: The instances JSON of the train split, and the folder of its images.
+    annotations: str = "annotations/instances_train2017.json"
+    images: str = "train2017"
+    #: A second instances JSON and image folder for the val split. Empty: val_ratio splits the first.
+    val_annotations: str = ""
+    val_images: str = ""
+    #: Category names to train, in this order. Empty: every category of the JSON, in id order
+    #: (read at --check time, which then needs 'root': list them to keep --check instant).
+    classes: tuple[str, ...] = field(default=(), converter=_as_tuple, validator=_class_names_or_empty)
+    max_boxes: int = field(default=100, validator=validators.gt(0))
+
+
+@frozen(kw_only=True)
+class YoloTxtParams(RecordParams):
+    """A folder of images with YOLO ``class cx cy w h`` label files (normalised to the image).
+
+    Layouts: ``images/{train,val}`` + ``labels/{train,val}`` (splits given), ``images/`` +
+    ``labels/`` (split by val_ratio), or images with their .txt beside them."""
+
+    root: str = ""
+    #: The names of class ids 0, 1, ...; empty: from data.yaml ('names') or classes.txt in root.
+    names: tuple[str, ...] = field(default=(), converter=_as_tuple, validator=_class_names_or_empty)
+    #: The names to train, in this order (others are dropped). Empty: all names.
+    classes: tuple[str, ...] = field(default=(), converter=_as_tuple, validator=_class_names_or_empty)
 
 
 @frozen(kw_only=True)
@@ -74,6 +144,29 @@ class SyntheticParams(RecordParams):
 def dataset_spec(params, chain: Chain) -> DatasetSpec:
     height, width = params.image_size
     return DatasetSpec(ImageSpec(height, width, 3), LabelSpec(params.classes, params.max_boxes))
+
+
+def _spec_with_source_classes(module: str):
+    """A spec for a format whose class names may come from the source when 'classes' is empty."""
+
+    def spec(params, chain: Chain) -> DatasetSpec:
+        classes = params.classes
+        if not classes:
+            import importlib
+
+            from detplug.core.errors import DataError
+
+            try:
+                classes = importlib.import_module(module).class_names(params, data_root=None)
+            except DataError as error:
+                raise SpecError(
+                    f"'classes' is empty, so the class names must come from the source, but {error}; "
+                    f"list the classes in the plan or set the dataset's 'root'"
+                ) from None
+        height, width = params.image_size
+        return DatasetSpec(ImageSpec(height, width, 3), LabelSpec(classes, params.max_boxes))
+
+    return spec
 
 
 KITTI = Component(
@@ -94,7 +187,25 @@ SYNTHETIC = Component(
     factory="detplug.plugins.datasets.synthetic:prepare_synthetic",
 )
 
+COCO = Component(
+    kind="dataset",
+    name="coco",
+    summary="COCO instances JSON + image folder to TFRecords; crowd boxes become ignore regions",
+    params=CocoParams,
+    spec=_spec_with_source_classes("detplug.plugins.datasets.coco"),
+    factory="detplug.plugins.datasets.coco:prepare_coco",
+)
+
+YOLO_TXT = Component(
+    kind="dataset",
+    name="yolo_txt",
+    summary="Images + YOLO txt labels (class cx cy w h, normalised) to TFRecords; names from data.yaml/classes.txt",
+    params=YoloTxtParams,
+    spec=_spec_with_source_classes("detplug.plugins.datasets.yolo_txt"),
+    factory="detplug.plugins.datasets.yolo_txt:prepare_yolo_txt",
+)
+
 
 @hookimpl
 def detplug_components() -> list[Component]:
-    return [KITTI, SYNTHETIC]
+    return [KITTI, SYNTHETIC, COCO, YOLO_TXT]

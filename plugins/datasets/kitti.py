@@ -1,33 +1,30 @@
-"""KITTI 2D object detection (training/image_2 + training/label_2) to detplug records.
+"""KITTI 2D object detection (training/image_2 + training/label_2): the reader.
 
-Images are letterboxed to the plan's image_size while converting, so the
-records hold exactly what the model sees. The records folder is named by a
-fingerprint of the source listing and the conversion params, so an unchanged
-source is converted once and reused.
+Each label line is ``type truncated occluded alpha x1 y1 x2 y2 h w l x y z ry``.
+Types map to the plan's classes (``class_map`` folds e.g. Van into Car);
+DontCare lines become ignore regions; KITTI's other own types are dropped;
+any other type is an error. The split is seeded by ``val_ratio`` or read from
+an ImageSets folder's train.txt / val.txt.
+
+No TensorFlow at module level: worker processes import this module to unpickle the reader.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import hashlib
-import io
-import json
+import math
 import os
-import random
-import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Mapping
 
 import attrs
-import numpy as np
-from PIL import Image
 
-from detplug.core.data import records
-from detplug.core.data.letterbox import letterbox_image
-from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, PreparedData, read_prepared
+from detplug.core.data.prepared import PreparedData
+from detplug.core.data.source import IGNORE_CLASS, SourceItem, SourceObject
 from detplug.core.errors import DataError
-from detplug.plugins.datasets import KittiParams, RecordParams, SyntheticParams
+from detplug.plugins.datasets import KITTI_TYPES, KittiParams, RecordParams, SyntheticParams
+
+if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must not load
+    from detplug.core.data.convert import Source
 
 COLUMNS = (
     "type", "truncated", "occluded", "alpha", "x1", "y1", "x2", "y2",
@@ -37,54 +34,99 @@ DONT_CARE = "DontCare"
 IMAGE_DIR = Path("training") / "image_2"
 LABEL_DIR = Path("training") / "label_2"
 
-#: Print a progress line every this many images.
-PROGRESS_EVERY = 500
-
-#: Fast PNG compression: the records are a cache, and level 6 costs several
-#: times the CPU for files only ~10% smaller.
-PNG_COMPRESS_LEVEL = 1
-
-#: Images converted ahead of the writer; bounds memory on large sources.
-WINDOW = 64
-
 
 @attrs.frozen
 class KittiObject:
-    """One label line: the class name, KITTI's truncation/occlusion and the pixel box."""
+    """One label line: the type, KITTI's truncation/occlusion and the pixel box."""
 
     type: str
     truncated: float
     occluded: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
+    line: int = 0
 
 
-def parse_label_file(path: Path) -> list[KittiObject]:
-    """The objects of one KITTI label file; DataError naming file and line on bad input."""
+def read_label_file(path: Path) -> tuple[list[KittiObject], list[tuple[int, str]]]:
+    """The objects of one KITTI label file and, for every bad line, (line number, a sentence
+    naming file and line); line 0 when the file itself cannot be read. An empty file is an
+    image without objects."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [], [(0, f"{path} is missing: every KITTI image needs its label file")]
     except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read the label file ({error})") from None
-    objects = []
+        return [], [(0, f"{path}: cannot read the label file ({error})")]
+    objects, problems = [], []
     for line_number, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
+        where = f"{path}:{line_number}"
         if len(tokens) != len(COLUMNS):
-            raise DataError(
-                f"{path}:{line_number}: expected {len(COLUMNS)} columns ({' '.join(COLUMNS)}), found {len(tokens)}"
+            problems.append(
+                (line_number, f"{where}: expected {len(COLUMNS)} columns ({' '.join(COLUMNS)}), found {len(tokens)}")
             )
-        numbers = []
+            continue
+        numbers, bad = [], []
         for column, token in zip(COLUMNS[1:], tokens[1:], strict=True):
             try:
-                numbers.append(float(token))
+                value = float(token)
             except ValueError:
-                raise DataError(f"{path}:{line_number}: column '{column}' must be a number (got {token!r})") from None
-        x1, y1, x2, y2 = numbers[3:7]
-        if not (x2 >= x1 and y2 >= y1):
-            raise DataError(f"{path}:{line_number}: the box must have x1 <= x2 and y1 <= y2 (got {x1} {y1} {x2} {y2})")
-        objects.append(KittiObject(tokens[0], numbers[0], numbers[1], (x1, y1, x2, y2)))
+                value = math.nan
+            if not math.isfinite(value):
+                bad.append((line_number, f"{where}: column '{column}' must be a number (got {token!r})"))
+            numbers.append(value)
+        if bad:
+            problems += bad
+            continue
+        objects.append(KittiObject(tokens[0], numbers[0], numbers[1], tuple(numbers[3:7]), line_number))
+    return objects, problems
+
+
+def parse_label_file(path: Path) -> list[KittiObject]:
+    """The objects of one KITTI label file; DataError naming file and line(s) on bad input."""
+    objects, problems = read_label_file(path)
+    if problems:
+        raise DataError("; ".join(message for _, message in problems))
     return objects
+
+
+def type_index(classes: tuple[str, ...], class_map: Mapping[str, str]) -> dict[str, int]:
+    """KITTI type -> class index: the classes themselves, then ``class_map``, then DontCare."""
+    index = {name: position for position, name in enumerate(classes)}
+    for kitti_type, name in class_map.items():
+        index[kitti_type] = classes.index(name)
+    index[DONT_CARE] = IGNORE_CLASS
+    return index
+
+
+@attrs.frozen
+class KittiReader:
+    """Reads one label file; picklable, so it travels to the worker processes."""
+
+    type_index: Mapping[str, int]
+    classes: tuple[str, ...]
+
+    def read(self, item: SourceItem, image_size: tuple[int, int] | None) -> tuple[list[SourceObject], list[str]]:
+        kitti_objects, problems = read_label_file(Path(item.label))
+        objects = []
+        for kitti_object in kitti_objects:
+            where = f"{item.label}:{kitti_object.line}"
+            label = self.type_index.get(kitti_object.type)
+            if label is None:
+                if kitti_object.type not in KITTI_TYPES:
+                    problems.append((kitti_object.line,
+                        f"{where}: unknown class '{kitti_object.type}'; the known classes are "
+                        f"{', '.join(self.classes)}, {DONT_CARE} and KITTI's own types "
+                        f"{', '.join(KITTI_TYPES)} (dropped unless class_map maps them)"
+                    ))
+                continue  # one of KITTI's types the plan does not train: dropped
+            objects.append(
+                SourceObject(kitti_object.box, label, kitti_object.truncated, kitti_object.occluded, where)
+            )
+        # In line order, so a user reads the file top to bottom (box checks follow, also in order).
+        return objects, [message for _, message in sorted(problems, key=lambda problem: problem[0])]
 
 
 # -- finding the source ---------------------------------------------------------------
@@ -119,190 +161,87 @@ def find_root(data_root: str | Path | None, params: KittiParams) -> Path | None:
     return None
 
 
-def _source_stems(root: Path) -> list[str]:
-    """The image names (without .png), each checked to have its label file."""
-    stems = sorted(path.stem for path in (root / IMAGE_DIR).glob("*.png"))
-    if not stems:
-        raise DataError(f"{root / IMAGE_DIR} holds no .png images")
-    for stem in stems:
-        label = root / LABEL_DIR / f"{stem}.txt"
-        if not label.is_file():
-            raise DataError(f"{label} is missing: every image of {root / IMAGE_DIR} needs its label file")
-    return stems
-
-
-def conversion_params(params: RecordParams) -> dict:
-    """The params that change the records; any change gives a new records folder."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "image_size": list(params.image_size),
-        "classes": list(params.classes),
-        "max_boxes": params.max_boxes,
-        "val_ratio": params.val_ratio,
-        "split_seed": params.split_seed,
-    }
-
-
-def source_fingerprint(root: Path, stems: Sequence[str], params: RecordParams) -> str:
-    """sha256 of every source file's name, size and mtime plus the conversion params:
-    cheap to compute (stat only) and changes whenever a file or a param does."""
-    digest = hashlib.sha256(json.dumps(conversion_params(params), sort_keys=True).encode())
-    for stem in stems:
-        for path in (root / IMAGE_DIR / f"{stem}.png", root / LABEL_DIR / f"{stem}.txt"):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def split_stems(stems: Sequence[str], val_ratio: float, split_seed: int) -> tuple[list[str], list[str]]:
-    """A seeded random train/val split; each keeps name order."""
-    if len(stems) < 2:
-        raise DataError(f"a train/val split needs at least 2 images (found {len(stems)})")
-    shuffled = list(stems)
-    random.Random(split_seed).shuffle(shuffled)
-    val_count = min(len(stems) - 1, max(1, round(len(stems) * val_ratio)))
-    return sorted(shuffled[val_count:]), sorted(shuffled[:val_count])
-
-
-# -- converting -----------------------------------------------------------------------
-
-
-@attrs.frozen
-class _Converted:
-    record: records.Record
-    dropped_boxes: int  # beyond max_boxes
-
-
-def _convert_one(root: Path, stem: str, params: RecordParams) -> _Converted:
-    class_index = {name: index for index, name in enumerate(params.classes)}
-    kept = []
-    for kitti_object in parse_label_file(root / LABEL_DIR / f"{stem}.txt"):
-        if kitti_object.type == DONT_CARE:
-            kept.append((kitti_object, records.IGNORE_CLASS))
-        elif kitti_object.type in class_index:
-            kept.append((kitti_object, class_index[kitti_object.type]))
-        # Other KITTI types (Van, Truck, Misc, ...) are not in the plan: dropped.
-    dropped = max(0, len(kept) - params.max_boxes)
-    kept = kept[: params.max_boxes]
-
-    image_path = root / IMAGE_DIR / f"{stem}.png"
+def _read_split_file(path: Path, items: Mapping[str, SourceItem], image_dir: Path) -> list[SourceItem]:
     try:
-        with Image.open(image_path) as source:
-            source.load()
-            letterboxed, mapping = letterbox_image(source, tuple(params.image_size))
-    except (OSError, ValueError) as error:
-        raise DataError(f"{image_path} cannot be read as an image ({error})") from None
-    png = io.BytesIO()
-    letterboxed.save(png, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-
-    boxes = mapping.boxes(np.array([o.box for o, _ in kept], np.float64).reshape(-1, 4))
-    # A box clipped to nothing (outside the image) would read as padding; leave it out.
-    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    record = records.Record(
-        png=png.getvalue(),
-        filename=image_path.name,
-        original_size=mapping.source,
-        boxes=boxes[nonempty],
-        classes=np.array([index for _, index in kept], np.int64).reshape(-1)[nonempty],
-        truncated=np.array([o.truncated for o, _ in kept], np.float32).reshape(-1)[nonempty],
-        occluded=np.array([o.occluded for o, _ in kept], np.float32).reshape(-1)[nonempty],
-    )
-    return _Converted(record, dropped)
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the split file ({error})") from None
+    listed = []
+    for line_number, line in enumerate(lines, start=1):
+        stem = line.strip()
+        if not stem:
+            continue
+        if stem not in items:
+            raise DataError(f"{path}:{line_number}: image '{stem}' is not in {image_dir} (no {stem}.png)")
+        listed.append(items[stem])
+    return listed
 
 
-_Item = TypeVar("_Item")
-_Result = TypeVar("_Result")
+def _given_splits(root: Path, split_files: str, items: Mapping[str, SourceItem]) -> tuple[dict, list[Path]]:
+    """train/val from ``split_files/{train,val}.txt`` (one image stem a line, as in KITTI's
+    ImageSets); the folder is taken relative to the KITTI root unless absolute."""
+    folder = Path(split_files).expanduser()
+    folder = folder if folder.is_absolute() else root / folder
+    splits, files = {}, []
+    for split in ("train", "val"):
+        path = folder / f"{split}.txt"
+        if not path.is_file():
+            raise DataError(f"{path} is missing: split_files = {split_files!r} must hold train.txt and val.txt")
+        splits[split] = _read_split_file(path, items, root / IMAGE_DIR)
+        files.append(path)
+    both = {i.key for i in splits["train"]} & {i.key for i in splits["val"]}
+    if both:
+        raise DataError(f"{folder}: images {', '.join(sorted(both)[:5])} are in both train.txt and val.txt")
+    return splits, files
 
 
-def _ordered_parallel(function: Callable[[_Item], _Result], items: Iterable[_Item]) -> Iterator[_Result]:
-    """``map`` over a thread pool, in order, at most WINDOW ahead (Pillow's decode,
-    resize and encode release the GIL, so threads use every core)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        pending: collections.deque = collections.deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(function, item))
-                if len(pending) >= WINDOW:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+def kitti_source(root: Path, params: RecordParams, *, class_map: Mapping[str, str] | None = None,
+                 split_files: str = "") -> Source:
+    """List a KITTI folder: one item per training/image_2/*.png, its label file beside."""
+    from detplug.core.data.convert import Source
+
+    root = Path(root).absolute()
+    class_map = dict(class_map or {})
+    if DONT_CARE in params.classes or DONT_CARE in class_map:
+        raise DataError(f"'{DONT_CARE}' cannot be a class or be mapped: KITTI uses it to mark ignore regions")
+    images = sorted((root / IMAGE_DIR).glob("*.png"))
+    if not images:
+        raise DataError(f"{root / IMAGE_DIR} holds no .png images")
+    by_stem = {
+        path.stem: SourceItem(key=path.name, image=str(path), label=str(root / LABEL_DIR / f"{path.stem}.txt"))
+        for path in images
+    }
+    index = type_index(tuple(params.classes), class_map)
+    fingerprint_files = [p for item in by_stem.values() for p in (Path(item.image), Path(item.label))]
+    common = dict(format="kitti", root=root, classes=params.classes, label_map=index,
+                  reader=KittiReader(index, tuple(params.classes)))
+    if not split_files:
+        return Source(**common, items=list(by_stem.values()), fingerprint_files=fingerprint_files)
+    splits, lists = _given_splits(root, split_files, by_stem)
+    unlisted = len(by_stem) - len(splits["train"]) - len(splits["val"])
+    return Source(**common, splits=splits, split_origin=", ".join(map(str, lists)),
+                  fingerprint_files=fingerprint_files + lists, notes={"unlisted_images": unlisted})
 
 
-class _Progress:
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.dropped_boxes, self.start = total, 0, 0, time.perf_counter()
-
-    def count(self, converted: Iterable[_Converted]) -> Iterator[records.Record]:
-        for item in converted:
-            self.done += 1
-            self.dropped_boxes += item.dropped_boxes
-            if self.done % PROGRESS_EVERY == 0 and self.done < self.total:
-                print(f"  {self.done}/{self.total} images ({self.rate:.0f} images/s)", flush=True)
-            yield item.record
-
-    @property
-    def rate(self) -> float:
-        return self.done / max(time.perf_counter() - self.start, 1e-9)
-
-
-def convert_kitti(root: Path, params: RecordParams, *, cache_dir: Path, dataset: str = "kitti") -> PreparedData:
+def convert_kitti(root: Path, params: RecordParams, *, cache_dir: Path, dataset: str = "kitti",
+                  class_map: Mapping[str, str] | None = None, split_files: str = "", skip_bad: bool = False,
+                  force: bool = False, workers: int | None = None) -> PreparedData:
     """Convert a KITTI folder into ``cache_dir/records/<dataset>-<fingerprint[:16]>``, or
     reuse that folder when the source and params are unchanged."""
-    root = Path(root).absolute()
-    if DONT_CARE in params.classes:
-        raise DataError(f"'{DONT_CARE}' cannot be one of the classes: KITTI uses it to mark ignore regions")
-    stems = _source_stems(root)
-    fingerprint = source_fingerprint(root, stems, params)
-    final = Path(cache_dir).absolute() / "records" / f"{dataset}-{fingerprint[:16]}"
-    if (final / MANIFEST_NAME).is_file():
-        prepared = read_prepared(final)
-        print(f"{dataset}: source unchanged, reusing the records in {final}")
-        return prepared
+    from detplug.core.data.convert import convert_source
 
-    train, val = split_stems(stems, params.val_ratio, params.split_seed)
-    print(f"{dataset}: converting {len(stems)} images from {root} to {tuple(params.image_size)} records in {final}")
-    progress = _Progress(len(stems))
-    with records.staging(final) as folder:
-        splits = {}
-        for split, names in (("train", train), ("val", val)):
-            converted = _ordered_parallel(lambda stem: _convert_one(root, stem, params), names)
-            splits[split] = records.write_split(folder, split, progress.count(converted), len(names), params.classes)
-        records.write_manifest(
-            folder,
-            {
-                "format_version": FORMAT_VERSION,
-                "dataset": dataset,
-                "source": {"path": str(root), "fingerprint": fingerprint},
-                "image_size": list(params.image_size),
-                "size_policy": "letterbox",
-                "classes": list(params.classes),
-                "conversion": conversion_params(params),
-                "splits": splits,
-            },
-        )
-    seen = {name: sum(s["boxes_per_class"][name] for s in splits.values()) for name in params.classes}
-    print(
-        f"{dataset}: converted {progress.done} images ({progress.rate:.0f} images/s): "
-        + ", ".join(f"{name} {count}" for name, count in seen.items())
-        + f", {sum(s['ignore_regions'] for s in splits.values())} ignore regions"
-    )
-    if progress.dropped_boxes:
-        print(f"{dataset}: {progress.dropped_boxes} boxes beyond max_boxes={params.max_boxes} were left out")
-    missing = [name for name, count in seen.items() if count == 0]
-    if missing:
-        names = ", ".join(missing)
-        print(f"{dataset}: warning: no boxes of class {names} in {root / LABEL_DIR}; check the plan's classes")
-    return read_prepared(final)
+    source = kitti_source(root, params, class_map=class_map, split_files=split_files)
+    return convert_source(source, params, cache_dir=cache_dir, dataset=dataset, skip_bad=skip_bad, force=force,
+                          workers=workers)
 
 
-def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_dir: str | Path) -> PreparedData:
+def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_dir: str | Path,
+                  skip_bad: bool = False, force: bool = False) -> PreparedData:
     """The ``kitti`` dataset factory (registry.py's contract)."""
     from detplug.plugins.datasets.synthetic import DRAWABLE_CLASSES, generate_kitti_sample, sample_folder
 
     root = find_root(data_root, params)
+    split_files = params.split_files
     if root is None:
         if not params.synthetic_fallback:
             raise DataError(
@@ -319,4 +258,6 @@ def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_di
         folder = sample_folder(cache_dir, **settings)
         print(f"no KITTI data (no --data-root, KITTI_ROOT unset): using the synthetic KITTI-format sample in {folder}")
         root = generate_kitti_sample(folder, **settings)
-    return convert_kitti(root, params, cache_dir=Path(cache_dir))
+        split_files = ""  # the sample has no ImageSets: split it by val_ratio
+    return convert_kitti(root, params, cache_dir=Path(cache_dir), class_map=params.class_map,
+                         split_files=split_files, skip_bad=skip_bad, force=force)

@@ -270,7 +270,8 @@ def generate_kitti_sample(
     return folder
 
 
-def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, cache_dir: str | Path) -> PreparedData:
+def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, cache_dir: str | Path,
+                      skip_bad: bool = False, force: bool = False) -> PreparedData:
     """The ``synthetic`` dataset factory: draw the sample (once) then convert it as KITTI.
     ``data_root`` is not used: the sample lives in the cache."""
     from detplug.plugins.datasets.kitti import convert_kitti
@@ -285,4 +286,4 @@ def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, 
     if not (folder / MARKER).is_file():
         print(f"synthetic: drawing {params.images} KITTI-format images into {folder}")
     root = generate_kitti_sample(folder, **settings)
-    return convert_kitti(root, params, cache_dir=Path(cache_dir), dataset="synthetic")
+    return convert_kitti(root, params, cache_dir=Path(cache_dir), dataset="synthetic", skip_bad=skip_bad, force=force)
