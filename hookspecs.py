@@ -71,5 +71,12 @@ def detplug_epoch_end(run: Any, epoch: int, logs: dict[str, float]) -> None:
 
 
 @hookspec
+def detplug_evaluation_end(run: Any, epoch: int, metrics: dict[str, float], grid: Path) -> None:
+    """The evaluator ran on the validation split after ``epoch``: ``metrics`` are its
+    results (also in that epoch's logs); ``grid`` is a PNG of validation images with
+    predicted and ground-truth boxes drawn. The TensorBoard logger shows the grid."""
+
+
+@hookspec
 def detplug_train_end(run: Any) -> None:
     """Every period of the plan has trained (also called when there was nothing to do)."""

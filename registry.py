@@ -4,10 +4,13 @@ What each kind's factory (``Component.factory``, ``"module:callable"``) is
 called with and must return -- the one contract per kind:
 
 dataset
-    ``factory(params, *, data_root, cache_dir) -> PreparedData``
-    (:mod:`detplug.core.data.prepared`): converts its source into TFRecord
-    shards plus ``manifest.json`` and says where they are. ``data_root`` is
-    ``--data-root`` or None. Its spec gives a DatasetSpec.
+    ``factory(params, *, data_root, cache_dir, skip_bad=False, force=False) -> PreparedData``
+    (:mod:`detplug.core.data.prepared`): converts its source into TFRecord shards plus
+    ``manifest.json`` (or reuses records whose source fingerprint matches) and says where
+    they are. ``data_root`` is ``--data-root`` or None. A bad image stops with a DataError
+    listing its problems (file:line); ``skip_bad`` leaves bad images out and lists them in
+    the manifest; ``force`` converts again. Params inherit ``RecordParams``; the spec
+    gives a DatasetSpec.
 backbone
     ``factory(params, chain) -> keras.Model`` from the image
     (batch, h, w, 3), float32 in [0, 1], to ``{str(stride): (batch, h/stride, w/stride, channels)}``.
@@ -26,6 +29,13 @@ loss
 trainer
     ``factory(params, *, model, losses, optimizer, variables=None) -> detplug.core.epoch_loop.Trainer``;
     ``variables`` are the weights to update (the model's trainable ones when None).
+evaluator
+    ``factory(params, *, classes: tuple[str, ...]) -> detplug.core.evaluate.Evaluator``;
+    ``classes`` are the names the model detects. Its
+    ``evaluate(truths: list[ImageTruth], detections: list[ImageDetections]) -> EvaluationResult``
+    compares boxes x1, y1, x2, y2 in original-image pixels, with class names as the
+    label files spell them (neighbouring classes and DontCare included). Its spec
+    raises SpecError when it can evaluate none of the dataset's classes.
 
 Nothing here imports TensorFlow.
 """

@@ -124,12 +124,16 @@ class CheckpointStore:
             shutil.rmtree(self.folder / old, ignore_errors=True)
 
     def save_best_if_better(self, checkpoint: Any, epoch: int, *, metric: str, value: float,
+                            higher_is_better: bool = False,
                             write_weights: Callable[[Path], None] | None = None) -> bool:
-        """Keep this epoch as ``best`` when ``value`` of ``metric`` is the lowest so far."""
+        """Keep this epoch as ``best`` when ``value`` of ``metric`` is the best so far
+        (the lowest for a loss, the highest for an accuracy such as AP)."""
         state = self.state()
         best = state.get("best")
-        if best and best.get("metric") == metric and best["value"] <= value:
-            return False
+        if best and best.get("metric") == metric:
+            better = value > best["value"] if higher_is_better else value < best["value"]
+            if not better:
+                return False
         self.folder.mkdir(parents=True, exist_ok=True)
         self._write(checkpoint, "best")
         if write_weights is not None:

@@ -4,6 +4,7 @@ imports it only after the static chain has been printed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -53,7 +54,8 @@ def listing_rows(registry: Any, kind: str | None, verbose: bool) -> list[dict[st
     return rows
 
 
-def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bool) -> None:
+def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bool,
+                  json_path: Path | None = None) -> None:
     rows = listing_rows(registry, kind, verbose)
     errors = [
         {"plugin": e.provider.entry_point, "distribution": e.provider.distribution,
@@ -64,8 +66,12 @@ def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bo
     disabled = [{"plugin": p.entry_point, "distribution": p.distribution, "version": p.version}
                 for p in registry.disabled]
     if as_json:
-        print(json.dumps({"components": rows, "load_errors": errors, "clashes": clashes, "disabled": disabled},
-                         indent=2))
+        text = json.dumps({"components": rows, "load_errors": errors, "clashes": clashes, "disabled": disabled},
+                          indent=2)
+        if json_path is not None:
+            json_path.write_text(text + "\n")
+        else:
+            print(text)
         return
     name_width = max([len(r["name"]) for r in rows] + [4])
     provider_width = max([len(f"{r['distribution']} {r['version']}") for r in rows] + [8])

@@ -21,9 +21,11 @@ from typing import Any, Iterable, Mapping
 import attrs
 from attrs import frozen
 
+from detplug.core.data.augmentation import Augmentation
 from detplug.core.errors import PlanError
 from detplug.core.params import ParamsError, build_params
-from detplug.core.settings import PERIOD_SETTING_KEYS, RUN_SETTING_KEYS, PeriodSettings, RunSettings
+from detplug.core.settings import (EVALUATION_SETTING_KEYS, PERIOD_SETTING_KEYS, RUN_SETTING_KEYS,
+                                   EvaluationSettings, PeriodSettings, RunSettings)
 from detplug.core.specs import Component
 
 PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
@@ -67,6 +69,8 @@ class TrainSettings:
     trainer: ComponentRef
     run: RunSettings
     period_defaults: PeriodSettings
+    #: What training images get (``augment = true`` or a table of Augmentation's fields); None: nothing.
+    augmentation: Augmentation | None = None
 
 
 @frozen
@@ -82,6 +86,9 @@ class Plan:
     loss_combos: Mapping[str, Mapping[str, tuple[float, ComponentRef]]]
     train: TrainSettings
     periods: tuple[Period, ...]
+    evaluation: EvaluationSettings
+    #: The evaluator component ([evaluation] evaluator), or None: validation losses only.
+    evaluator: ComponentRef | None
     #: The plan as read, overrides applied: what plan.lock.toml records.
     document: Mapping[str, Any]
 
@@ -106,6 +113,8 @@ class Plan:
             for _, ref in combo.values():
                 yield ref
         yield self.train.trainer
+        if self.evaluator is not None:
+            yield self.evaluator
         for period in self.periods:
             if period.trainer is not self.train.trainer:
                 yield period.trainer
@@ -200,9 +209,9 @@ def _list_index(items: list, part: str, key: str, where: str, path: Path) -> int
 class _PlanReader:
     """Reads the TOML document into a Plan, naming the file and key path of every mistake."""
 
-    TOP_KEYS = ("name", "model", "datasets", "loss_combos", "train", "periods")
+    TOP_KEYS = ("name", "model", "datasets", "loss_combos", "train", "periods", "evaluation")
     MODEL_KEYS = ("backbone", "head", "decoder", "anchors")
-    TRAIN_KEYS = ("trainer", *RUN_SETTING_KEYS, *PERIOD_SETTING_KEYS)
+    TRAIN_KEYS = ("trainer", "augment", *RUN_SETTING_KEYS, *PERIOD_SETTING_KEYS)
     PERIOD_KEYS = ("dataset", "epochs", "learning_rate", "losses", "save", "trainer", *PERIOD_SETTING_KEYS)
 
     def __init__(self, path: Path) -> None:
@@ -267,7 +276,12 @@ class _PlanReader:
         loss_combos = {key: self.loss_combo(value, f"loss_combos.{key}") for key, value in combos_table.items()}
         train = self.train(document.get("train"))
         periods = self.periods(document.get("periods"), train, datasets, loss_combos)
+        evaluation = self.table({"evaluation": document.get("evaluation", {})}, "evaluation",
+                                ("evaluator", *EVALUATION_SETTING_KEYS))
+        evaluator = evaluation.get("evaluator")
         return Plan(
+            evaluation=self.settings(EvaluationSettings, evaluation, "evaluation"),
+            evaluator=None if evaluator is None else self.component(evaluator, "evaluation.evaluator", "evaluator"),
             name=name,
             source=self.path,
             backbone=self.component(model["backbone"], "model.backbone", "backbone"),
@@ -314,7 +328,17 @@ class _PlanReader:
             trainer=self.component(table.get("trainer", "graph"), "train.trainer", "trainer"),
             run=self.settings(RunSettings, table, "train"),
             period_defaults=self.settings(PeriodSettings, table, "train"),
+            augmentation=self.augmentation(table.get("augment", False)),
         )
+
+    def augmentation(self, value: Any) -> Augmentation | None:
+        if isinstance(value, bool):
+            return Augmentation() if value else None
+        if not isinstance(value, dict):
+            raise self.error("train.augment", f"expected true, false or a table of augmentation settings "
+                             f"({', '.join(attrs.fields_dict(Augmentation))}), found {value!r}")
+        self.check_keys(value, "train.augment", attrs.fields_dict(Augmentation))
+        return self.settings(Augmentation, value, "train.augment")
 
     def periods(self, value: Any, train: TrainSettings, datasets: Mapping, loss_combos: Mapping) -> tuple[Period, ...]:
         if value is None or value == []:

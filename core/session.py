@@ -27,6 +27,15 @@ def configure_tensorflow(run: RunSettings) -> None:
         keras.config.set_dtype_policy(run.mixed_precision)
 
 
+def set_batch_norm_momentum(layer: Any, momentum: float) -> int:
+    """Set the momentum of every BatchNormalization inside ``layer`` (nested models too),
+    before any step is traced; returns how many were set."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = momentum
+        return 1
+    return sum(set_batch_norm_momentum(inner, momentum) for inner in getattr(layer, "layers", ()))
+
+
 def _as_stored(value: Any) -> Any:
     """A value as it reads back from state.json (tuples become lists)."""
     return json.loads(json.dumps(value))
@@ -45,6 +54,8 @@ class TrainingSession:
         self.checked = checked
         self.parts = parts
         self.model = parts.model
+        if checked.plan.train.run.bn_momentum:
+            set_batch_norm_momentum(self.model, checked.plan.train.run.bn_momentum)
         self.optimizer: keras.optimizers.Optimizer | None = None
         self.optimizer_key: Any = None
         self._trainers: dict[tuple[str, str], Any] = {}
@@ -98,6 +109,10 @@ class TrainingSession:
         else:
             tf.train.Checkpoint(model=self.model, epoch=self._epoch, period=self._period).read(
                 prefix).expect_partial().assert_existing_objects_matched()
+
+    def evaluation_weights(self) -> Any:
+        """A context in which the model holds the weights to evaluate (EMA when used)."""
+        return ema_swapped(self.optimizer, self.model.trainable_variables)
 
     def write_weights(self, path: Path) -> None:
         """The model as a plain Keras ``.weights.h5`` file, with EMA weights when used."""

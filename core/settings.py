@@ -52,16 +52,44 @@ class RunSettings:
     seed: int = 0
     #: How many of the every-epoch checkpoints to keep (period snapshots and the best are kept too).
     keep_last: int = field(default=2, validator=validators.gt(0))
-    augment: bool = False
     #: TensorFlow op determinism: slower, but a resumed run equals an uninterrupted one bit for bit.
     deterministic: bool = False
     #: Exponential moving average of the weights, used for validation and snapshots.
     ema: bool = False
     ema_momentum: float = field(default=0.999, converter=float, validator=[validators.gt(0), validators.lt(1)])
     mixed_precision: str = field(default="", validator=validators.in_(MIXED_PRECISION))
+    #: Momentum of every batch-norm layer's moving statistics; 0 keeps each layer's own
+    #: (Keras: 0.99). Short runs need a lower one (0.9), or the statistics that inference
+    #: uses still describe the weights of many steps ago.
+    bn_momentum: float = field(default=0.0, converter=float, validator=[validators.ge(0), validators.lt(1)])
     #: The logged number whose lowest value marks the checkpoint kept as ``best``.
     best_metric: str = "val_total"
 
 
 PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))
 RUN_SETTING_KEYS = tuple(f.name for f in attrs.fields(RunSettings))
+
+
+@frozen(kw_only=True)
+class EvaluationSettings:
+    """``[evaluation]``: post-processing (tf.image.combined_non_max_suppression) and
+    when training evaluates. The evaluator itself is a component named in the same table."""
+
+    #: Detections below this score are dropped for --predict, export and the drawn grids.
+    score_threshold: float = field(default=0.3, converter=float, validator=[validators.ge(0), validators.le(1)])
+    #: AP needs the whole precision-recall curve: evaluation keeps detections down to this score.
+    eval_score_threshold: float = field(default=0.01, converter=float,
+                                        validator=[validators.ge(0), validators.le(1)])
+    iou_threshold: float = field(default=0.45, converter=float, validator=[validators.gt(0), validators.le(1)])
+    max_detections: int = field(default=100, validator=validators.gt(0))
+    #: The split evaluated while training and by --evaluate: "val", or "train" to measure how
+    #: well a plan fits its own training images (the synthetic_overfit plan).
+    split: str = field(default="val", validator=validators.in_(("val", "train")))
+    #: Evaluate every this many epochs (and always after the last); 0 = only after the last.
+    every: int = field(default=0, validator=validators.ge(0))
+    #: The metric (a key of the evaluator's results) whose highest value marks the best checkpoint;
+    #: empty keeps the best by [train] best_metric instead.
+    best_metric: str = ""
+
+
+EVALUATION_SETTING_KEYS = tuple(f.name for f in attrs.fields(EvaluationSettings))

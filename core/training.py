@@ -70,12 +70,16 @@ def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root:
         return run
 
     from detplug.core.assemble import build_parts
+    from detplug.core.data.prepare import prepare_datasets
     from detplug.core.session import TrainingSession, configure_tensorflow
+    from detplug.core.validation import build_evaluator
     from detplug.core.versions import lock_document
 
     configure_tensorflow(plan.train.run)
-    prepared = _prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir())
+    prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
+                                keys=dict.fromkeys(period.dataset for period in plan.periods))
     session = TrainingSession(checked, build_parts(checked))
+    evaluator = build_evaluator(checked)
     if done:
         def read(prefix: str, meta: dict[str, Any]) -> None:
             session.use_period(plan.periods[period_index_at(plan, int(meta["epoch"]))])
@@ -94,13 +98,15 @@ def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root:
             continue
         registry.hook.detplug_period_start(run=run, period=period, index=index)
         train_by_period(run, registry, period, index=index, period_start=start, resume_after=max(start, done),
-                        prepared=prepared[period.dataset], session=session, store=store)
+                        prepared=prepared[period.dataset], session=session, store=store, evaluator=evaluator)
     registry.hook.detplug_train_end(run=run)
     return run
 
 
 def train_by_period(run: RunContext, registry: Any, period: Period, *, index: int, period_start: int,
-                    resume_after: int, prepared: Any, session: Any, store: CheckpointStore) -> None:
+                    resume_after: int, prepared: Any, session: Any, store: CheckpointStore,
+                    evaluator: Any = None) -> None:
+    from detplug.core.data.integrity import guarded
     from detplug.core.data.pipeline import count_steps, make_dataset
     from detplug.core.optimizers import learning_rate_at
 
@@ -118,10 +124,14 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
     }
     end_epoch = period_start + period.epochs
 
+    augmentation = plan.train.augmentation
+
     def dataset(files: list, training: bool, epoch: int):
-        return make_dataset(files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                            batch_size=settings.batch_size, training=training, seed=plan.train.run.seed + epoch,
-                            augment=plan.train.run.augment and training)
+        augment = augmentation.for_epoch(epoch, plan.total_epochs) if (augmentation and training) else False
+        batches = make_dataset(files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
+                               batch_size=settings.batch_size, training=training, seed=plan.train.run.seed + epoch,
+                               augment=augment)
+        return guarded(batches, files)  # a damaged shard stops training with its name
 
     for epoch in range(resume_after + 1, end_epoch + 1):
         print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epoch {epoch}/{end_epoch}, "
@@ -135,6 +145,8 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
             logs.update({f"val_{name}": value for name, value in val.items()
                          if name not in ("seconds", "images_per_second")})
             logs["seconds"] = train["seconds"] + val["seconds"]
+        if evaluator is not None and _evaluates(plan, epoch):
+            logs.update(evaluate_epoch(run, registry, session, evaluator, prepared, epoch))
         print(epoch_summary(epoch, logs))
         # Logged before the checkpoint: a kill in between re-runs this epoch, and
         # detplug_train_start lets loggers drop the rows of epochs that run again.
@@ -145,10 +157,33 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
                    snapshot=snapshot, write_weights=session.write_weights)
         if snapshot:
             print(f"saved period snapshot {store.folder / snapshot}")
-        metric = plan.train.run.best_metric
+        metric, higher = plan.evaluation.best_metric, True
+        if metric not in logs:
+            metric, higher = plan.train.run.best_metric, False
         if metric in logs:
             store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
-                                      write_weights=session.write_weights)
+                                      higher_is_better=higher, write_weights=session.write_weights)
+
+
+def _evaluates(plan: Plan, epoch: int) -> bool:
+    every = plan.evaluation.every
+    return epoch == plan.total_epochs or (every > 0 and epoch % every == 0)
+
+
+def evaluate_epoch(run: RunContext, registry: Any, session: Any, evaluator: Any, prepared: Any,
+                   epoch: int) -> dict[str, float]:
+    """The evaluator's metrics on the validation split (EMA weights when used), printed as a
+    table, with a grid of drawn predictions written to predictions/epNN.png."""
+    from detplug.core.evaluate import format_table
+    from detplug.core.validation import evaluate_files
+
+    grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
+    with session.evaluation_weights():
+        result = evaluate_files(session.model, run.checked, evaluator,
+                                prepared.files(run.plan.evaluation.split), grid_path=grid)
+    print(format_table(result))
+    registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
+    return dict(result.metrics)
 
 
 def epoch_summary(epoch: int, logs: dict[str, float]) -> str:
@@ -159,15 +194,3 @@ def epoch_summary(epoch: int, logs: dict[str, float]) -> str:
     if "val_total" in logs:
         line += f", val_loss {logs['val_total']:.4g}"
     return line + f", {logs['seconds']:.1f} s, {logs['images_per_second']:.1f} images/s"
-
-
-def _prepare_datasets(checked: CheckedPlan, *, data_root: Path | None, cache_dir: Path) -> dict[str, Any]:
-    from detplug.registry import load_factory
-
-    used = dict.fromkeys(period.dataset for period in checked.plan.periods)
-    prepared = {}
-    for key in used:
-        item = checked.resolved[f"datasets.{key}"]
-        prepared[key] = load_factory(item.component)(item.params, data_root=data_root, cache_dir=cache_dir)
-    return prepared
-

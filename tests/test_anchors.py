@@ -31,3 +31,23 @@ def test_unknown_pool_names_the_known_ones():
 def test_non_positive_anchor_is_rejected():
     with pytest.raises(AnchorError, match="stride 8"):
         anchor_pixels({8: [[0, 13]]})
+
+
+@pytest.mark.slow
+def test_anchors_command_prints_per_stride_with_recall_and_writes_them_into_the_plan(tmp_path):
+    import tomllib
+
+    from helpers import run_cli, write_tiny_plan
+
+    plan = write_tiny_plan(tmp_path, images=16)
+    printed = run_cli("--plan", str(plan), "--anchors", "--cache-dir", str(tmp_path / "cache"))
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "stride  8: current [(10, 13), (16, 30), (33, 23)]  new [" in printed.stdout
+    assert "best-possible recall (IoU >= 0.5): current " in printed.stdout
+    assert plan.read_text().count('anchors = "coco_yolov3"') == 1  # unchanged without --write
+
+    written = run_cli("--plan", str(plan), "--anchors", "--write", "--cache-dir", str(tmp_path / "cache"))
+    assert written.returncode == 0, written.stderr[-2000:]
+    anchors = tomllib.loads(plan.read_text())["model"]["anchors"]
+    assert sorted(anchors) == ["16", "32", "8"] and all(len(pairs) == 3 for pairs in anchors.values())
+    assert run_cli("--plan", str(plan), "--check").returncode == 0

@@ -56,7 +56,7 @@ def test_built_in_component_meets_its_contract(component: Component):
 
 def test_every_kind_has_a_built_in_to_check():
     kinds = {param.values[0].kind for param in BUILT_INS}
-    assert kinds == {"dataset", "backbone", "head", "decoder", "loss", "trainer"}
+    assert kinds == {"dataset", "backbone", "head", "decoder", "loss", "trainer", "evaluator"}
 
 
 def test_synthetic_dataset_prepares_records_that_match_its_spec(tmp_path):

@@ -32,6 +32,22 @@ def detplug_epoch_end(run: Any, epoch: int, logs: dict[str, float]) -> None:
 
 
 @hookimpl
+def detplug_evaluation_end(run: Any, epoch: int, metrics: dict[str, float], grid: Path) -> None:
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    if not grid.is_file():
+        return
+    with Image.open(grid) as image:
+        pixels = np.asarray(image.convert("RGB"))[None]
+    writer = _writer(run.folder.tensorboard)
+    with writer.as_default(step=epoch):
+        tf.summary.image("validation predictions", pixels)
+    writer.flush()
+
+
+@hookimpl
 def detplug_train_end(run: Any) -> None:
     writer = _writers.pop(run.folder.tensorboard, None)
     if writer is not None:

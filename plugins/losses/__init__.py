@@ -23,6 +23,8 @@ def _decoded_strides(name: str):
 @frozen(kw_only=True)
 class ObjectnessParams:
     ignore_threshold: float = field(default=0.5, converter=float, validator=[validators.ge(0), validators.le(1)])
+    #: Weight of the no-object term against the object term (YOLOv1's lambda_noobj; 1 = YOLOv3).
+    negative_weight: float = field(default=1.0, converter=float, validator=validators.ge(0))
 
 
 CIOU = Component(

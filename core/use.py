@@ -1,0 +1,113 @@
+"""The commands that use a trained plan: --evaluate, --predict, --export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from detplug.core.check import CheckedPlan
+from detplug.core.errors import PlanError
+from detplug.core.run_folder import RunFolder
+
+
+def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
+    from detplug.core.predict import load_trained_model
+
+    return load_trained_model(checked, RunFolder(workdir).checkpoints, checkpoint)
+
+
+def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: str, json_path: Path | None,
+             data_root: Path | None, cache_dir: Path | None) -> Any:
+    """Evaluate ``checkpoint`` on the validation split of the plan's last period's dataset."""
+    from detplug.core.evaluate import format_table
+    from detplug.core.training import default_cache_dir
+    from detplug.core.validation import build_evaluator, evaluate_files
+    from detplug.registry import load_factory
+
+    evaluator = build_evaluator(checked)
+    if evaluator is None:
+        raise PlanError(f"{checked.plan.source}: --evaluate needs an evaluator: add [evaluation] "
+                        f"evaluator = \"kitti_ap\" (or coco_map) to the plan")
+    dataset = checked.plan.periods[-1].dataset
+    item = checked.resolved[f"datasets.{dataset}"]
+    prepared = load_factory(item.component)(item.params, data_root=data_root,
+                                            cache_dir=cache_dir or default_cache_dir())
+    model = _model(checked, workdir, checkpoint)
+    grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
+    split = checked.plan.evaluation.split
+    result = evaluate_files(model, checked, evaluator, prepared.files(split), grid_path=grid_path)
+    print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
+          f"({prepared.images(split)} images):")
+    print(format_table(result))
+    if json_path is not None:
+        json_path.write_text(result.to_json())
+        print(f"wrote {json_path}")
+    return result
+
+
+def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: list[Path], out_dir: Path) -> None:
+    from detplug.core.predict import detector_module, image_paths, predict_images
+
+    paths = image_paths(images)  # a missing image is reported before the model is built
+    predict_images(detector_module(checked, _model(checked, workdir, checkpoint)), paths, out_dir)
+
+
+def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path) -> None:
+    from detplug.core.predict import detector_module, export_saved_model
+
+    export_saved_model(detector_module(checked, _model(checked, workdir, checkpoint)), directory)
+    print(f"exported a SavedModel to {directory}: signature serving_default(images: uint8 [B, H, W, 3]) -> "
+          f"boxes (x1 y1 x2 y2 pixels), scores, classes, class_names, num_detections")
+
+
+def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_dir: Path | None) -> dict:
+    """k-means anchors (IoU distance) for the plan's first dataset, per stride, with the
+    best-possible recall of the current and the new anchors; ``write`` puts them in the plan."""
+    import numpy as np
+
+    from detplug.core.anchors import anchor_pixels
+    from detplug.core.kmeans_anchors import (anchor_table_toml, best_possible_recall, group_by_stride,
+                                             kmeans_anchors, read_boxes_wh)
+    from detplug.core.training import default_cache_dir
+    from detplug.registry import load_factory
+
+    plan = checked.plan
+    item = checked.resolved[f"datasets.{plan.periods[0].dataset}"]
+    prepared = load_factory(item.component)(item.params, data_root=data_root,
+                                            cache_dir=cache_dir or default_cache_dir())
+    boxes = read_boxes_wh(prepared)
+    current = anchor_pixels(plan.anchors)
+    strides = sorted(current)
+    count = sum(len(pairs) for pairs in current.values())
+    table = group_by_stride(kmeans_anchors(boxes, count, seed=plan.train.run.seed), strides)
+    flat = lambda t: np.array([pair for stride in sorted(t) for pair in t[stride]], np.float64)  # noqa: E731
+    recall_now, recall_new = best_possible_recall(boxes, flat(current)), best_possible_recall(boxes, flat(table))
+    print(f"{len(boxes)} boxes of '{plan.periods[0].dataset}' ({item.component.name}), "
+          f"in pixels of the {checked.chain.image.height}x{checked.chain.image.width} input:")
+    for stride in strides:
+        print(f"  stride {stride:>2}: current {list(map(tuple, current[stride]))}  "
+              f"new {[(round(w), round(h)) for w, h in table[stride]]}")
+    print(f"best-possible recall (IoU >= 0.5): current {recall_now:.3f}, new {recall_new:.3f}")
+    value = anchor_table_toml(table)
+    if write:
+        _write_anchors(plan.source, value)
+        print(f"wrote model.anchors = {value} into {plan.source}")
+    else:
+        print(f"model.anchors = {value}   (--write puts it into {plan.source})")
+    return {"current_recall": recall_now, "new_recall": recall_new, "anchors": value}
+
+
+def _write_anchors(path: Path, value: str) -> None:
+    """Replace the ``anchors = ...`` line of the plan's [model] table, keeping everything else."""
+    import re
+
+    from detplug.core.checkpoints import write_atomically
+
+    text = path.read_text(encoding="utf-8")
+    model = re.search(r"^\[model\][^\[]*", text, flags=re.MULTILINE)
+    line = re.compile(r"^anchors\s*=.*$", flags=re.MULTILINE)
+    if model is None or not line.search(model.group(0)):
+        raise PlanError(f"{path}: --anchors --write found no 'anchors = ...' line in [model] to replace; "
+                        f"write it there by hand: anchors = {value}")
+    section = line.sub(f"anchors = {value}", model.group(0), count=1)
+    write_atomically(path, text[:model.start()] + section + text[model.end():])

@@ -1,0 +1,102 @@
+"""Evaluating a model on a prepared split: detections and ground truth in the source
+images' pixels, handed to the plan's evaluator, plus a grid of drawn predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from detplug.core.check import CheckedPlan
+from detplug.core.data import records
+from detplug.core.drawing import draw_boxes, grid
+from detplug.core.evaluate import EvaluationResult, ImageDetections, ImageTruth
+from detplug.core.inference import flatten_predictions, non_max_suppression, to_source_pixels
+from detplug.registry import load_factory
+
+#: How many validation images the drawn grid shows.
+GRID_IMAGES = 8
+#: The name of ignore regions (class -1 in the records) as evaluators expect it.
+IGNORE_NAME = "DontCare"
+
+
+def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, batch_size: int = 8,
+            score_threshold: float | None = None) -> tuple[list[ImageTruth], list[ImageDetections], list[Image.Image]]:
+    """Ground truth and detections for every record of ``files``, in source pixels, and the
+    first GRID_IMAGES letterboxed images with their predictions and truth drawn."""
+    chain, settings = checked.chain, checked.plan.evaluation
+    names = list(chain.labels.classes)
+    threshold = settings.eval_score_threshold if score_threshold is None else score_threshold
+    parsed = tf.data.TFRecordDataset([str(f) for f in files]).map(records.parse_all)
+    truths, detections, drawn = [], [], []
+
+    def run(batch: list[dict[str, Any]]) -> None:
+        images = tf.stack([tf.image.convert_image_dtype(tf.io.decode_png(r["png"], channels=3), tf.float32)
+                           for r in batch])
+        boxes, scores = flatten_predictions(model(images, training=False))
+        found = non_max_suppression(boxes, scores, max_detections=settings.max_detections,
+                                    iou_threshold=settings.iou_threshold, score_threshold=threshold)
+        for index, record in enumerate(batch):
+            count = int(found["num_detections"][index])
+            source_hw = record["original_size"]
+            image_id = record["filename"].numpy().decode()
+            classes = record["classes"].numpy()
+            truths.append(ImageTruth(
+                image_id=image_id, boxes=record["source_boxes"].numpy(),
+                names=tuple(IGNORE_NAME if c < 0 else names[c] for c in classes),
+                truncated=record["truncated"].numpy(), occluded=record["occluded"].numpy().astype(int),
+            ))
+            found_classes = found["classes"][index][:count].numpy()
+            detections.append(ImageDetections(
+                image_id=image_id,
+                boxes=to_source_pixels(found["boxes"][index][:count], source_hw, chain.image).numpy(),
+                names=tuple(names[c] for c in found_classes), scores=found["scores"][index][:count].numpy(),
+            ))
+            if len(drawn) < GRID_IMAGES:
+                drawn.append(_drawn(images[index], found, index, count, record, names, settings.score_threshold))
+
+    batch: list[dict[str, Any]] = []
+    for record in parsed:
+        batch.append(record)
+        if len(batch) == batch_size:
+            run(batch)
+            batch = []
+    if batch:
+        run(batch)
+    return truths, detections, drawn
+
+
+def _drawn(image: tf.Tensor, found: dict, index: int, count: int, record: dict, names: list[str],
+           score_threshold: float) -> Image.Image:
+    """One letterboxed image with its confident detections and (white) ground truth."""
+    height, width = image.shape[:2]
+    scale = np.array([width, height, width, height], np.float32)
+    yxyx = found["boxes"][index][:count].numpy()
+    keep = found["scores"][index][:count].numpy() >= score_threshold
+    boxes = yxyx[:, [1, 0, 3, 2]] * scale
+    truth = record["boxes"].numpy()[:, [1, 0, 3, 2]] * scale
+    classes = found["classes"][index][:count].numpy()
+    pixels = Image.fromarray((image.numpy() * 255).astype(np.uint8))
+    return draw_boxes(pixels, boxes[keep], [names[c] for c in classes[keep]],
+                      scores=found["scores"][index][:count].numpy()[keep], classes=classes[keep], truth=truth)
+
+
+def build_evaluator(checked: CheckedPlan) -> Any | None:
+    ref = checked.plan.evaluator
+    if ref is None:
+        return None
+    item = checked.resolved[ref.key]
+    return load_factory(item.component)(item.params, classes=tuple(checked.chain.labels.classes))
+
+
+def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Any, files: Sequence[Path],
+                   grid_path: Path | None = None) -> EvaluationResult:
+    truths, detections, drawn = collect(model, checked, files)
+    if grid_path is not None and drawn:
+        grid_path.parent.mkdir(parents=True, exist_ok=True)
+        grid(drawn).save(grid_path)
+    return evaluator.evaluate(truths, detections)
