@@ -184,6 +184,7 @@ def keras_app_channels(app: str, params) -> dict[int, int]:
 
 def _keras_app_spec(app: str):
     def spec(params, chain: Chain) -> dict[int, FeatureSpec]:
+        """Features at strides 8, 16, 32 taken from named internal layers; image sides multiples of 32."""
         _require_multiple_of_32(chain, f"backbone '{app}'")
         return {
             stride: FeatureSpec(stride, channels)

@@ -142,6 +142,7 @@ class SyntheticParams(RecordParams):
 
 
 def dataset_spec(params, chain: Chain) -> DatasetSpec:
+    """Gives image_size x 3 images in [0, 1] and up to max_boxes boxes of the listed classes."""
     height, width = params.image_size
     return DatasetSpec(ImageSpec(height, width, 3), LabelSpec(params.classes, params.max_boxes))
 
@@ -150,6 +151,7 @@ def _spec_with_source_classes(module: str):
     """A spec for a format whose class names may come from the source when 'classes' is empty."""
 
     def spec(params, chain: Chain) -> DatasetSpec:
+        """Gives image_size x 3 images in [0, 1], up to max_boxes boxes of the listed classes (or the source's)."""
         classes = params.classes
         if not classes:
             import importlib

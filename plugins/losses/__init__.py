@@ -15,6 +15,7 @@ PLUGIN_API = 1
 
 def _decoded_strides(name: str):
     def spec(params, chain: Chain) -> tuple[int, ...]:
+        """Consumes the decoded outputs of every stride and their targets; gives one scalar per image."""
         return tuple(sorted(chain.require("decoded", f"loss '{name}'")))
 
     return spec
