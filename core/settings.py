@@ -86,7 +86,7 @@ class EvaluationSettings:
     #: well a plan fits its own training images (the synthetic_overfit plan).
     split: str = field(default="val", validator=validators.in_(("val", "train")))
     #: Evaluate every this many epochs (and always after the last); 0 = only after the last.
-    every: int = field(default=0, validator=validators.ge(0))
+    eval_every: int = field(default=0, validator=validators.ge(0))
     #: The metric (a key of the evaluator's results) whose highest value marks the best checkpoint;
     #: empty keeps the best by [train] best_metric instead.
     best_metric: str = ""

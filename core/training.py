@@ -166,7 +166,7 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
 
 
 def _evaluates(plan: Plan, epoch: int) -> bool:
-    every = plan.evaluation.every
+    every = plan.evaluation.eval_every
     return epoch == plan.total_epochs or (every > 0 and epoch % every == 0)
 
 

@@ -25,7 +25,7 @@ def test_training_loss_on_a_handful_of_synthetic_images_falls_by_half(tmp_path):
                            optimizer=keras.optimizers.Adam(3e-3))
     chain = checked.chain
     epochs = []
-    for epoch in range(40):
+    for epoch in range(20):
         batches = make_dataset(prepared.train_files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
                                batch_size=4, training=True, seed=epoch)
         epochs.append(trainer.train_epoch(batches, 2, epoch=epoch + 1))

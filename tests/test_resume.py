@@ -4,6 +4,7 @@ survive kills, corruption and plan changes."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,21 @@ def corrupt(checkpoint: Path) -> Path:
     return data
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path):
-    plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=3), tmp_path / "run", tmp_path / "cache"
-    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
+@pytest.fixture(scope="module")
+def killed_at_epoch_3(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run of a 3+1 epoch plan killed as epoch 3 ended: epoch-0001 and epoch-0002 kept."""
+    folder = tmp_path_factory.mktemp("killed")
+    plan, workdir, cache = write_tiny_plan(folder, epochs1=3), folder / "run", folder / "cache"
+    env = hook_plugin_env(folder / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
     assert train(plan, workdir, cache, env=env).returncode == -9
     assert state(workdir)["kept"] == ["epoch-0001", "epoch-0002"]
+    return plan, workdir, cache
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(killed_at_epoch_3, tmp_path):
+    plan, original, cache = killed_at_epoch_3
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
     corrupt(workdir / "checkpoints" / "epoch-0002")
 
     resumed = train(plan, workdir, cache)
@@ -86,10 +97,10 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp
     assert state(workdir)["epoch"] == 4
 
 
-def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(tmp_path):
-    plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=3), tmp_path / "run", tmp_path / "cache"
-    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
-    assert train(plan, workdir, cache, env=env).returncode == -9
+def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(killed_at_epoch_3, tmp_path):
+    plan, original, cache = killed_at_epoch_3
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
     for name in ("epoch-0001", "epoch-0002"):
         corrupt(workdir / "checkpoints" / name)
     before = (workdir / "checkpoints" / "state.json").read_text()
@@ -100,9 +111,19 @@ def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(tmp_path
     assert (workdir / "checkpoints" / "state.json").read_text() == before
 
 
-def test_changed_model_is_an_error_unless_restart_which_moves_the_old_run_aside(tmp_path):
-    plan, workdir, cache = write_tiny_plan(tmp_path), tmp_path / "run", tmp_path / "cache"
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A finished 1+1 epoch run."""
+    folder = tmp_path_factory.mktemp("finished")
+    plan, workdir, cache = write_tiny_plan(folder), folder / "run", folder / "cache"
     assert train(plan, workdir, cache).returncode == 0
+    return plan, workdir, cache
+
+
+def test_changed_model_is_an_error_unless_restart_which_moves_the_old_run_aside(finished, tmp_path):
+    plan, original, cache = finished
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
     changed = train(plan, workdir, cache, "--set", "model.backbone.width=0.25")
     assert changed.returncode == 2
     assert "written by a different model (backbone.width 0.125 -> 0.25)" in changed.stderr
@@ -115,9 +136,10 @@ def test_changed_model_is_an_error_unless_restart_which_moves_the_old_run_aside(
     assert state(workdir)["epoch"] == 2 and state(workdir)["model"]["backbone"]["width"] == 0.25
 
 
-def test_extending_a_finished_plan_continues_and_changing_a_trained_period_is_a_conflict(tmp_path):
-    plan, workdir, cache = write_tiny_plan(tmp_path), tmp_path / "run", tmp_path / "cache"
-    assert train(plan, workdir, cache).returncode == 0
+def test_extending_a_finished_plan_continues_and_changing_a_trained_period_is_a_conflict(finished, tmp_path):
+    _, original, cache = finished
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
 
     longer = write_tiny_plan(tmp_path, epochs2=2)
     extended = train(longer, workdir, cache)
