@@ -1,0 +1,176 @@
+"""Train-step throughput of detplug's trainers against a bare tf.function step and keras fit.
+
+    python benchmarks/trainers.py [--plan kitti_simple] [--steps 10] [--rounds 3]
+
+All four run the same model, losses and batch (kept in memory, so the input
+pipeline is not measured here), interleaved round by round in one process;
+the table gives images/s (median over rounds) and the ratios the training
+issue sets as goals: graph >= 0.95x bare, >= 1.2x fit, >= 2.5x eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build(plan_name: str, cache_dir: Path) -> dict[str, Any]:
+    """The plan's model factory, loss combination, and one real batch of its data."""
+    from detplug.core.assemble import build_losses, build_model
+    from detplug.core.check import static_check
+    from detplug.core.data.pipeline import make_dataset
+    from detplug.core.plan import find_plan, load_plan, resolve_components
+    from detplug.registry import Registry, load_factory
+
+    plan = load_plan(find_plan(plan_name))
+    checked = static_check(plan, resolve_components(plan, Registry.discover()))
+    period = plan.periods[0]
+    item = checked.resolved[f"datasets.{period.dataset}"]
+    prepared = load_factory(item.component)(item.params, data_root=None, cache_dir=cache_dir)
+    chain = checked.chain
+    batch = next(iter(make_dataset(prepared.train_files, image=chain.image, labels=chain.labels,
+                                   anchors=chain.anchors, batch_size=period.settings.batch_size, training=True)))
+    return {
+        "checked": checked,
+        "prepared": prepared,
+        "model": lambda: build_model(checked),
+        "losses": lambda: build_losses(checked, period.losses),
+        "batch": batch,
+        "batch_size": period.settings.batch_size,
+        "learning_rate": period.learning_rate,
+    }
+
+
+def bare_runner(parts: dict[str, Any]) -> Callable[[int], None]:
+    """The hand-written step a user would write without detplug."""
+    import keras
+    import tensorflow as tf
+
+    model, losses = parts["model"](), parts["losses"]()
+    optimizer = keras.optimizers.Adam(parts["learning_rate"])
+    images, targets = parts["batch"]
+
+    @tf.function
+    def step(images, targets):
+        with tf.GradientTape() as tape:
+            total, _ = losses(model(images, training=True), targets)
+        gradients = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return total
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            total = step(images, targets)
+        float(total)
+
+    return run
+
+
+def trainer_runner(parts: dict[str, Any], trainer_name: str) -> Callable[[int], None]:
+    """detplug's trainer through its epoch loop (learning rate per step, progress, NaN guard)."""
+    import keras
+
+    from detplug.plugins.trainers.eager import EagerTrainer
+    from detplug.plugins.trainers.graph import GraphTrainer
+
+    trainer_class = {"graph": GraphTrainer, "eager": EagerTrainer}[trainer_name]
+    trainer = trainer_class(model=parts["model"](), losses=parts["losses"](),
+                            optimizer=keras.optimizers.Adam(parts["learning_rate"]))
+    rate = parts["learning_rate"]
+
+    def run(steps: int) -> None:
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                trainer.train_epoch([parts["batch"]] * steps, steps, epoch=1, learning_rate_at=lambda step: rate)
+            finally:
+                sys.stdout = stdout
+
+    return run
+
+
+def fit_runner(parts: dict[str, Any]) -> Callable[[int], None]:
+    """keras.Model.fit on the same model and losses (the loss plugged in via compute_loss)."""
+    import keras
+    import tensorflow as tf
+
+    detector, losses = parts["model"](), parts["losses"]()
+
+    class FitModel(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.detector = detector
+
+        def call(self, images, training=False):
+            return self.detector(images, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            total, _ = losses(y_pred, y)
+            return total
+
+    model = FitModel()
+    model.compile(optimizer=keras.optimizers.Adam(parts["learning_rate"]), jit_compile=False)
+    images, targets = parts["batch"]
+
+    def run(steps: int) -> None:
+        data = tf.data.Dataset.from_tensors((images, targets)).repeat(steps)
+        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+
+    return run
+
+
+def measure_trainers(plan: str = "kitti_simple", *, steps: int = 10, rounds: int = 3,
+                     cache_dir: Path | None = None, parts: dict[str, Any] | None = None) -> dict[str, float]:
+    """images/s of each way to train, median over interleaved rounds, after one warm-up each."""
+    from detplug.core.training import default_cache_dir
+
+    parts = parts or build(plan, cache_dir or default_cache_dir())
+    runners = {
+        "bare_step_ips": bare_runner(parts),
+        "graph_ips": trainer_runner(parts, "graph"),
+        "eager_ips": trainer_runner(parts, "eager"),
+        "fit_ips": fit_runner(parts),
+    }
+    # The eager trainer is several times slower: fewer steps keep the run short.
+    step_counts = {name: max(2, steps // 3) if name == "eager_ips" else steps for name in runners}
+    for name, run in runners.items():
+        run(2)  # trace, build the optimizer's slots
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run(step_counts[name])
+            samples[name].append(step_counts[name] * parts["batch_size"] / (time.perf_counter() - started))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def print_table(results: dict[str, float]) -> None:
+    graph = results["graph_ips"]
+    print(f"{'train step':<24} {'images/s':>9} {'graph / this':>13}")
+    for name, label in (("bare_step_ips", "bare tf.function step"), ("graph_ips", "detplug graph trainer"),
+                        ("fit_ips", "keras Model.fit"), ("eager_ips", "detplug eager trainer")):
+        print(f"{label:<24} {results[name]:>9.2f} {graph / results[name]:>13.2f}")
+    goals = [("graph >= 0.95x bare", graph >= 0.95 * results["bare_step_ips"]),
+             ("graph >= 1.2x fit", graph >= 1.2 * results["fit_ips"]),
+             ("graph >= 2.5x eager", graph >= 2.5 * results["eager_ips"])]
+    print("goals: " + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in goals))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default="kitti_simple")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print_table(measure_trainers(args.plan, steps=args.steps, rounds=args.rounds))
+
+
+if __name__ == "__main__":
+    main()
