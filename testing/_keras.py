@@ -11,14 +11,13 @@ from typing import Any, Iterable, Mapping
 from detplug.core.specs import Chain, Component
 from detplug.testing._common import (
     BATCH,
-    MODEL_KINDS,
     ContractError,
     build,
     describe_chain,
     params_or_defaults,
     spec_output,
 )
-from detplug.core.shapes import built_shapes, expected_shapes, shape_mismatches
+from detplug.core.shapes import MODEL_KINDS, built_shapes, expected_shapes, shape_mismatches
 
 
 def check_spec_matches_keras(component: Component, chain: Chain, *, params: Any = None) -> Any:

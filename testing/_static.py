@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 
 from detplug.core.params import ParamsError, build_params
-from detplug.core.specs import Chain, Component, DatasetSpec, ImageSpec, SpecError
+from detplug.core.specs import Chain, Component, DatasetSpec, SpecError
 from detplug.testing._common import ContractError, not_a_spec_error, params_or_defaults
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_PY = REPO / "run.py"
@@ -125,7 +126,7 @@ def kill_inside_checkpoint_write(name: str) -> str:
     )
 
 
-def read_weights(path: Path) -> dict[str, "numpy.ndarray"]:
+def read_weights(path: Path) -> dict[str, Any]:
     """Every array of a Keras ``.weights.h5`` file, by its path in the file."""
     import h5py
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
-from keras import layers, ops
+from keras import ops
 
 from detplug.core.specs import Chain
 from detplug.plugins.backbones import KERAS_APP_LAYERS, KerasAppParams, MobileNetV2Params
