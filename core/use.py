@@ -10,6 +10,15 @@ from detplug.core.errors import PlanError
 from detplug.core.run_folder import RunFolder
 
 
+def _prepared(checked: CheckedPlan, key: str, *, data_root: Path | None, cache_dir: Path | None) -> Any:
+    """The plan's dataset ``key``, converted or reused, checked against the plan's spec."""
+    from detplug.core.data.prepare import prepare_datasets
+    from detplug.core.training import default_cache_dir
+
+    return prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
+                            keys=[key])[key]
+
+
 def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
     from detplug.core.predict import load_trained_model
 
@@ -20,18 +29,14 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
              data_root: Path | None, cache_dir: Path | None) -> Any:
     """Evaluate ``checkpoint`` on the validation split of the plan's last period's dataset."""
     from detplug.core.evaluate import format_table
-    from detplug.core.training import default_cache_dir
     from detplug.core.validation import build_evaluator, evaluate_files
-    from detplug.registry import load_factory
 
     evaluator = build_evaluator(checked)
     if evaluator is None:
         raise PlanError(f"{checked.plan.source}: --evaluate needs an evaluator: add [evaluation] "
                         f"evaluator = \"kitti_ap\" (or coco_map) to the plan")
     dataset = checked.plan.periods[-1].dataset
-    item = checked.resolved[f"datasets.{dataset}"]
-    prepared = load_factory(item.component)(item.params, data_root=data_root,
-                                            cache_dir=cache_dir or default_cache_dir())
+    prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
     model = _model(checked, workdir, checkpoint)
     grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
     split = checked.plan.evaluation.split
@@ -68,13 +73,9 @@ def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_
     from detplug.core.anchors import anchor_pixels
     from detplug.core.kmeans_anchors import (anchor_table_toml, best_possible_recall, group_by_stride,
                                              kmeans_anchors, read_boxes_wh)
-    from detplug.core.training import default_cache_dir
-    from detplug.registry import load_factory
-
     plan = checked.plan
     item = checked.resolved[f"datasets.{plan.periods[0].dataset}"]
-    prepared = load_factory(item.component)(item.params, data_root=data_root,
-                                            cache_dir=cache_dir or default_cache_dir())
+    prepared = _prepared(checked, plan.periods[0].dataset, data_root=data_root, cache_dir=cache_dir)
     boxes = read_boxes_wh(prepared)
     current = anchor_pixels(plan.anchors)
     strides = sorted(current)
