@@ -8,7 +8,10 @@ the optimizer minimizes plus every part for the logs::
     total = mean over the batch of sum over losses and strides of weight * loss
     parts = {"ciou": ..., "ciou/8": ..., "ciou/16": ..., ..., "total": total}
 
-Parts are unweighted, so logs compare across combinations. Everything here is
+Parts are unweighted, so logs compare across combinations. Under a
+distribution strategy each replica passes ``global_batch``, the images of
+the step on all replicas: its sums are divided by that instead of its own
+batch, so the replicas' totals and gradients add up to the global mean. Everything here is
 plain TensorFlow on dynamic shapes: it traces once inside ``tf.function`` and
 serves a short last batch without retracing.
 """
@@ -62,12 +65,19 @@ class LossCombination:
         return {name: weight for name, (weight, _) in self.losses.items()}
 
     def __call__(
-        self, outputs: Mapping[str, Mapping[str, tf.Tensor]], targets: Mapping[str, tf.Tensor]
+        self, outputs: Mapping[str, Mapping[str, tf.Tensor]], targets: Mapping[str, tf.Tensor], *,
+        global_batch: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """``outputs`` = {str(stride): decoded dict}; ``targets`` = {str(stride): target, "boxes": boxes}.
 
-        Returns ``(total, parts)``, all float32 scalars.
+        Returns ``(total, parts)``, all float32 scalars: means over the batch, or
+        sums over it divided by ``global_batch`` when given.
         """
+        if global_batch is None:
+            mean = tf.reduce_mean
+        else:
+            def mean(per_image: tf.Tensor) -> tf.Tensor:
+                return tf.math.divide_no_nan(tf.reduce_sum(per_image), tf.cast(global_batch, per_image.dtype))
         strides = self._strides(outputs, targets)
         boxes = targets[BOXES_KEY]
         per_image_total = None
@@ -80,11 +90,11 @@ class LossCombination:
                         f"loss '{name}' at stride {stride} must return one value per image, shape (batch,) "
                         f"(got shape {per_image.shape})"
                     )
-                parts[f"{name}/{stride}"] = tf.reduce_mean(per_image)
+                parts[f"{name}/{stride}"] = mean(per_image)
                 weighted = weight * per_image
                 per_image_total = weighted if per_image_total is None else per_image_total + weighted
             parts[name] = tf.add_n([parts[f"{name}/{stride}"] for stride in strides])
-        parts["total"] = tf.reduce_mean(per_image_total)
+        parts["total"] = mean(per_image_total)
         return parts["total"], parts
 
     @staticmethod

@@ -219,6 +219,19 @@ def test_loss_combination_total_is_the_batch_mean_of_weighted_per_image_sums():
     assert float(total) == pytest.approx(2.0 * ((1 + 10) + (3 + 20)) / 2)
 
 
+def test_a_replica_divides_its_sums_by_the_global_batch():
+    # One replica's share (2 images) of a global batch of 5: its parts add up with the
+    # other replicas' to the mean over all 5 images.
+    outputs = {"8": {}}
+    targets = {"8": tf.constant([1.0, 3.0]), "boxes": tf.zeros((2, 1, 4))}
+    combination = LossCombination(losses={"a": (2.0, lambda pred, target, boxes: target)})
+    total, parts = combination(outputs, targets, global_batch=tf.constant(5.0))
+    assert float(parts["a/8"]) == pytest.approx(4 / 5) and float(parts["a"]) == pytest.approx(4 / 5)
+    assert float(total) == pytest.approx(2.0 * 4 / 5)
+    empty = {"8": tf.zeros((0,)), "boxes": tf.zeros((0, 1, 4))}  # a replica left without images
+    assert float(combination(outputs, empty, global_batch=tf.constant(5.0))[0]) == 0.0
+
+
 def test_loss_combination_traces_once_for_any_batch_size():
     combination = LossCombination(losses={"ciou": (1.0, CiouLoss()), "objectness": (1.0, ObjectnessLoss())})
 
