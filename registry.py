@@ -29,6 +29,8 @@ loss
 trainer
     ``factory(params, *, model, losses, optimizer, variables=None) -> detplug.core.epoch_loop.Trainer``;
     ``variables`` are the weights to update (the model's trainable ones when None).
+    It is called inside the run's ``strategy.scope()`` (tf.distribute); a Trainer
+    keeps that strategy and runs each batch with ``strategy.run``.
 evaluator
     ``factory(params, *, classes: tuple[str, ...]) -> detplug.core.evaluate.Evaluator``;
     ``classes`` are the names the model detects. Its

@@ -2,6 +2,7 @@
 
     python run.py --list [KIND] [--json [FILE]] [--verbose]
     python run.py --plan kitti_simple [--check] [--set KEY=VALUE ...] [--workdir DIR] [--data-root DIR]
+                  [--strategy default|mirrored|multi_worker|tpu]
     python run.py --plan P --evaluate [--checkpoint latest|best|ep10] [--json FILE]
     python run.py --plan P --predict IMAGE_OR_FOLDER... [--checkpoint C] [--out DIR]
     python run.py --plan P --export DIR [--checkpoint C]
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 from detplug.core.errors import DetplugError
+from detplug.core.settings import STRATEGIES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
     parser.add_argument("--workdir", type=Path, help="run folder (default: runs/<plan name>)")
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help="where training runs (plan: [train] strategy): default = one device; mirrored = all "
+                             "local GPUs, or DETPLUG_CPU_REPLICAS CPU devices; multi_worker = the TF_CONFIG "
+                             "cluster; tpu = TPU_NAME or the local TPU")
     parser.add_argument("--restart", action="store_true",
                         help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
     parser.add_argument("--data-root", type=Path, help="dataset folder (for KITTI: the folder holding training/)")
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from detplug.core.plan import find_plan, load_plan, resolve_components
 
     plan_dirs = [Path(d) for dirs in registry.hook.detplug_plan_dirs() for d in dirs]
-    plan = load_plan(find_plan(args.plan, plan_dirs), overrides=args.set)
+    overrides = [*args.set, *([f"train.strategy={args.strategy}"] if args.strategy else [])]
+    plan = load_plan(find_plan(args.plan, plan_dirs), overrides=overrides)
     checked = static_check(plan, resolve_components(plan, registry))
     if args.check:
         from detplug.core.listing import print_check

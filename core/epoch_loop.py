@@ -29,10 +29,13 @@ StepFunction = Callable[[tf.Tensor, dict], dict]
 class Trainer:
     """Runs epochs of training and validation batches; subclasses say how a batch runs.
 
-    ``train_step`` and ``val_step`` are the plain Python step functions;
-    :meth:`compile_step` turns each into what runs per batch (itself for the
-    eager trainer, a tf.function for the graph trainer). ``variables`` are the
-    weights this trainer updates: the model's trainable ones when it was built.
+    A trainer is built inside the run's ``strategy.scope()`` (tf.distribute; the
+    default strategy when there is none) and keeps that strategy. ``train_step``
+    and ``val_step`` are what one replica does with its share of a batch;
+    :meth:`compile_step` turns each into what runs per batch, normally
+    :meth:`across_replicas` of it (called as it is by the eager trainer, inside a
+    tf.function by the graph trainer). ``variables`` are the weights this trainer
+    updates: the model's trainable ones when it was built.
     """
 
     def __init__(self, *, model: keras.Model, losses: LossCombination, optimizer: keras.optimizers.Optimizer,
@@ -41,26 +44,42 @@ class Trainer:
         self.losses = losses
         self.optimizer = optimizer
         self.variables = list(model.trainable_variables if variables is None else variables)
+        self.strategy = tf.distribute.get_strategy()
         self.run_train_batch = self.compile_step(self.train_step)
         self.run_val_batch = self.compile_step(self.val_step)
 
     def compile_step(self, step: StepFunction) -> StepFunction:
         raise NotImplementedError
 
+    def across_replicas(self, step: StepFunction) -> StepFunction:
+        """``step`` run by every replica on its share of the batch (``strategy.run``), its
+        parts added up over the replicas; each replica's parts are already divided by the
+        global batch, so the sums are the means over the whole batch."""
+        strategy = self.strategy
+
+        def run_batch(images: tf.Tensor, targets: dict) -> dict:
+            parts = strategy.run(step, args=(images, targets))
+            return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for name, value in parts.items()}
+
+        return run_batch
+
     def train_step(self, images: tf.Tensor, targets: dict) -> dict:
+        global_batch = _global_batch(images)
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
-            total, parts = self.losses(outputs, targets)
+            total, parts = self.losses(outputs, targets, global_batch=global_batch)
             # A LossScaleOptimizer scales the loss so float16 gradients do not underflow;
             # apply_gradients unscales them. Other optimizers return the loss as it is.
             scaled = self.optimizer.scale_loss(total)
         gradients = tape.gradient(scaled, self.variables)
+        # Keras sums the gradients over the replicas before it applies them.
         self.optimizer.apply_gradients(zip(gradients, self.variables))
         return parts
 
     def val_step(self, images: tf.Tensor, targets: dict) -> dict:
         outputs = self.model(images, training=False)
-        _, parts = self.losses(outputs, targets)
+        _, parts = self.losses(outputs, targets, global_batch=_global_batch(images))
         return parts
 
     def train_epoch(self, dataset: Iterable, steps: int, *, epoch: int,
@@ -89,11 +108,11 @@ class Trainer:
         for step, (images, targets) in enumerate(dataset):
             before_step(step)
             parts = {name: float(value) for name, value in run_batch(images, targets).items()}
+            images_seen += self._images_in(images)
             _stop_if_not_finite(parts, epoch=epoch, step=step + 1, label=label)
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
-            images_seen += int(images.shape[0])
             progress.update(step + 1, values=[("loss", parts["total"])])
         if count == 0:
             raise DetplugError(f"the {label} data gave no batch in epoch {epoch}; it has fewer images than one batch")
@@ -101,6 +120,24 @@ class Trainer:
         means["seconds"] = time.perf_counter() - started
         means["images_per_second"] = images_seen / means["seconds"]
         return means
+
+
+    def _images_in(self, images: tf.Tensor) -> int:
+        """Images in a global batch, from this process's share of it (exact when the
+        workers' shares are equal, which they are for training batches)."""
+        local = self.strategy.experimental_local_results(images)
+        workers = max(1, self.strategy.num_replicas_in_sync // len(local))
+        return workers * sum(int(tf.shape(part)[0]) for part in local)
+
+
+def _global_batch(images: tf.Tensor) -> tf.Tensor | None:
+    """The images of this step on all replicas (a short last batch splits unevenly); None
+    for a single replica, whose losses are plain batch means."""
+    context = tf.distribute.get_replica_context()
+    if context.num_replicas_in_sync == 1:
+        return None
+    local = tf.cast(tf.shape(images)[0], tf.float32)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
 
 def _stop_if_not_finite(parts: dict[str, float], *, epoch: int, step: int, label: str) -> None:

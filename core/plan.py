@@ -186,7 +186,7 @@ def apply_override(document: dict, override: str, path: Path) -> None:
             node = node[_list_index(node, part, key, where, path)]
             continue
         child = node.get(part)
-        if isinstance(child, str) and depth == 1 and parts[0] == "model":
+        if isinstance(child, str) and depth == 1 and (parts[0] == "model" or parts[:2] == ["train", "trainer"]):
             child = node[part] = {"name": child}  # `backbone = "x"` written as a bare name
         if child is None:
             child = node[part] = {}

@@ -15,6 +15,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 FREEZABLE = ("backbone", "head")
 MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
+#: core/distribute.py builds them; listed here so the plan is checked without TensorFlow.
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 @frozen(kw_only=True)
@@ -64,6 +66,14 @@ class RunSettings:
     bn_momentum: float = field(default=0.0, converter=float, validator=[validators.ge(0), validators.lt(1)])
     #: The logged number whose lowest value marks the checkpoint kept as ``best``.
     best_metric: str = "val_total"
+    #: Where the steps run (core/distribute.py): default (one device), mirrored (local GPUs, or
+    #: DETPLUG_CPU_REPLICAS CPU devices), multi_worker (TF_CONFIG) or tpu. batch_size is global.
+    strategy: str = field(default="default", validator=validators.in_(STRATEGIES))
+    #: With more than one replica, batch norm uses the statistics of the global batch, so N
+    #: replicas train as one device does; false normalizes each replica's share on its own
+    #: (no all-reduce), and each replica's moving statistics drift apart: checkpoints and
+    #: evaluation use the first replica's.
+    sync_batch_norm: bool = True
 
 
 PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))

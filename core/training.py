@@ -11,6 +11,7 @@ step), so a resumed run repeats exactly what an uninterrupted one does.
 from __future__ import annotations
 
 import os
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import attrs
 
 from detplug.core.check import CheckedPlan
 from detplug.core.checkpoints import CheckpointStore
+from detplug.core.distribute import WorkerRole, worker_role
 from detplug.core.plan import Period, Plan
 from detplug.core.resume import check_resumable, model_description
 from detplug.core.run_folder import RunFolder
@@ -52,53 +54,84 @@ def period_index_at(plan: Plan, epochs_done: int) -> int:
 
 def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root: Path | None = None,
                cache_dir: Path | None = None, restart: bool = False) -> RunContext:
-    plan = checked.plan
+    """Train every period of ``checked`` not yet done in ``workdir``.
+
+    Under ``multi_worker`` only the chief writes ``workdir``. The other workers
+    resume from the chief's checkpoints (the folder must be shared) and write
+    their own into a temporary folder that is deleted at the end: TensorFlow
+    wants every worker to save, and only one copy kept.
+    """
+    role = worker_role(checked.plan.train.run.strategy)
     folder = RunFolder(Path(workdir))
+    if role.is_chief:
+        return _train(checked, registry, folder=folder, resume_from=folder, role=role, data_root=data_root,
+                      cache_dir=cache_dir, restart=restart)
+    with tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch:
+        print(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
+        own = RunFolder(Path(scratch))
+        # With --restart the chief moves the old run aside and every worker starts afresh.
+        return _train(checked, registry, folder=own, resume_from=own if restart else folder, role=role,
+                      data_root=data_root, cache_dir=cache_dir, restart=False)
+
+
+def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_from: RunFolder, role: WorkerRole,
+           data_root: Path | None, cache_dir: Path | None, restart: bool) -> RunContext:
+    plan = checked.plan
     if restart:
         moved = folder.move_aside()
         if moved:
             print(f"--restart: moved the previous checkpoints and logs to {moved}")
     store = CheckpointStore(folder.checkpoints, keep_last=plan.train.run.keep_last)
-    state = store.state()
-    check_resumable(state, checked, store.folder)
+    source = store if resume_from == folder else CheckpointStore(resume_from.checkpoints)
+    state = source.state()
+    check_resumable(state, checked, source.folder)
     done = int(state["epoch"])
     run = RunContext(folder=folder, checked=checked, start_epoch=done)
     if done >= plan.total_epochs:
-        print(f"every period of plan '{plan.name}' is done ({done}/{plan.total_epochs} epochs in {folder.path}); "
-              f"nothing to train")
+        print(f"every period of plan '{plan.name}' is done ({done}/{plan.total_epochs} epochs in "
+              f"{resume_from.path}); nothing to train")
         registry.hook.detplug_train_end(run=run)
         return run
 
-    from detplug.core.assemble import build_parts
+    from detplug.core import distribute
     from detplug.core.data.prepare import prepare_datasets
     from detplug.core.session import TrainingSession, configure_tensorflow
     from detplug.core.validation import build_evaluator
     from detplug.core.versions import lock_document
 
-    configure_tensorflow(plan.train.run)
+    strategy = configure_tensorflow(plan.train.run)
+    if plan.train.run.strategy != "default":
+        print(distribute.describe(strategy, plan.train.run.strategy, role))
     prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
                                 keys=dict.fromkeys(period.dataset for period in plan.periods))
-    session = TrainingSession(checked, build_parts(checked))
+    session = TrainingSession(checked, strategy=strategy)
     evaluator = build_evaluator(checked)
     if done:
         def read(prefix: str, meta: dict[str, Any]) -> None:
             session.use_period(plan.periods[period_index_at(plan, int(meta["epoch"]))])
             session.restore(prefix, meta)
 
-        done, _ = store.restore(read)
-        print(f"resuming plan '{plan.name}' after epoch {done} from {store.folder}")
+        done, _ = source.restore(read)
+        print(f"resuming plan '{plan.name}' after epoch {done} from {source.folder}")
+    if role.workers > 1:
+        distribute.same_on_every_worker(
+            strategy, done, "the epoch to resume after",
+            "every worker must reach the chief's run folder at the same path (a shared file system); start "
+            "them all with the same --workdir, or pass --restart to all of them to start over")
     run.start_epoch = done
     folder.write_lock(lock_document(checked, registry))
     run.model = session.model
     registry.hook.detplug_train_start(run=run)
 
-    for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
-        if end <= done:
-            print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
-            continue
-        registry.hook.detplug_period_start(run=run, period=period, index=index)
-        train_by_period(run, registry, period, index=index, period_start=start, resume_after=max(start, done),
-                        prepared=prepared[period.dataset], session=session, store=store, evaluator=evaluator)
+    with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(resume_from.checkpoints)):
+        for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
+            if end <= done:
+                print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
+                continue
+            registry.hook.detplug_period_start(run=run, period=period, index=index)
+            train_by_period(run, registry, period, index=index, period_start=start,
+                            resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
+                            store=store, evaluator=evaluator)
     registry.hook.detplug_train_end(run=run)
     return run
 
@@ -131,7 +164,8 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
         batches = make_dataset(files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
                                batch_size=settings.batch_size, training=training, seed=plan.train.run.seed + epoch,
                                augment=augment)
-        return guarded(batches, files)  # a damaged shard stops training with its name
+        # A damaged shard stops training with its name.
+        return guarded(session.distribute(batches), files)
 
     for epoch in range(resume_after + 1, end_epoch + 1):
         print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epoch {epoch}/{end_epoch}, "

@@ -9,7 +9,7 @@ from detplug.core.epoch_loop import StepFunction, Trainer
 
 class EagerTrainer(Trainer):
     def compile_step(self, step: StepFunction) -> StepFunction:
-        return step
+        return self.across_replicas(step)
 
 
 def eager_trainer(params: Any, *, model, losses, optimizer, variables=None) -> EagerTrainer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from detplug.core.distribute import check_xla_fits
 from detplug.core.epoch_loop import StepFunction, Trainer
 from detplug.plugins.trainers import GraphParams
 
@@ -14,8 +15,13 @@ class GraphTrainer(Trainer):
         super().__init__(**kwargs)
 
     def compile_step(self, step: StepFunction) -> StepFunction:
-        # reduce_retracing: the last validation batch may be smaller than the others.
-        return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
+        # As keras.Model.fit does: XLA compiles what one replica runs, and strategy.run
+        # calls it from a plain tf.function (reduce_retracing: the last validation batch
+        # may be smaller than the others).
+        if self.jit_compile:
+            check_xla_fits(self.strategy)
+            step = tf.function(step, jit_compile=True, reduce_retracing=True)
+        return tf.function(self.across_replicas(step), reduce_retracing=True)
 
 
 def graph_trainer(params: GraphParams, *, model, losses, optimizer, variables=None) -> GraphTrainer:

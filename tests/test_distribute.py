@@ -1,0 +1,252 @@
+"""tf.distribute: MirroredStrategy over CPU replicas equals one device, checkpoints move
+between strategies, and two real worker processes train a plan together."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import RUN_PY, hook_plugin_env, kill_at, make_plugin_package, run_cli, write_tiny_plan
+from detplug.core.distribute import DistributeError, WorkerRole, cpu_replicas, worker_role
+
+REPLICA_STEPS = Path(__file__).with_name("replica_steps.py")
+
+
+def cluster(ports: list[int], index: int, task_type: str = "worker", chief: int | None = None) -> str:
+    addresses = [f"localhost:{port}" for port in ports]
+    spec: dict = {"worker": addresses}
+    if chief is not None:
+        spec = {"chief": [addresses[chief]], "worker": [a for i, a in enumerate(addresses) if i != chief]}
+    return json.dumps({"cluster": spec, "task": {"type": task_type, "index": index}})
+
+
+# -- who is the chief: TF_CONFIG read without TensorFlow --
+
+def test_worker_zero_is_the_chief_when_the_cluster_names_none():
+    first = worker_role("multi_worker", {"TF_CONFIG": cluster([1, 2], 0)})
+    second = worker_role("multi_worker", {"TF_CONFIG": cluster([1, 2], 1)})
+    assert (first.is_chief, first.workers, second.is_chief) == (True, 2, False)
+
+
+def test_a_chief_task_is_the_chief_and_worker_zero_is_not():
+    config = {"TF_CONFIG": cluster([1, 2, 3], 0, chief=0)}
+    assert worker_role("multi_worker", config).is_chief is False
+    chief = worker_role("multi_worker", {"TF_CONFIG": cluster([1, 2, 3], 0, "chief", chief=0)})
+    assert chief.is_chief and chief.workers == 3
+
+
+def test_other_strategies_run_as_the_only_chief_whatever_tf_config_says():
+    assert worker_role("mirrored", {"TF_CONFIG": cluster([1, 2], 1)}) == WorkerRole()
+
+
+@pytest.mark.parametrize("config, message", [
+    ("", "needs the TF_CONFIG environment variable"),
+    ("{not json", "TF_CONFIG is not a valid cluster description"),
+    ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not a valid cluster description (KeyError: 'task')"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "task index 1 is out of range"),
+    ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps' is not supported"),
+])
+def test_a_bad_tf_config_is_named_with_what_to_write(config, message):
+    with pytest.raises(DistributeError, match=None) as error:
+        worker_role("multi_worker", {"TF_CONFIG": config})
+    assert message in str(error.value)
+
+
+def test_cpu_replicas_reads_a_whole_number():
+    assert cpu_replicas({}) == 1
+    assert cpu_replicas({"DETPLUG_CPU_REPLICAS": "4"}) == 4
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(DistributeError, match=f"DETPLUG_CPU_REPLICAS must be a whole number >= 1 \\(got '{bad}'\\)"):
+            cpu_replicas({"DETPLUG_CPU_REPLICAS": bad})
+
+
+def test_multi_worker_without_tf_config_stops_before_anything_runs(tmp_path):
+    plan = write_tiny_plan(tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    result = subprocess.run([sys.executable, str(RUN_PY), "--plan", str(plan), "--workdir", str(tmp_path / "run"),
+                             "--strategy", "multi_worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--strategy multi_worker needs the TF_CONFIG environment variable" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_tpu_without_a_tpu_says_how_to_name_one(tmp_path):
+    plan = write_tiny_plan(tmp_path)
+    common = ("--plan", str(plan), "--workdir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+              "--strategy", "tpu")
+    result = run_cli(*common, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--strategy tpu could not reach a local TPU" in result.stderr
+    assert "set TPU_NAME" in result.stderr
+    named = run_cli(*common, env={"TPU_NAME": "no-such-tpu"}, timeout=300)
+    assert named.returncode == 2, named.stderr[-2000:]
+    assert "--strategy tpu could not reach TPU 'no-such-tpu'" in named.stderr
+
+
+# -- MirroredStrategy over two CPU replicas, in a fresh process (the CPU is split at start) --
+
+def replica_steps(tmp_path: Path, mode: str, *overrides: str) -> dict:
+    plan = write_tiny_plan(tmp_path)
+    out = tmp_path / f"{mode}.json"
+    result = subprocess.run(
+        [sys.executable, str(REPLICA_STEPS), str(plan), str(tmp_path / "cache"), str(out), mode, *overrides],
+        env={**os.environ, "DETPLUG_CPU_REPLICAS": "2", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_one_step_on_two_cpu_replicas_gives_the_weights_of_one_device(tmp_path):
+    # SGD moves each weight by lr x its gradient, so equal weights mean equal gradients
+    # of the global batch. (Adam's first step is lr x sign(gradient): where a gradient is
+    # zero up to rounding, its sign, and so the step, is noise.)
+    results = replica_steps(tmp_path, "equality", "train.optimizer=sgd")
+    one, two = results["losses"]
+    assert results["replicas"] == [1, 2]
+    assert results["synchronized"] > 0  # batch norm uses the global batch's statistics
+    assert results["initial_difference"] == 0.0
+    assert one["total"] == pytest.approx(two["total"], rel=1e-5)
+    assert results["changed"] == results["weights"]
+    assert results["allclose"]
+    assert results["step_difference"] < 1e-4 * results["step_size"]
+    assert results["replicas_agree"]
+    # A checkpoint written under one strategy restores exactly under the other, both ways.
+    for way in ("default_to_mirrored", "mirrored_to_default"):
+        assert results[way] == {"weights_equal": True, "optimizer_step": [1, 1], "slots_equal": True,
+                                "replicas_agree": True}, way
+
+
+@pytest.mark.slow
+def test_mixed_float16_trains_on_two_cpu_replicas(tmp_path):
+    results = replica_steps(tmp_path, "mixed_float16")
+    assert results["changed"] == results["trainable"]  # once the loss scale fits, every weight moves
+    assert results["loss_scale"] < 2 ** 15  # the dynamic scale came down from Keras' start
+    assert all(np.isfinite(step["total"]) for step in results["parts"])
+    assert results["replicas_agree"]
+
+
+@pytest.mark.slow
+def test_xla_runs_under_a_mirrored_strategy_and_says_why_not_across_cpu_replicas(tmp_path):
+    results = replica_steps(tmp_path, "xla")
+    assert np.isfinite(results["replicas1"])
+    assert results["replicas2"].startswith("trainer 'graph': jit_compile = true cannot run across 2 replicas on CPU")
+    assert "set jit_compile = false, or run the strategy on GPUs" in results["replicas2"]
+
+
+@pytest.mark.slow
+def test_a_run_started_on_one_device_resumes_on_two_cpu_replicas(tmp_path):
+    plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
+    common = ("--plan", str(plan), "--workdir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"))
+    killed = run_cli(*common, env=hook_plugin_env(tmp_path / "kill", "kill_at_period_2",
+                                                  kill_at("detplug_period_start", "index == 1")))
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run_cli(*common, "--strategy", "mirrored", env={"DETPLUG_CPU_REPLICAS": "2"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "strategy 'mirrored': 2 replicas (CPU:0, CPU:1)" in resumed.stdout
+    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2
+
+
+# -- two worker processes on localhost --
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+WEIGHTS_PLUGIN = """
+import os
+import numpy as np
+import keras
+from detplug import hookimpl
+PLUGIN_API = 1
+
+@hookimpl
+def detplug_train_end(run):
+    if run.model is not None:
+        np.savez(os.environ["TEST_WEIGHTS_FILE"], *[keras.ops.convert_to_numpy(w) for w in run.model.weights])
+"""
+
+
+def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[dict], timeout: float = 300):
+    """Start one run.py per entry of ``extra_env`` as the workers of one cluster and wait for
+    all, ``timeout`` seconds at most each. Whatever happens, no worker outlives the call."""
+    ports = free_ports(len(extra_env))
+    processes, logs = [], []
+    try:
+        for index, env in enumerate(extra_env):
+            log = open(tmp_path / f"worker{index}-{len(list(tmp_path.glob('worker*')))}.log", "w+")
+            logs.append(log)
+            processes.append(subprocess.Popen(
+                [sys.executable, str(RUN_PY), "--plan", str(plan), "--workdir", str(workdir),
+                 "--cache-dir", str(tmp_path / "cache"), "--strategy", "multi_worker"],
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": cluster(ports, index), **env},
+                stdout=log, stderr=subprocess.STDOUT, text=True,
+            ))
+        codes = [process.wait(timeout=timeout) for process in processes]
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+        return codes, outputs
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+@pytest.mark.slow
+def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_path):
+    plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=2)
+    workdir = tmp_path / "run"
+    weights = make_plugin_package(tmp_path / "weights", "weights_plugin", {"weights_plugin": WEIGHTS_PLUGIN})
+    killer = make_plugin_package(tmp_path / "killer", "killer", {"killer": kill_at("detplug_epoch_end", "epoch == 2")})
+
+    # Worker 1 dies at the end of epoch 2: the chief must stop with an error, not hang.
+    codes, outputs = run_workers(tmp_path, plan, workdir, extra_env=[{}, {"PYTHONPATH": str(killer)}])
+    assert codes[1] == -9, outputs[1][-3000:]
+    assert codes[0] == 2, outputs[0][-3000:]
+    assert "error: worker 0 of 2 processes: the cluster lost a worker and this one stopped too" in outputs[0]
+    assert "start every worker again with the same command and TF_CONFIG to resume" in outputs[0]
+    saved = json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"]
+    assert saved in (1, 2)
+    assert f"is after epoch {saved}" in outputs[0]
+
+    # Started again, the pair resumes from the chief's last checkpoint and trains to the end.
+    files = [tmp_path / f"weights{index}.npz" for index in range(2)]
+    codes, outputs = run_workers(tmp_path, plan, workdir, extra_env=[
+        {"PYTHONPATH": str(weights), "TEST_WEIGHTS_FILE": str(files[index])} for index in range(2)])
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    for output in outputs:
+        assert f"resuming plan 'tiny' after epoch {saved} from {workdir / 'checkpoints'}" in output
+    assert "strategy 'multi_worker': 2 replicas (2 workers; this one, worker 0" in outputs[0]
+    assert json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"] == 3
+
+    # Both workers end with the same weights.
+    first, second = (np.load(path) for path in files)
+    assert len(first.files) == len(second.files) > 0
+    assert all(np.array_equal(first[name], second[name]) for name in first.files)
+
+    # Only the chief's checkpoints are in the run folder; worker 1's temporary folder is gone.
+    assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints", "history.csv", "plan.lock.toml", "tb"]
+    scratch = outputs[1].split("this worker's copies go to ")[1].split()[0]
+    assert "detplug-worker1-" in scratch and not Path(scratch).exists()
