@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -195,6 +197,24 @@ def test_complete_synthetic_sample_is_not_redrawn(tmp_path):
     os.utime(image, ns=(1, 1))
     generate_kitti_sample(folder, images=2, source_size=(64, 64), seed=0, classes=CLASSES)
     assert image.stat().st_mtime_ns == 1
+
+
+def test_processes_drawing_the_same_sample_at_once_each_read_a_complete_one(tmp_path):
+    # The workers of a multi-worker run share the cache and draw the sample together.
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from detplug.plugins.datasets.synthetic import generate_kitti_sample\n"
+        f"folder = generate_kitti_sample(Path(sys.argv[1]), images=60, source_size=(64, 64), classes={CLASSES!r})\n"
+        "labels = sorted((folder / 'training' / 'label_2').iterdir())\n"
+        "print(len(labels), all(p.read_text() for p in labels))\n"
+    )
+    folder = tmp_path / "shared" / "sample"
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    outputs = [process.communicate(timeout=120)[0].strip() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0]
+    assert outputs == ["60 True"] * 3
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["sample"]  # no partial copies left
 
 
 # -- records, manifest and reuse -------------------------------------------------------

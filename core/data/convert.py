@@ -28,6 +28,7 @@ import attrs
 from tqdm import tqdm
 
 from detplug.core.data import records
+from detplug.core.data.staging import staging
 from detplug.core.data.letterbox import PAD_VALUE
 from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, SPLITS, PreparedData, read_prepared
 from detplug.core.data.source import Failed, LabelReader, SourceItem, convert_chunk, convert_item
@@ -203,7 +204,7 @@ def convert_source(
     started = time.perf_counter()
     skipped: list[dict[str, Any]] = []
     beyond_max_boxes = empty_boxes = 0
-    with records.staging(final, replace=force) as folder:
+    with staging(final, replace=force) as folder:
         writers = {split: records.ShardWriter(folder, split, source.classes) for split in SPLITS}
         results = _convert_all(source, [item for _, item in ordered], params, workers)
         bar = tqdm(total=len(ordered), desc=dataset, unit="img", mininterval=0.5, disable=None, leave=False)

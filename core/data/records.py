@@ -13,19 +13,17 @@ One example per image::
     objects/source_bbox     N*4 floats: x1, y1, x2, y2 in source pixels, as labelled
                             (KITTI's difficulty levels use the original box height)
 
-Converters build into a temporary sibling folder (:func:`staging`) and write
+Converters build into a temporary sibling folder (core/data/staging.py) and write
 the manifest last, so a half-written conversion is never taken as done.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +32,7 @@ from detplug.core.data.prepared import MANIFEST_NAME
 from detplug.core.data.source import IGNORE_CLASS, Record
 
 __all__ = [
-    "IGNORE_CLASS", "Record", "ShardWriter", "parse", "parse_all", "parse_batch", "serialize", "staging",
+    "IGNORE_CLASS", "Record", "ShardWriter", "parse", "parse_all", "parse_batch", "serialize",
     "write_manifest",
 ]
 
@@ -205,36 +203,3 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
     os.replace(temporary, path)
     return path
 
-
-@contextlib.contextmanager
-def staging(final: Path, *, replace: bool = False) -> Iterator[Path]:
-    """Build into a temporary sibling of ``final``; on success move it into place.
-
-    An existing ``final`` without a manifest (an interrupted or damaged
-    conversion) is replaced. A finished ``final`` is replaced only when
-    ``replace`` (a forced conversion), and only once the new one is complete,
-    so a conversion that fails never costs the records already there.
-    Otherwise, if another process finished ``final`` meanwhile, its folder is
-    kept and ours is discarded: both hold the same records.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f".{final.name}.{os.getpid()}.partial")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    if final.exists() and (replace or not (final / MANIFEST_NAME).is_file()):
-        retired = final.with_name(f".{final.name}.{os.getpid()}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.rename(final, retired)
-        shutil.rmtree(retired)
-    try:
-        os.rename(temporary, final)
-    except OSError:
-        if not (final / MANIFEST_NAME).is_file():
-            raise
-        shutil.rmtree(temporary, ignore_errors=True)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from detplug.core.data.prepared import PreparedData
+from detplug.core.data.staging import staging
 from detplug.core.errors import DataError
 from detplug.plugins.datasets import SyntheticParams
 
@@ -250,23 +250,25 @@ def generate_kitti_sample(
     size = (int(source_size[0]), int(source_size[1]))
     if min(size) < 32:
         raise DataError(f"the synthetic sample needs source_size of at least 32x32 pixels (got {list(source_size)})")
-    shutil.rmtree(folder / "training", ignore_errors=True)  # a half-written sample
-    image_dir, label_dir = folder / "training" / "image_2", folder / "training" / "label_2"
-    image_dir.mkdir(parents=True)
-    label_dir.mkdir(parents=True)
+    # Drawn aside and moved into place when complete: processes that share the cache (the
+    # workers of a multi-worker run) never read a sample another one is still writing.
+    with staging(folder, done_marker=MARKER) as building:
+        image_dir, label_dir = building / "training" / "image_2", building / "training" / "label_2"
+        image_dir.mkdir(parents=True)
+        label_dir.mkdir(parents=True)
 
-    def write_one(index: int) -> None:
-        rng = np.random.default_rng([seed, index])
-        image, lines = _draw_sample(rng, size, tuple(classes))
-        image.save(image_dir / f"{index:06d}.png", format="PNG", compress_level=1)
-        (label_dir / f"{index:06d}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        def write_one(index: int) -> None:
+            rng = np.random.default_rng([seed, index])
+            image, lines = _draw_sample(rng, size, tuple(classes))
+            image.save(image_dir / f"{index:06d}.png", format="PNG", compress_level=1)
+            (label_dir / f"{index:06d}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
-    # Threads: PNG encoding (zlib) releases the GIL, about half the work. Each image has
-    # its own generator, so the result does not depend on scheduling.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for _ in pool.map(write_one, range(images)):
-            pass
-    (folder / MARKER).write_text(json.dumps({"images": images, "version": GENERATOR_VERSION}) + "\n")
+        # Threads: PNG encoding (zlib) releases the GIL, about half the work. Each image has
+        # its own generator, so the result does not depend on scheduling.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for _ in pool.map(write_one, range(images)):
+                pass
+        (building / MARKER).write_text(json.dumps({"images": images, "version": GENERATOR_VERSION}) + "\n")
     return folder
 
 
