@@ -196,7 +196,9 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
             processes.append(subprocess.Popen(
                 [sys.executable, str(RUN_PY), "--plan", str(plan), "--workdir", str(workdir),
                  "--cache-dir", str(tmp_path / "cache"), "--strategy", "multi_worker"],
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": cluster(ports, index), **env},
+                # One thread each: two workers share a 2-core machine with another test.
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": cluster(ports, index),
+                     "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", **env},
                 stdout=log, stderr=subprocess.STDOUT, text=True,
             ))
         codes = [process.wait(timeout=timeout) for process in processes]
@@ -216,19 +218,19 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
 
 @pytest.mark.slow
 def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_path):
-    plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=2)
+    plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
     workdir = tmp_path / "run"
     weights = make_plugin_package(tmp_path / "weights", "weights_plugin", {"weights_plugin": WEIGHTS_PLUGIN})
-    killer = make_plugin_package(tmp_path / "killer", "killer", {"killer": kill_at("detplug_epoch_end", "epoch == 2")})
+    killer = make_plugin_package(tmp_path / "killer", "killer", {"killer": kill_at("detplug_epoch_end", "epoch == 1")})
 
-    # Worker 1 dies at the end of epoch 2: the chief must stop with an error, not hang.
+    # Worker 1 dies at the end of epoch 1: the chief must stop with an error, not hang.
     codes, outputs = run_workers(tmp_path, plan, workdir, extra_env=[{}, {"PYTHONPATH": str(killer)}])
     assert codes[1] == -9, outputs[1][-3000:]
     assert codes[0] == 2, outputs[0][-3000:]
     assert "error: worker 0 of 2 processes: the cluster lost a worker and this one stopped too" in outputs[0]
     assert "start every worker again with the same command and TF_CONFIG to resume" in outputs[0]
     saved = json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"]
-    assert saved in (1, 2)
+    assert saved == 1  # the chief wrote epoch 1 before it waited for its peer
     assert f"is after epoch {saved}" in outputs[0]
 
     # Started again, the pair resumes from the chief's last checkpoint and trains to the end.
@@ -239,7 +241,7 @@ def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_p
     for output in outputs:
         assert f"resuming plan 'tiny' after epoch {saved} from {workdir / 'checkpoints'}" in output
     assert "strategy 'multi_worker': 2 replicas (2 workers; this one, worker 0" in outputs[0]
-    assert json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"] == 3
+    assert json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"] == 2
 
     # Both workers end with the same weights.
     first, second = (np.load(path) for path in files)
