@@ -26,6 +26,7 @@ def state(workdir: Path) -> dict:
     return json.loads((workdir / "checkpoints" / "state.json").read_text())
 
 
+@pytest.mark.slow(seconds=90)
 @pytest.mark.parametrize("trainer", ["graph", "eager"])
 def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
     plan = write_tiny_plan(tmp_path, trainer=trainer, epochs1=2, epochs2=1)
@@ -38,6 +39,8 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
     resumed = train(plan, tmp_path / "killed", cache, *EXACT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout
+    assert state(tmp_path / "killed")["epoch"] == 3
 
     for snapshot in ("ep02.weights.h5", "ep03.weights.h5"):
         expected = read_weights(tmp_path / "straight" / "checkpoints" / snapshot)
@@ -53,6 +56,7 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
     assert strip_seconds(rows[0]) == strip_seconds(rows[1])
 
 
+@pytest.mark.slow(seconds=50)
 def test_killed_inside_a_checkpoint_write_resumes_from_the_previous_checkpoint(tmp_path):
     plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=2), tmp_path / "run", tmp_path / "cache"
     env = hook_plugin_env(tmp_path / "plugin", "killer", kill_inside_checkpoint_write("epoch-0002"))
@@ -120,6 +124,7 @@ def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
     return plan, workdir, cache
 
 
+@pytest.mark.slow(seconds=60)
 def test_changed_model_is_an_error_unless_restart_which_moves_the_old_run_aside(finished, tmp_path):
     plan, original, cache = finished
     workdir = tmp_path / "run"

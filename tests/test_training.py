@@ -49,25 +49,6 @@ def test_two_period_plan_trains_checkpoints_and_a_second_run_trains_nothing(tmp_
     assert len(history(workdir)) == 2
 
 
-def test_killed_mid_period_resumes_at_the_next_epoch(tmp_path):
-    plan = write_tiny_plan(tmp_path, epochs1=3, epochs2=1)
-    workdir, cache = tmp_path / "run", tmp_path / "cache"
-    # SIGKILL right after epoch 2 is logged, before its checkpoint is written.
-    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
-    killed = train(plan, workdir, cache, env=env)
-    assert killed.returncode == -9
-    assert state(workdir)["epoch"] == 1
-    assert [row["epoch"] for row in history(workdir)] == ["1", "2"]
-
-    resumed = train(plan, workdir, cache)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
-    assert "epoch 1/3" not in resumed.stdout and "epoch 2/3" in resumed.stdout
-    # The row of the epoch that was logged but never checkpointed is replaced, not duplicated.
-    assert [(row["epoch"], row["period"]) for row in history(workdir)] == [("1", "1"), ("2", "1"), ("3", "1"), ("4", "2")]
-    assert state(workdir)["epoch"] == 4
-
-
 def test_killed_between_periods_skips_the_finished_period(tmp_path):
     plan, workdir, cache = write_tiny_plan(tmp_path, trainer="eager"), tmp_path / "run", tmp_path / "cache"
     env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_period_start", "index == 1"))
