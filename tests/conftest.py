@@ -15,6 +15,12 @@ def tiny_plan(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (in file order), so the two xdist workers do not end with one of
-    them alone on a long test while the other has finished."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests first, the longest (``@pytest.mark.slow(seconds=N)``, measured on a 2-core
+    machine) before the others, so the two xdist workers do not end with one of them alone
+    on a long test while the other has finished."""
+
+    def expected_seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return 0.0 if marker is None else float(marker.kwargs.get("seconds", 10))
+
+    items.sort(key=expected_seconds, reverse=True)

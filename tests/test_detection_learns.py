@@ -10,7 +10,7 @@ import pytest
 from helpers import run_cli
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=270)
 def test_synthetic_overfit_plan_reaches_ap50_of_at_least_0_8(tmp_path):
     workdir = tmp_path / "run"
     result = run_cli("--plan", "synthetic_overfit", "--workdir", str(workdir), "--cache-dir", str(tmp_path / "cache"))

@@ -104,7 +104,7 @@ def replica_steps(tmp_path: Path, mode: str, *overrides: str) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_one_step_on_two_cpu_replicas_gives_the_weights_of_one_device(tmp_path):
     # SGD moves each weight by lr x its gradient, so equal weights mean equal gradients
     # of the global batch. (Adam's first step is lr x sign(gradient): where a gradient is
@@ -125,7 +125,7 @@ def test_one_step_on_two_cpu_replicas_gives_the_weights_of_one_device(tmp_path):
                                 "replicas_agree": True}, way
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 def test_mixed_float16_trains_on_two_cpu_replicas(tmp_path):
     results = replica_steps(tmp_path, "mixed_float16")
     assert results["changed"] == results["trainable"]  # once the loss scale fits, every weight moves
@@ -134,7 +134,7 @@ def test_mixed_float16_trains_on_two_cpu_replicas(tmp_path):
     assert results["replicas_agree"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_xla_runs_under_a_mirrored_strategy_and_says_why_not_across_cpu_replicas(tmp_path):
     results = replica_steps(tmp_path, "xla")
     assert np.isfinite(results["replicas1"])
@@ -142,7 +142,7 @@ def test_xla_runs_under_a_mirrored_strategy_and_says_why_not_across_cpu_replicas
     assert "set jit_compile = false, or run the strategy on GPUs" in results["replicas2"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=75)
 def test_a_run_started_on_one_device_resumes_on_two_cpu_replicas(tmp_path):
     plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
     common = ("--plan", str(plan), "--workdir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"))
@@ -216,7 +216,7 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
             log.close()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=150)
 def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_path):
     plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
     workdir = tmp_path / "run"

@@ -14,7 +14,7 @@ from detplug.plugins.trainers.graph import GraphTrainer
 from detplug.registry import Registry, load_factory
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=43)
 def test_training_loss_on_a_handful_of_synthetic_images_falls_by_half(tmp_path):
     plan = load_plan(write_tiny_plan(tmp_path, images=10))
     checked = static_check(plan, resolve_components(plan, Registry.discover()))
