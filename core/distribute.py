@@ -42,14 +42,13 @@ class WorkerRole:
     task_type: str = "chief"
     index: int = 0
     workers: int = 1
+    has_chief: bool = False  # the cluster names a separate chief task
 
     @property
     def is_chief(self) -> bool:
         """The one process that writes the run folder: the ``chief`` task, or worker 0 when
         the cluster has no chief (TensorFlow's rule)."""
-        return self.task_type == "chief" or (self.index == 0 and not self._has_chief)
-
-    _has_chief: bool = False
+        return self.task_type == "chief" or (self.index == 0 and not self.has_chief)
 
     def describe(self) -> str:
         return f"{self.task_type} {self.index} of {self.workers} processes"
@@ -133,7 +132,7 @@ def make_strategy(name: str) -> Any:
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         # TensorFlow reads TF_CONFIG itself; a dead peer is noticed by its heartbeats and
-        # aborts the collectives of the others (see training.worker_lost).
+        # aborts the collectives of the others (see stop_loudly_if_a_worker_is_lost).
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         return _tpu_strategy(tf)
