@@ -64,18 +64,20 @@ def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root:
     role = worker_role(checked.plan.train.run.strategy)
     folder = RunFolder(Path(workdir))
     if role.is_chief:
-        return _train(checked, registry, folder=folder, resume_from=folder, role=role, data_root=data_root,
-                      cache_dir=cache_dir, restart=restart)
+        return _train(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
+                      data_root=data_root, cache_dir=cache_dir, restart=restart)
     with tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch:
         print(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
         own = RunFolder(Path(scratch))
         # With --restart the chief moves the old run aside and every worker starts afresh.
-        return _train(checked, registry, folder=own, resume_from=own if restart else folder, role=role,
-                      data_root=data_root, cache_dir=cache_dir, restart=False)
+        return _train(checked, registry, folder=own, resume_from=own if restart else folder, shared=folder,
+                      role=role, data_root=data_root, cache_dir=cache_dir, restart=False)
 
 
-def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_from: RunFolder, role: WorkerRole,
-           data_root: Path | None, cache_dir: Path | None, restart: bool) -> RunContext:
+def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_from: RunFolder, shared: RunFolder,
+           role: WorkerRole, data_root: Path | None, cache_dir: Path | None, restart: bool) -> RunContext:
+    """Train into ``folder`` after resuming from ``resume_from``; ``shared`` is the chief's
+    run folder, the one a user resumes from."""
     plan = checked.plan
     if restart:
         moved = folder.move_aside()
@@ -123,7 +125,7 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     run.model = session.model
     registry.hook.detplug_train_start(run=run)
 
-    with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(resume_from.checkpoints)):
+    with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)):
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
             if end <= done:
                 print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
