@@ -163,12 +163,6 @@ def replica_devices(strategy: Any) -> list[str]:
         return []
 
 
-def runs_on_split_cpu(strategy: Any) -> bool:
-    """More than one replica on this process's CPU devices (DETPLUG_CPU_REPLICAS)."""
-    devices = replica_devices(strategy)
-    return len(devices) > 1 and all("CPU" in device.upper() for device in devices)
-
-
 def describe(strategy: Any, name: str, role: WorkerRole) -> str:
     """One line: the strategy, its replicas, and this process's devices."""
     replicas = strategy.num_replicas_in_sync

@@ -121,7 +121,6 @@ class Trainer:
         means["images_per_second"] = images_seen / means["seconds"]
         return means
 
-
     def _images_in(self, images: tf.Tensor) -> int:
         """Images in a global batch, from this process's share of it (exact when the
         workers' shares are equal, which they are for training batches)."""
