@@ -1,19 +1,45 @@
-"""Weighs and sums the per-stride losses of a plan's loss combination.
+"""Weighs and sums the per-stride losses of a plan's loss combination, and says how
+each built-in loss is normalised.
 
 A loss component (registry.py, kind ``loss``) gives a callable
-``loss(pred, target, boxes) -> (batch,)`` for one stride. A
+``loss(pred, target, boxes) -> (batch,)`` for one stride: each image's share
+of the loss, so that the batch mean of the shares is the loss. A
 :class:`LossCombination` runs each one on every stride and returns the total
 the optimizer minimizes plus every part for the logs::
 
-    total = mean over the batch of sum over losses and strides of weight * loss
+    total = mean over the batch of sum over losses and strides of weight * share
     parts = {"ciou": ..., "ciou/8": ..., "ciou/16": ..., ..., "total": total}
 
-Parts are unweighted, so logs compare across combinations. Under a
-distribution strategy each replica passes ``global_batch``, the images of
-the step on all replicas: its sums are divided by that instead of its own
-batch, so the replicas' totals and gradients add up to the global mean. Everything here is
-plain TensorFlow on dynamic shapes: it traces once inside ``tf.function`` and
-serves a short last batch without retracing.
+Parts are unweighted, so logs compare across combinations.
+
+Normalisation (the built-in losses, as YOLOv5 and its successors do it):
+
+* box (``ciou``): the mean of ``1 - CIoU`` over the batch's positive cells at
+  the stride, a number in [0, 2] however many objects there are;
+* category: the BCE averaged over the positive cells and the classes;
+* objectness: the BCE averaged over every cell and anchor of the stride, times
+  the stride's weight (``stride_balance``, YOLOv5's 4, 1, 0.4 from the finest).
+
+YOLOv3 (Darknet) summed every term over cells and images instead. Then the
+objectness sum grows with the grid (7,560 cells at 192x640, for a few
+objects) and swamps the others: it was 119 of a total of 125 after the
+flagship run, while the category sum, normalised by nothing, stalled. With
+means, each term is of order 1 whatever the image size, the object count or
+the number of classes, so the plan's weights say how much each matters
+(YOLOv5's gains: box 0.05, objectness 1.0, category 0.5 x classes / 80,
+with the first two scaled to the input size) and one set of weights works
+for every dataset. The per-positive means use the positives of the whole
+batch, not of each image, so an object in a crowded image counts as much as
+one alone: a loss normalised that way returns per-image sums times
+``batch / positives`` (:func:`share_per_positive`).
+
+Under a distribution strategy each replica passes ``global_batch``, the
+images of the step on all replicas: its shares are summed and divided by
+that instead of averaged over its own batch, so the replicas' totals and
+gradients add up to the global mean (per-positive losses are normalised by
+each replica's own positives, as YOLOv5 does under DDP). Everything here is
+plain TensorFlow on dynamic shapes: it traces once inside ``tf.function``
+and serves a short last batch without retracing.
 """
 
 from __future__ import annotations
@@ -31,6 +57,18 @@ LossFn = Callable[[Mapping[str, tf.Tensor], tf.Tensor, tf.Tensor], tf.Tensor]
 LossFactory = Callable[[Any, Any], LossFn]
 
 BOXES_KEY = "boxes"
+
+
+def share_per_positive(sums: tf.Tensor, positive: tf.Tensor) -> tf.Tensor:
+    """Per-image shares of a loss averaged over the batch's positive cells.
+
+    ``sums`` (batch,) are each image's sums over its positive cells; ``positive``
+    (batch, ...) marks the positive cells with 1. Returns ``sums * batch / positives``
+    so that the batch mean of the shares is ``sum(sums) / positives`` (0 without any).
+    """
+    batch = tf.cast(tf.shape(sums)[0], sums.dtype)
+    positives = tf.reduce_sum(tf.cast(positive, sums.dtype))
+    return sums * batch / tf.maximum(positives, 1.0)
 
 
 class LossError(DetplugError):

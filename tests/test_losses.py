@@ -1,5 +1,6 @@
-"""The built-in losses and their combination: hand-computed values on tiny grids,
-the ignore rule, weighting and per-stride parts, and gradients that flow."""
+"""The built-in losses and their combination: hand-computed values on tiny grids, the
+normalisation (box and class per positive of the batch, objectness per cell and weighted
+per stride), the ignore rule, weighting and per-stride parts, and gradients that flow."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detplug.core.losses import LossCombination, LossError, build_loss_combination
-from detplug.core.specs import Chain, ImageSpec, NoParams
-from detplug.plugins.losses import ObjectnessParams
+from detplug.core.losses import LossCombination, LossError, build_loss_combination, share_per_positive
+from detplug.core.specs import Chain, DecodedSpec, ImageSpec, NoParams, SpecError
+from detplug.plugins.losses import ObjectnessParams, stride_balance
 from detplug.plugins.losses.box import CiouLoss, ciou_loss_from_params
 from detplug.plugins.losses.scores import (
     CategoryLoss,
@@ -64,7 +65,7 @@ def test_ciou_loss_is_zero_for_a_perfect_prediction_and_ignores_negative_cells()
     assert float(loss[0]) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_ciou_loss_sums_one_minus_ciou_over_positive_cells_per_image():
+def test_ciou_loss_is_the_mean_of_one_minus_ciou_over_the_batch_positives():
     pred_box, true_box = [0.5, 0.5, 0.2, 0.4], [0.6, 0.6, 0.2, 0.2]  # CIoU 0.117909 (see test_boxes)
     yxhw = grid([[pred_box, pred_box], [pred_box, true_box]])
     target = grid(
@@ -75,7 +76,28 @@ def test_ciou_loss_sums_one_minus_ciou_over_positive_cells_per_image():
     )
     boxes = as_boxes([[true_box], [true_box]])
     loss = CiouLoss()(decoded(yxhw, np.zeros((2, 1, 1, 2, 7))), tf.constant(target), boxes)
-    np.testing.assert_allclose(loss.numpy(), [2 * (1 - 0.117909), 0.0], atol=1e-5)
+    # Three positives in the batch: (2 * (1 - 0.117909) + 0) / 3, shared out per image as
+    # sum * batch / positives, so that the batch mean is that figure.
+    np.testing.assert_allclose(loss.numpy(), [2 * (1 - 0.117909) * 2 / 3, 0.0], atol=1e-5)
+    assert float(np.mean(loss.numpy())) == pytest.approx(2 * (1 - 0.117909) / 3, abs=1e-5)
+
+
+def test_box_loss_does_not_grow_with_the_number_of_objects():
+    pred_box, true_box = [0.5, 0.5, 0.2, 0.4], [0.6, 0.6, 0.2, 0.2]
+    losses = []
+    for objects in (1, 4):
+        rows = [target_row(true_box, 1.0)] * objects + [target_row()] * (4 - objects)
+        loss = CiouLoss()(decoded(grid([[pred_box] * 4]), np.zeros((1, 1, 1, 4, 7))), tf.constant(grid([rows])),
+                          as_boxes([[true_box]]))
+        losses.append(float(np.mean(loss.numpy())))
+    assert losses[0] == pytest.approx(1 - 0.117909, abs=1e-5) and losses[1] == pytest.approx(losses[0], abs=1e-6)
+
+
+def test_share_per_positive_divides_the_batch_sum_by_the_positives():
+    shares = share_per_positive(tf.constant([3.0, 1.0]), tf.constant([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(shares.numpy(), [1.5, 0.5])  # mean 1.0 = (3 + 1) / 4 positives
+    none = share_per_positive(tf.constant([0.0, 0.0]), tf.zeros((2, 3)))
+    np.testing.assert_allclose(none.numpy(), [0.0, 0.0])
 
 
 def test_ciou_loss_from_params_works_in_pixels_when_the_chain_knows_the_image():
@@ -109,14 +131,62 @@ def test_objectness_loss_is_bce_on_the_logit_for_positives_and_negatives():
     np.testing.assert_allclose(loss.numpy(), [softplus(-0.5), softplus(-1.0)], rtol=1e-5)
 
 
-def test_objectness_loss_sums_over_cells_and_anchors():
+def test_objectness_loss_is_the_mean_over_cells_and_anchors():
     raw = np.zeros((1, 2, 2, 3, 7), np.float32)
     raw[..., 4] = 2.0
     target = np.zeros((1, 2, 2, 3, 7), np.float32)
     target[0, 1, 0, 2, :5] = [0.5, 0.5, 0.2, 0.2, 1.0]
     yxhw = np.full((1, 2, 2, 3, 4), [0.5, 0.5, 0.01, 0.01], np.float32)  # tiny: overlaps no box enough
     loss = ObjectnessLoss()(decoded(yxhw, raw), tf.constant(target), as_boxes([[[0.5, 0.5, 0.2, 0.2]]]))
-    assert float(loss[0]) == pytest.approx(softplus(-2.0) + 11 * softplus(2.0), rel=1e-5)
+    assert float(loss[0]) == pytest.approx((softplus(-2.0) + 11 * softplus(2.0)) / 12, rel=1e-5)
+
+
+def test_objectness_loss_per_cell_does_not_grow_with_the_grid():
+    losses = []
+    for size in (2, 8):
+        raw = np.full((1, size, size, 1, 7), -1.5, np.float32)
+        yxhw = np.full((1, size, size, 1, 4), [0.5, 0.5, 0.01, 0.01], np.float32)
+        target = np.zeros((1, size, size, 1, 7), np.float32)
+        losses.append(float(ObjectnessLoss()(decoded(yxhw, raw), tf.constant(target), as_boxes([[[0, 0, 0, 0]]]))[0]))
+    assert losses[0] == pytest.approx(softplus(-1.5), rel=1e-5) and losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_objectness_weighs_each_stride_by_its_balance_weight():
+    # A 16-pixel-high image: a 2-row grid is stride 8, a 1-row grid stride 16, a 4-row one stride 4.
+    loss = ObjectnessLoss(stride_weights={8: 4.0, 16: 0.5}, image_height=16)
+    values = {}
+    for rows in (1, 2, 4):
+        raw = np.full((1, rows, rows, 1, 7), 1.0, np.float32)
+        yxhw = np.full((1, rows, rows, 1, 4), [0.5, 0.5, 0.01, 0.01], np.float32)
+        values[16 // rows] = float(loss(decoded(yxhw, raw), tf.constant(np.zeros((1, rows, rows, 1, 7), np.float32)),
+                                        as_boxes([[[0, 0, 0, 0]]]))[0])
+    assert values[8] == pytest.approx(4.0 * softplus(1.0), rel=1e-5)
+    assert values[16] == pytest.approx(0.5 * softplus(1.0), rel=1e-5)
+    assert values[4] == pytest.approx(softplus(1.0), rel=1e-5)  # a stride not listed weighs 1
+
+
+def test_stride_balance_defaults_to_yolov5s_for_three_strides_and_must_fit_the_strides():
+    assert stride_balance((), (32, 8, 16)) == {8: 4.0, 16: 1.0, 32: 0.4}
+    assert stride_balance((), (8, 16)) == {8: 1.0, 16: 1.0}
+    assert stride_balance((2.0, 1.0), (16, 8)) == {8: 2.0, 16: 1.0}
+    with pytest.raises(SpecError, match="stride_balance"):
+        stride_balance((1.0, 2.0), (8, 16, 32))
+    chain = Chain(image=ImageSpec(64, 64), decoded={s: DecodedSpec(s, 3, 2) for s in (8, 16, 32)})
+    objectness = objectness_loss_from_params(ObjectnessParams(stride_balance=[3, 2, 1]), chain)
+    assert objectness.stride_weights == {8: 3.0, 16: 2.0, 32: 1.0} and objectness.image_height == 64
+
+
+def test_objectness_iou_target_is_the_iou_of_the_predicted_box():
+    # The positive's box has IoU 1/3 with its object (shifted by half its width).
+    raw = grid([[[0, 0, 0, 0, 0.5, 0, 0]]])
+    yxhw = grid([[[0.5, 0.5, 0.2, 0.2]]])
+    target = grid([[target_row((0.5, 0.6, 0.2, 0.2), 1.0)]])
+    boxes = as_boxes([[[0.5, 0.6, 0.2, 0.2]]])
+    loss = ObjectnessLoss(iou_target=True)(decoded(yxhw, raw), tf.constant(target), boxes)
+    # BCE(label y, logit x) = softplus(x) - x * y
+    assert float(loss[0]) == pytest.approx(softplus(0.5) - 0.5 / 3, rel=1e-5)
+    plain = ObjectnessLoss()(decoded(yxhw, raw), tf.constant(target), boxes)
+    assert float(plain[0]) == pytest.approx(softplus(-0.5), rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +202,7 @@ def test_objectness_ignore_rule_drops_negatives_overlapping_a_ground_truth(ignor
     boxes = as_boxes([[[0.5, 0.6, 0.2, 0.2], [0, 0, 0, 0]]])  # a zero-padded row too
     loss = ObjectnessLoss(ignore_threshold=ignore_threshold)(decoded(yxhw, raw), tf.constant(target), boxes)
     positive_term = softplus(-0.0)
-    expected = positive_term + (softplus(1.5) if counted else 0.0)
+    expected = (positive_term + (softplus(1.5) if counted else 0.0)) / 2  # the mean over 2 anchors
     assert float(loss[0]) == pytest.approx(expected, rel=1e-5)
 
 
@@ -159,16 +229,27 @@ def test_objectness_loss_from_params_takes_the_threshold():
 # -- category ----------------------------------------------------------------
 
 
-def test_category_loss_is_bce_summed_over_classes_on_positive_cells_only():
+def test_category_loss_is_bce_averaged_over_classes_and_positive_cells():
     raw = grid([[[0, 0, 0, 0, 0, 1.0, -2.0, 0.5], [0, 0, 0, 0, 0, 4.0, 4.0, 4.0]]])
     target = grid([[target_row((0.5, 0.5, 0.1, 0.1), 1.0, (0, 1, 0)), target_row(one_hot=(0, 0, 0))]])
     loss = category_loss_from_params(NoParams(), None)(
         decoded(np.zeros((1, 1, 1, 2, 4)), raw), tf.constant(target), as_boxes([[[0.5, 0.5, 0.1, 0.1]]])
     )
     # class 0: label 0, logit 1; class 1: label 1, logit -2; class 2: label 0, logit 0.5
-    expected = softplus(1.0) + softplus(2.0) + softplus(0.5)
+    expected = (softplus(1.0) + softplus(2.0) + softplus(0.5)) / 3
     assert isinstance(category_loss_from_params(NoParams(), None), CategoryLoss)
     assert float(loss[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_category_loss_shares_its_mean_over_the_batch_positives():
+    # Image 0: two positives of BCE a each (logits 0 against one-hot: 3 log 2 / 3 per class).
+    # Image 1: none. The mean over the batch's 2 positives is log 2; image 0 carries it all.
+    raw = np.zeros((2, 1, 1, 2, 8), np.float32)
+    target = grid([[target_row(one_hot=(1, 0, 0), objectness=1.0), target_row(one_hot=(0, 0, 1), objectness=1.0)],
+                   [target_row(one_hot=(0, 0, 0)), target_row(one_hot=(0, 0, 0))]])
+    loss = CategoryLoss()(decoded(np.zeros((2, 1, 1, 2, 4)), raw), tf.constant(target), tf.zeros((2, 1, 4)))
+    np.testing.assert_allclose(loss.numpy(), [2 * math.log(2), 0.0], rtol=1e-5)
+    assert float(np.mean(loss.numpy())) == pytest.approx(math.log(2), rel=1e-5)
 
 
 # -- combination -------------------------------------------------------------
@@ -209,7 +290,7 @@ def test_loss_combination_weighs_losses_and_its_parts_add_up():
     assert float(total) == pytest.approx(sum(w * float(parts[n]) for n, w in weights.items()), rel=1e-5)
 
 
-def test_loss_combination_total_is_the_batch_mean_of_weighted_per_image_sums():
+def test_loss_combination_total_is_the_batch_mean_of_weighted_per_image_shares():
     outputs = {"8": {}, "16": {}}
     targets = {"8": tf.constant([1.0, 3.0]), "16": tf.constant([10.0, 20.0]), "boxes": tf.zeros((2, 1, 4))}
     # A per-image loss that just hands back the target, so the arithmetic is visible.

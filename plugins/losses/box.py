@@ -1,4 +1,4 @@
-"""The box loss: 1 - CIoU of the predicted box on every cell that holds an object.
+"""The box loss: 1 - CIoU of the predicted box, averaged over the cells that hold an object.
 
 Factory contract (registry.py, kind ``loss``): ``factory(params, chain)``
 returns ``callable(pred, target, boxes) -> (batch,)`` for one stride.
@@ -11,11 +11,13 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from detplug.core import boxes as box_ops
+from detplug.core.losses import share_per_positive
 from detplug.core.specs import Chain, ImageSpec
 
 
 class CiouLoss:
-    """Sum over positive cells of ``1 - CIoU(pred yxhw, target yxhw)``, per image.
+    """The mean over the batch's positive cells of ``1 - CIoU(pred yxhw, target yxhw)``,
+    returned as each image's share of it (core/losses.py).
 
     ``image_size`` (height, width in pixels), when given, scales the ratio
     boxes to pixels before CIoU: its centre-distance and aspect terms are
@@ -38,7 +40,7 @@ class CiouLoss:
             pred_yxhw, true_yxhw = pred_yxhw * scale, true_yxhw * scale
         positive = target[..., 4]
         per_cell = positive * (1.0 - box_ops.ciou(pred_yxhw, true_yxhw))
-        return tf.reduce_sum(per_cell, axis=[1, 2, 3])
+        return share_per_positive(tf.reduce_sum(per_cell, axis=[1, 2, 3]), positive)
 
     def __repr__(self) -> str:
         return f"CiouLoss(image_size={self.image_size!r})"
