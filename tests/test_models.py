@@ -101,6 +101,18 @@ def test_yolov3_head_outputs_have_linear_biased_final_convs(full_yolov3):
     assert len(_layers_of(head, keras.layers.Conv2D)) == 3 * 7 + 2  # 7 per stride + 2 laterals
 
 
+def test_yolov3_head_output_biases_start_at_the_objectness_and_class_priors(full_yolov3):
+    _, head, _ = full_yolov3
+    for stride in (8, 16, 32):
+        bias = head.get_layer(f"head{stride}_out_conv").bias.numpy().reshape(3, 85)
+        # YOLOv5's priors: 8 objects over the (416 / stride)^2 cells; class 0.6 / (80 - 0.99).
+        cells = (416 // stride) ** 2
+        prior = 8 / cells
+        np.testing.assert_allclose(bias[:, 4], math.log(prior / (1 - prior)), rtol=1e-5)
+        np.testing.assert_allclose(bias[:, 5:], math.log(0.6 / 79.01), rtol=1e-5)
+        np.testing.assert_array_equal(bias[:, :4], 0.0)
+
+
 @pytest.mark.parametrize(
     "depth, expected",
     [(0.5, (1, 1, 4, 4, 2)), (0.33, (1, 1, 3, 3, 1))],

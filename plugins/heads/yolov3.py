@@ -7,9 +7,11 @@ model share one source.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import keras
+import numpy as np
 from keras import layers
 
 from detplug.core.specs import Chain
@@ -34,6 +36,30 @@ def conv_set(x: keras.KerasTensor, channels: int, *, name: str) -> keras.KerasTe
     return x
 
 
+#: The objects per image the objectness prior assumes (YOLOv5's 8 per 640x640 image).
+PRIOR_OBJECTS = 8.0
+#: The class probability the class prior starts every class at, shared out (YOLOv5: 0.6 / classes).
+PRIOR_CLASS_SHARE = 0.6
+
+
+def prior_bias(grid: tuple[int, int], anchors: int, channels_per_anchor: int) -> np.ndarray:
+    """The output conv's initial bias: box offsets 0, and objectness and class logits at
+    their priors (YOLOv5's "smart bias", Focal Loss §4.1), so training starts from
+    "a few objects per image" instead of objectness 0.5 in every cell, whose no-object
+    loss would otherwise dominate the first epochs.
+
+    Objectness: ``PRIOR_OBJECTS`` objects over the grid's cells; class:
+    ``PRIOR_CLASS_SHARE / (classes - 0.99)``.
+    """
+    classes = channels_per_anchor - 5
+    objectness = min(0.5, PRIOR_OBJECTS / (grid[0] * grid[1]))
+    per_anchor = np.zeros(channels_per_anchor, np.float32)
+    per_anchor[4] = math.log(objectness / (1.0 - objectness))
+    if classes > 0:
+        per_anchor[5:] = math.log(PRIOR_CLASS_SHARE / max(classes - 0.99, 0.01))
+    return np.tile(per_anchor, anchors)
+
+
 def prediction(
     x: keras.KerasTensor,
     channels: int,
@@ -44,11 +70,12 @@ def prediction(
     name: str,
 ) -> keras.KerasTensor:
     """3x3 conv to ``2 * channels``, then a linear 1x1 conv with bias (no BN: these are the
-    raw predictions), split per anchor to (batch, H, W, anchors, channels_per_anchor)."""
+    raw predictions; its bias starts at :func:`prior_bias`), split per anchor to
+    (batch, H, W, anchors, channels_per_anchor)."""
     x = conv_bn_leaky(x, 2 * channels, 3, name=f"{name}_pred")
-    x = layers.Conv2D(
-        anchors * channels_per_anchor, 1, padding="same", use_bias=True, name=f"{name}_out_conv"
-    )(x)
+    output = layers.Conv2D(anchors * channels_per_anchor, 1, padding="same", use_bias=True, name=f"{name}_out_conv")
+    x = output(x)
+    output.bias.assign(prior_bias(grid, anchors, channels_per_anchor))
     return layers.Reshape((*grid, anchors, channels_per_anchor), name=f"{name}_out")(x)
 
 
