@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 from attrs import frozen
 
+from detplug.core.data.assignment import Assignment
 from detplug.core.data.augmentation import Augmentation
 from detplug.core.errors import PlanError
 from detplug.core.params import ParamsError, build_params
@@ -91,6 +92,8 @@ class Plan:
     evaluator: ComponentRef | None
     #: The plan as read, overrides applied: what plan.lock.toml records.
     document: Mapping[str, Any]
+    #: Which anchors and cells each box trains ([model] assign); the default is YOLOv3's.
+    assignment: Assignment = Assignment()
 
     @property
     def total_epochs(self) -> int:
@@ -210,7 +213,7 @@ class _PlanReader:
     """Reads the TOML document into a Plan, naming the file and key path of every mistake."""
 
     TOP_KEYS = ("name", "model", "datasets", "loss_combos", "train", "periods", "evaluation")
-    MODEL_KEYS = ("backbone", "head", "decoder", "anchors")
+    MODEL_KEYS = ("backbone", "head", "decoder", "anchors", "assign")
     TRAIN_KEYS = ("trainer", "augment", *RUN_SETTING_KEYS, *PERIOD_SETTING_KEYS)
     PERIOD_KEYS = ("dataset", "epochs", "learning_rate", "losses", "save", "trainer", *PERIOD_SETTING_KEYS)
 
@@ -293,6 +296,7 @@ class _PlanReader:
             train=train,
             periods=periods,
             document=document,
+            assignment=self.assignment(model.get("assign", {})),
         )
 
     def loss_combo(self, value: Any, key: str) -> dict[str, tuple[float, ComponentRef]]:
@@ -330,6 +334,13 @@ class _PlanReader:
             period_defaults=self.settings(PeriodSettings, table, "train"),
             augmentation=self.augmentation(table.get("augment", False)),
         )
+
+    def assignment(self, value: Any) -> Assignment:
+        if not isinstance(value, dict):
+            raise self.error("model.assign", f"expected a table of assignment settings "
+                             f"({', '.join(attrs.fields_dict(Assignment))}), found {value!r}")
+        self.check_keys(value, "model.assign", attrs.fields_dict(Assignment))
+        return self.settings(Assignment, value, "model.assign")
 
     def augmentation(self, value: Any) -> Augmentation | None:
         if isinstance(value, bool):

@@ -123,11 +123,16 @@ class DecodedSpec:
     """One decoded output: a dict of tensors, each (batch, H/stride, W/stride, anchors, n):
     ``yxhw`` (n=4, box centre and size as ratios of the image), ``objectness``
     (n=1, probability), ``category`` (n=classes, probabilities) and ``raw``
-    (n=5+classes, the head's output before decoding, for losses on logits)."""
+    (n=5+classes, the head's output before decoding, for losses on logits).
+
+    ``centre_reach``: how far beyond its own cell, in cells, a prediction can place
+    a box centre (0 for YOLOv3's sigmoid offset); target assignment that trains
+    neighbour cells needs 0.5."""
 
     stride: int = field(validator=_positive)
     anchors: int = field(validator=_positive)
     classes: int = field(validator=_positive)
+    centre_reach: float = field(default=0.0, converter=float)
 
     def channels(self) -> dict[str, int]:
         return {"yxhw": 4, "objectness": 1, "category": self.classes, "raw": 5 + self.classes}

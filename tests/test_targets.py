@@ -1,4 +1,5 @@
-"""YOLOv3 target assignment: one anchor per box, by shape, in the cell of its centre."""
+"""Target assignment: YOLOv3's one anchor per box, by shape, in the cell of its centre; and
+YOLOv5's every anchor within a size ratio, in the centre's cell and its two nearest neighbours."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from detplug.core.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.data.assignment import Assignment
 from detplug.core.data.targets import assign_targets, shape_iou
 from detplug.core.specs import ImageSpec
 
@@ -100,3 +102,64 @@ def test_runs_in_a_graph_with_an_unknown_number_of_boxes():
     targets = graph_assign(tf.constant([box, [0.0] * 4]), tf.constant([1, -1]))
     assert targets["16"].shape == (12, 40, 3, 8)
     np.testing.assert_allclose(targets["16"][6, 12, 1].numpy(), box + [1.0, 0.0, 1.0, 0.0], rtol=1e-6)
+
+
+# -- YOLOv5's assignment -------------------------------------------------------
+
+SQUARE = ImageSpec(64, 64)
+#: One square anchor per stride, 8, 16 and 32 px, as (height, width) ratios of the 64x64 image.
+SQUARE_ANCHORS = anchors_to_ratios({8: [(8, 8)], 16: [(16, 16)], 32: [(32, 32)]}, SQUARE)
+
+
+def positives(boxes, classes, assignment) -> dict[str, list[tuple[int, int, int]]]:
+    """{stride: sorted (row, col, anchor) of every positive}."""
+    targets = assign_targets(tf.constant(boxes, tf.float32), tf.constant(classes, tf.int32), SQUARE_ANCHORS, SQUARE,
+                             NUM_CLASSES, assignment)
+    return {stride: sorted(map(tuple, np.argwhere(t.numpy()[..., 4] > 0).tolist())) for stride, t in targets.items()}
+
+
+def test_anchor_ratio_adds_every_anchor_within_the_ratio_and_keeps_the_best():
+    # A 12x12 px box: shape IoU 64/144 with the 8 px anchor, 144/256 with 16 px (the best),
+    # 144/1024 with 32 px; size ratios 1.5, 1.33 and 2.67.
+    box = [0.3, 0.55, 12 / 64, 12 / 64]
+    assert positives([box], [0], Assignment()) == {"8": [], "16": [(1, 2, 0)], "32": []}
+    assert positives([box], [0], Assignment(anchor_ratio=2.0)) == {"8": [(2, 4, 0)], "16": [(1, 2, 0)], "32": []}
+    assert positives([box], [0], Assignment(anchor_ratio=4.0)) == {
+        "8": [(2, 4, 0)], "16": [(1, 2, 0)], "32": [(0, 1, 0)]}
+    # A box no anchor is within 1.1x of still trains its best one.
+    assert positives([box], [0], Assignment(anchor_ratio=1.1)) == {"8": [], "16": [(1, 2, 0)], "32": []}
+
+
+def test_neighbours_are_the_two_cells_nearest_to_the_centre():
+    box = [0.3, 0.55, 12 / 64, 12 / 64]
+    # stride 8 (8x8 grid): centre at (2.4, 4.4) cells, in the upper-left part of cell (2, 4): up and left.
+    # stride 16 (4x4): (1.2, 2.2): up and left.  stride 32 (2x2): (0.6, 1.1): down and left.
+    found = positives([box], [0], Assignment(anchor_ratio=4.0, neighbours=True))
+    assert found == {"8": [(1, 4, 0), (2, 3, 0), (2, 4, 0)], "16": [(0, 2, 0), (1, 1, 0), (1, 2, 0)],
+                     "32": [(0, 0, 0), (0, 1, 0), (1, 1, 0)]}
+    targets = assign_targets(tf.constant([box]), tf.constant([2]), SQUARE_ANCHORS, SQUARE, NUM_CLASSES,
+                             Assignment(neighbours=True))
+    # Every positive of a box holds the box itself, objectness 1 and its class.
+    for row, col in ((0, 2), (1, 1), (1, 2)):
+        np.testing.assert_allclose(targets["16"][row, col, 0].numpy(), box + [1.0, 0.0, 0.0, 1.0], rtol=1e-6)
+
+
+def test_no_neighbour_outside_the_grid():
+    corner = [0.01, 0.01, 12 / 64, 12 / 64]  # upper-left half of the first cell: its neighbours are off the grid
+    assert positives([corner], [0], Assignment(neighbours=True))["16"] == [(0, 0, 0)]
+
+
+def test_a_box_in_its_own_cell_beats_an_earlier_box_that_reaches_it_as_a_neighbour():
+    size = 12 / 64
+    early = [(2 + 0.7) / 8, (2 + 0.1) / 8, size, size]  # stride 8 cell (2, 2); its neighbours: down (3, 2), left (2, 1)
+    late = [(2 + 0.6) / 8, (1 + 0.6) / 8, size, size]  # stride 8 cell (2, 1), its own centre
+    targets = assign_targets(tf.constant([early, late]), tf.constant([0, 1]), SQUARE_ANCHORS, SQUARE, NUM_CLASSES,
+                             Assignment(anchor_ratio=2.0, neighbours=True))
+    np.testing.assert_allclose(targets["8"][2, 1, 0].numpy(), late + [1.0, 0.0, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(targets["8"][2, 2, 0].numpy(), early + [1.0, 1.0, 0.0, 0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0, -2.0])
+def test_anchor_ratio_is_zero_or_above_one(value):
+    with pytest.raises(ValueError, match="anchor_ratio"):
+        Assignment(anchor_ratio=value)

@@ -336,6 +336,19 @@ def test_yolov4_decoder_defaults_are_yolov4_cfg_per_stride_and_survive_json():
     assert (restored.scale_xy, restored.anchors) == (decoder.scale_xy, decoder.anchors)
 
 
+def test_yolov4_decoder_spec_says_how_far_past_its_cell_a_centre_reaches():
+    chain = _chain(64, 96)
+    chain = chain.evolve(head=YOLOV3_FPN.spec(YoloV3HeadParams(), chain.evolve(
+        features=DARKNET53.spec(DarknetParams(), chain))))
+    # (scale - 1) / 2 cells: YOLOv5's 2 sigmoid - 0.5 reaches half a cell, YOLOv3's none.
+    reach = {stride: spec.centre_reach for stride, spec in YOLOV4_DECODER.spec(
+        YoloV4DecoderParams(scale_xy=2.0), chain).items()}
+    assert reach == {8: 0.5, 16: 0.5, 32: 0.5}
+    defaults = YOLOV4_DECODER.spec(YoloV4DecoderParams(), chain)
+    assert [round(spec.centre_reach, 6) for _, spec in sorted(defaults.items())] == [0.1, 0.05, 0.025]
+    assert all(spec.centre_reach == 0 for spec in YOLO_DECODER.spec(NoParams(), chain).values())
+
+
 def test_yolov4_decoder_scale_xy_is_one_number_or_one_per_stride():
     assert build_params(YoloV4DecoderParams, {"scale_xy": 1.1}).scale_xy == (1.1,)
     assert build_params(YoloV4DecoderParams, {"scale_xy": [1, 1.5, 2]}).scale_xy == (1.0, 1.5, 2.0)

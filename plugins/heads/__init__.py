@@ -6,6 +6,7 @@ channel counts, so every built-in backbone fits either head.
 
 from __future__ import annotations
 
+import attrs
 from attrs import field, frozen, validators
 
 from detplug import Chain, Component, DecodedSpec, FeatureSpec, HeadSpec, NoParams, SpecError, hookimpl
@@ -173,7 +174,7 @@ def yolo_decoder_spec(params: NoParams, chain: Chain) -> dict[int, DecodedSpec]:
 
 
 def yolov4_decoder_spec(params: YoloV4DecoderParams, chain: Chain) -> dict[int, DecodedSpec]:
-    """As 'yolo'; scale_xy must give one value, or one per head stride."""
+    """As 'yolo'; scale_xy must give one value, or one per head stride; centres reach (scale_xy - 1) / 2 cells out."""
     decoded = _decoded("yolov4", chain)
     if len(params.scale_xy) not in (1, len(decoded)):
         raise SpecError(
@@ -183,7 +184,8 @@ def yolov4_decoder_spec(params: YoloV4DecoderParams, chain: Chain) -> dict[int, 
             found=len(params.scale_xy),
             upstream="head",
         )
-    return decoded
+    scales = scales_per_stride(params.scale_xy, tuple(decoded))
+    return {stride: attrs.evolve(spec, centre_reach=(scales[stride] - 1.0) / 2.0) for stride, spec in decoded.items()}
 
 
 YOLO_DECODER = Component(
