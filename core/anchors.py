@@ -60,3 +60,54 @@ def anchors_to_ratios(pixels: Mapping[int, Sequence[Sequence[float]]], image: Im
         stride: tuple((h / image.height, w / image.width) for w, h in pairs)
         for stride, pairs in sorted(pixels.items())
     }
+
+
+#: Box sizes tried per side when finding which anchors can match an object at all.
+_PROBE_SIZES = 32
+
+
+def unmatched_strides(pixels: Mapping[int, Sequence[Sequence[float]]], image: ImageSpec, *,
+                      anchor_ratio: float = 0.0) -> dict[int, list[str]]:
+    """What each stride's anchors cannot do at ``image``'s size, as reasons: {stride: [...]}.
+
+    A stride whose anchors are never the best shape match (nor, with ``anchor_ratio``,
+    within that factor) of any box that fits the image gets no ground truth at all; an
+    anchor larger than the image matches no object. Box sizes from 2 px to the image
+    size are probed on a geometric grid, so this needs no data.
+    """
+    flat = [(stride, float(w), float(h)) for stride, pairs in sorted(pixels.items()) for w, h in pairs]
+    reached: set[int] = set()
+    for height in _geometric(2.0, float(image.height)):
+        for width in _geometric(2.0, float(image.width)):
+            shape_ious = [_shape_iou(width, height, w, h) for _, w, h in flat]
+            reached.add(max(range(len(flat)), key=shape_ious.__getitem__))
+            if anchor_ratio > 0:
+                reached.update(index for index, (_, w, h) in enumerate(flat)
+                               if max(width / w, w / width, height / h, h / height) < anchor_ratio)
+    problems: dict[int, list[str]] = {}
+    for stride in sorted(pixels):
+        indices = [index for index, (s, _, _) in enumerate(flat) if s == stride]
+        listed = ", ".join(f"{flat[i][1]:g}x{flat[i][2]:g}" for i in indices)
+        if not reached.intersection(indices):
+            problems.setdefault(stride, []).append(
+                f"its anchors ({listed} px, width x height) are the best match for no object that fits a "
+                f"{image.height}x{image.width} image, so it gets no ground truth")
+        too_big = [f"{flat[i][1]:g}x{flat[i][2]:g}" for i in indices
+                   if flat[i][1] > image.width or flat[i][2] > image.height]
+        if too_big:
+            problems.setdefault(stride, []).append(
+                f"anchor{'s' if len(too_big) > 1 else ''} {', '.join(too_big)} px "
+                f"{'are' if len(too_big) > 1 else 'is'} larger than the {image.height}x{image.width} image")
+    return problems
+
+
+def _geometric(low: float, high: float) -> list[float]:
+    if high <= low:
+        return [high]
+    ratio = (high / low) ** (1.0 / (_PROBE_SIZES - 1))
+    return [low * ratio**step for step in range(_PROBE_SIZES)]
+
+
+def _shape_iou(width: float, height: float, anchor_width: float, anchor_height: float) -> float:
+    intersection = min(width, anchor_width) * min(height, anchor_height)
+    return intersection / (width * height + anchor_width * anchor_height - intersection)

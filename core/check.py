@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from attrs import frozen
 
-from detplug.core.anchors import AnchorError, anchor_pixels, anchors_to_ratios
+from detplug.core.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
 from detplug.core.errors import CheckError, PlanError
 from detplug.core.plan import Plan, Resolved
 from detplug.core.specs import Chain, SpecError
@@ -39,6 +39,9 @@ class CheckedPlan:
     links: tuple[Link, ...]
     #: The dataset whose spec the model is built for (the first period's).
     model_dataset: str
+    #: Sentences about parts that fit but will not train as the user likely expects
+    #: (a stride whose anchors cannot match any object); printed, never fatal.
+    warnings: tuple[str, ...] = ()
 
 
 def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
@@ -79,10 +82,39 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
     chain = chain.evolve(features=visit("model.backbone", chain))
     chain = chain.evolve(head=visit("model.head", chain))
     chain = chain.evolve(decoded=visit("model.decoder", chain))
+    _check_assignment_reach(plan, resolved["model.decoder"], chain)
     for key, item in resolved.items():
         if item.component.kind in ("loss", "trainer"):
             visit(key, chain)
-    return CheckedPlan(plan, resolved, chain, tuple(links), model_dataset)
+    return CheckedPlan(plan, resolved, chain, tuple(links), model_dataset,
+                       warnings=_anchor_warnings(plan, pixels, dataset_spec.image))
+
+
+def _anchor_warnings(plan: Plan, pixels: Mapping[int, Any], image: Any) -> tuple[str, ...]:
+    where = f"'{plan.anchors}'" if isinstance(plan.anchors, str) else "(model.anchors)"
+    return tuple(
+        f"{plan.source}: anchors {where}, stride {stride}: {'; '.join(reasons)}; fit anchors to the data "
+        f"with `run.py --plan {plan.name} --anchors --write`"
+        for stride, reasons in unmatched_strides(pixels, image, anchor_ratio=plan.assignment.anchor_ratio).items()
+    )
+
+
+def _check_assignment_reach(plan: Plan, decoder: Resolved, chain: Chain) -> None:
+    """Neighbour-cell positives need a decoder that can put a box centre outside its cell."""
+    needed = plan.assignment.reach_needed
+    short = {stride: spec.centre_reach for stride, spec in sorted(chain.decoded.items())
+             if spec.centre_reach < needed}
+    if short:
+        if len(set(short.values())) == 1 and len(short) == len(chain.decoded):
+            reach = f"{next(iter(short.values())):g} at every stride"
+        else:
+            reach = ", ".join(f"{reach:g} at stride {stride}" for stride, reach in short.items())
+        raise CheckError(
+            f"{plan.source}: model.assign: neighbours = true trains the cells next to a box's centre, whose "
+            f"predictions must reach {needed:g} cells out of their own, but decoder '{decoder.component.name}' "
+            f"(model.decoder) reaches {reach}; use decoder = {{ name = \"yolov4\", scale_xy = 2.0 }} "
+            f"(YOLOv5's offsets) or set neighbours = false"
+        )
 
 
 def _mismatch(plan: Plan, item: Resolved, error: SpecError, by_kind: Mapping[str, Resolved]) -> str:

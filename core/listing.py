@@ -111,6 +111,8 @@ def print_check(checked: CheckedPlan) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:
         print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
+    for warning in checked.warnings:
+        print(f"warning: {warning}")
     from detplug.core.assemble import build_model, count_parameters
 
     model = build_model(checked)

@@ -51,3 +51,31 @@ def test_anchors_command_prints_per_stride_with_recall_and_writes_them_into_the_
     anchors = tomllib.loads(plan.read_text())["model"]["anchors"]
     assert sorted(anchors) == ["16", "32", "8"] and all(len(pairs) == 3 for pairs in anchors.values())
     assert run_cli("--plan", str(plan), "--check").returncode == 0
+
+
+# -- anchors that cannot match at the plan's image size (static, no data) ---------
+
+
+def test_anchors_larger_than_the_image_are_named_per_stride():
+    from detplug.core.anchors import unmatched_strides
+
+    problems = unmatched_strides(anchor_pixels("coco_yolov3"), ImageSpec(96, 320))
+    assert sorted(problems) == [16, 32]
+    assert problems[16] == ["anchor 59x119 px is larger than the 96x320 image"]
+    assert problems[32] == ["anchors 156x198, 373x326 px are larger than the 96x320 image"]
+    assert unmatched_strides(anchor_pixels("coco_yolov3"), ImageSpec(416, 416)) == {}
+
+
+def test_a_stride_whose_anchors_are_never_the_best_match_gets_no_ground_truth():
+    from detplug.core.anchors import unmatched_strides
+
+    # At 64x96 a 400x400 anchor has shape IoU <= 6144 / 160000 with any box that fits, and
+    # 30x61 always beats it (a 96x64 box: 1830 / 6144).
+    table = {8: [[10, 13]], 16: [[30, 61]], 32: [[400, 400]]}
+    problems = unmatched_strides(anchor_pixels(table), ImageSpec(64, 96))
+    assert list(problems) == [32]
+    assert "are the best match for no object that fits a 64x96 image, so it gets no ground truth" in problems[32][0]
+    # YOLOv5's rule matches any anchor within the ratio, but 400 px is 4.2x the largest box.
+    assert 32 in unmatched_strides(anchor_pixels(table), ImageSpec(64, 96), anchor_ratio=4.0)
+    assert 32 not in unmatched_strides({8: ((10, 13),), 16: ((30, 61),), 32: ((90, 60),)}, ImageSpec(64, 96),
+                                       anchor_ratio=4.0)

@@ -25,7 +25,7 @@ def test_check_passes_on_every_shipped_plan_and_reads_no_data(plan, tmp_path):
 
 def test_kitti_simple_check_prints_the_shape_at_each_link():
     out = run_cli("--plan", "kitti_simple", "--check").stdout
-    assert "image 192x640x3, 3 classes" in out
+    assert "image 96x320x3, 3 classes" in out
     assert "/8x64  /16x128  /32x256" in out  # darknet53 at width 0.25
     assert "/8x3x8  /16x3x8  /32x3x8" in out  # 3 anchors x (5 + 3 classes)
 
@@ -54,3 +54,26 @@ def test_bad_input_is_one_sentence_before_tensorflow(arguments, expected):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_check_warns_naming_the_stride_and_anchors_that_cannot_match(tmp_path):
+    plan = write_tiny_plan(tmp_path)
+    plan.write_text(plan.read_text().replace(
+        'anchors = "coco_yolov3"', "anchors = { 8 = [[10, 13]], 16 = [[30, 61]], 32 = [[400, 400]] }"))
+    result = run_cli("--plan", str(plan), "--check")
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "stride 32" in warnings[0] and "400x400" in warnings[0]
+    assert "gets no ground truth" in warnings[0] and "--anchors --write" in warnings[0]
+
+
+def test_neighbour_assignment_needs_a_decoder_that_reaches_the_neighbours(tmp_path):
+    plan = write_tiny_plan(tmp_path)
+    result = run_cli("--plan", str(plan), "--check", "--set", "model.assign.neighbours=true")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "model.assign" in lines[0] and "decoder 'yolo'" in lines[0], result.stderr
+    assert 'scale_xy = 2.0' in lines[0]
+    fixed = run_cli("--plan", str(plan), "--check", "--set", "model.assign.neighbours=true",
+                    "--set", 'model.decoder={ name = "yolov4", scale_xy = 2.0 }')
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
