@@ -20,17 +20,33 @@ from detplug.core.settings import EvaluationSettings
 from detplug.core.specs import ImageSpec
 
 
-def flatten_predictions(outputs: Mapping[str, Mapping[str, tf.Tensor]]) -> tuple[tf.Tensor, tf.Tensor]:
-    """All strides' predictions as boxes (B, N, 4) y1 x1 y2 x2 in [0, 1] of the model input,
-    and per-class scores (B, N, C) = objectness x class probability."""
+#: A predicted box narrower or lower than this many input pixels, once clipped to the
+#: image, is no detection (YOLOv5's min_wh): NMS would otherwise pass it on as a line.
+MIN_BOX_PIXELS = 2.0
+
+
+def flatten_predictions(outputs: Mapping[str, Mapping[str, tf.Tensor]],
+                        image: ImageSpec) -> tuple[tf.Tensor, tf.Tensor]:
+    """All strides' predictions as boxes (B, N, 4) y1 x1 y2 x2 clipped to [0, 1] of the
+    model input, and per-class scores (B, N, C) = objectness x class probability.
+
+    Boxes under :data:`MIN_BOX_PIXELS` in height or width after clipping score 0. An
+    untrained cell can predict a box of zero height and many image widths (its size
+    logits are unbounded); clipped, that is a line across the image, which NMS keeps
+    at the cell's score: the "wall of horizontal boxes" of an undertrained model.
+    """
+    minimum = tf.constant([MIN_BOX_PIXELS / image.height, MIN_BOX_PIXELS / image.width], tf.float32)
     boxes, scores = [], []
     for stride in sorted(outputs, key=int):
         decoded = outputs[stride]
         yxhw = tf.cast(decoded["yxhw"], tf.float32)
         batch = tf.shape(yxhw)[0]
         centre, size = yxhw[..., :2], yxhw[..., 2:]
-        boxes.append(tf.reshape(tf.concat([centre - size / 2, centre + size / 2], -1), [batch, -1, 4]))
+        corners = tf.clip_by_value(tf.concat([centre - size / 2, centre + size / 2], -1), 0.0, 1.0)
+        big_enough = tf.reduce_all(corners[..., 2:] - corners[..., :2] >= minimum, axis=-1, keepdims=True)
         score = tf.cast(decoded["objectness"], tf.float32) * tf.cast(decoded["category"], tf.float32)
+        score = tf.where(big_enough, score, 0.0)
+        boxes.append(tf.reshape(corners, [batch, -1, 4]))
         scores.append(tf.reshape(score, [batch, -1, score.shape[-1]]))
     return tf.concat(boxes, 1), tf.concat(scores, 1)
 
@@ -101,7 +117,7 @@ class DetectorModule(tf.Module):
         """boxes (B, K, 4) x1 y1 x2 y2 pixels, scores (B, K), classes (B, K) int32,
         class_names (B, K) string, num_detections (B,): rows past it are padding."""
         inputs, _, _ = letterbox_images(images, self.image)
-        boxes, scores = flatten_predictions(self.model(inputs, training=False))
+        boxes, scores = flatten_predictions(self.model(inputs, training=False), self.image)
         found = non_max_suppression(boxes, scores, max_detections=self.settings.max_detections,
                                     iou_threshold=self.settings.iou_threshold,
                                     score_threshold=self.score_threshold)

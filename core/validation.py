@@ -3,8 +3,9 @@ images' pixels, handed to the plan's evaluator, plus a grid of drawn predictions
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ from detplug.core.data import records
 from detplug.core.drawing import draw_boxes, grid
 from detplug.core.evaluate import EvaluationResult, ImageDetections, ImageTruth
 from detplug.core.inference import flatten_predictions, non_max_suppression, to_source_pixels
+from detplug.core.specs import ImageSpec
 from detplug.registry import load_factory
 
 #: How many validation images the drawn grid shows.
@@ -33,13 +35,12 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
     threshold = settings.eval_score_threshold if score_threshold is None else score_threshold
     parsed = tf.data.TFRecordDataset([str(f) for f in files]).map(records.parse_all)
     truths, detections, drawn = [], [], []
+    detect = _detector(model, chain.image, settings.max_detections, settings.iou_threshold, threshold)
 
     def run(batch: list[dict[str, Any]]) -> None:
         images = tf.stack([tf.image.convert_image_dtype(tf.io.decode_png(r["png"], channels=3), tf.float32)
                            for r in batch])
-        boxes, scores = flatten_predictions(model(images, training=False))
-        found = non_max_suppression(boxes, scores, max_detections=settings.max_detections,
-                                    iou_threshold=settings.iou_threshold, score_threshold=threshold)
+        found = detect(images)
         for index, record in enumerate(batch):
             count = int(found["num_detections"][index])
             source_hw = record["original_size"]
@@ -68,6 +69,28 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
     if batch:
         run(batch)
     return truths, detections, drawn
+
+
+#: Each model's traced detection functions, by their settings: evaluating every few epochs
+#: traces the model once, not once per evaluation.
+_DETECTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _detector(model: keras.Model, image: ImageSpec, max_detections: int, iou_threshold: float,
+              score_threshold: float) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """Model, flattening and NMS as one tf.function over batches of model-input images. Tracing
+    costs a few seconds once; the model run eagerly costs more than that on every batch."""
+    key = (image, max_detections, iou_threshold, score_threshold)
+    functions = _DETECTORS.setdefault(model, {})
+    if key not in functions:
+        @tf.function(input_signature=[tf.TensorSpec([None, image.height, image.width, 3], tf.float32)])
+        def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            boxes, scores = flatten_predictions(model(images, training=False), image)
+            return non_max_suppression(boxes, scores, max_detections=max_detections, iou_threshold=iou_threshold,
+                                       score_threshold=score_threshold)
+
+        functions[key] = detect
+    return functions[key]
 
 
 def _drawn(image: tf.Tensor, found: dict, index: int, count: int, record: dict, names: list[str],
