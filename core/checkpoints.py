@@ -127,7 +127,9 @@ class CheckpointStore:
                             higher_is_better: bool = False,
                             write_weights: Callable[[Path], None] | None = None) -> bool:
         """Keep this epoch as ``best`` when ``value`` of ``metric`` is the best so far
-        (the lowest for a loss, the highest for an accuracy such as AP)."""
+        (the lowest for a loss, the highest for an accuracy such as AP). When ``checkpoint``
+        was just saved as this epoch's checkpoint, ``best`` links to its files instead of
+        writing them again."""
         state = self.state()
         best = state.get("best")
         if best and best.get("metric") == metric:
@@ -135,7 +137,11 @@ class CheckpointStore:
             if not better:
                 return False
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._write(checkpoint, "best")
+        saved = f"epoch-{epoch:04d}"
+        if state["latest"] == saved and (self.folder / saved).is_dir():
+            self._link(saved, "best")
+        else:
+            self._write(checkpoint, "best")
         if write_weights is not None:
             self._write_weights(write_weights, "best")
         state["best"] = {"metric": metric, "value": value, "epoch": epoch}
@@ -146,6 +152,24 @@ class CheckpointStore:
         temporary = self.folder / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         checkpoint.write(str(temporary / PREFIX))
+        self._put_in_place(temporary, name)
+
+    def _link(self, source: str, name: str) -> None:
+        """Checkpoint ``name`` as a copy of checkpoint ``source``: hard links where the file
+        system has them (checkpoint files are never changed in place, only replaced)."""
+        temporary = self.folder / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+
+        def link_or_copy(from_path: str, to_path: str) -> None:
+            try:
+                os.link(from_path, to_path)
+            except OSError:
+                shutil.copy2(from_path, to_path)
+
+        shutil.copytree(self.folder / source, temporary, copy_function=link_or_copy)
+        self._put_in_place(temporary, name)
+
+    def _put_in_place(self, temporary: Path, name: str) -> None:
         final = self.folder / name
         if final.exists():  # an older one of the same name, or one a killed run left unnamed
             # Moved aside, not deleted, until the new one is in place.
