@@ -7,7 +7,9 @@ the NaN guard and the per-epoch means of each loss part are common.
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -100,12 +102,18 @@ class Trainer:
 
     def _run(self, run_batch: StepFunction, dataset: Iterable, steps: int, *, epoch: int, label: str,
              before_step: Callable[[int], None] = lambda step: None) -> dict[str, float]:
-        progress = keras.utils.Progbar(steps, unit_name="step", stateful_metrics=["loss"])
-        print(f"{label} epoch {epoch}")
+        # A bar that redraws itself only where a terminal shows it; in a log file (CI, nohup)
+        # the epoch's one summary line is the progress.
+        interactive = sys.stdout.isatty()
+        progress = keras.utils.Progbar(steps, unit_name="step", stateful_metrics=["loss"],
+                                       verbose=1 if interactive else 0)
+        if interactive:
+            print(f"{label} epoch {epoch}")
         sums: dict[str, float] = {}
         count = images_seen = 0
         started = time.perf_counter()
-        for step, (images, targets) in enumerate(dataset):
+        # ``dataset`` may be an iterator that goes on into the next epoch: take this epoch's steps.
+        for step, (images, targets) in enumerate(itertools.islice(dataset, steps)):
             before_step(step)
             parts = {name: float(value) for name, value in run_batch(images, targets).items()}
             images_seen += self._images_in(images)

@@ -6,33 +6,38 @@
 image, ignore regions included, zero-padded; the objectness loss uses it to
 leave out predictions that overlap a real object or an ignore region.
 
-Parsing, decoding, augmentation and target assignment run in parallel
-(``map`` with AUTOTUNE, deterministic order) and batches are prefetched.
+Parsing, decoding, augmentation and target assignment run in parallel (one
+example per CPU, deterministic order) and batches are prefetched.
 Iterate a training dataset through :func:`detplug.core.data.integrity.guarded`
 so that a damaged shard stops training with a DataError naming it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import random
+import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
 from detplug.core.data import augment_ops, records
+from detplug.core.data.assignment import Assignment
 from detplug.core.data.augmentation import Augmentation
 from detplug.core.data.targets import assign_targets
 from detplug.core.errors import DataError
 from detplug.core.specs import AnchorRatios, ImageSpec, LabelSpec
 
-#: Serialised records held for shuffling; with shards shuffled by file and
-#: read interleaved, this mixes well without holding a whole dataset in memory.
+#: Serialised records shuffled together; with shards shuffled by file and read
+#: interleaved, this mixes well without holding a whole dataset in memory.
 SHUFFLE_BUFFER = 1024
 
 #: Shards read at once while training.
 INTERLEAVE = 4
+
+#: Batches prepared ahead of the one the trainer takes.
+PREFETCH_BATCHES = 2
 
 
 def count_steps(images: int, batch_size: int, training: bool) -> int:
@@ -75,55 +80,51 @@ def _check_files(files: Sequence[str | Path], image: ImageSpec) -> list[str]:
     return paths
 
 
-def _shuffled_records(paths: list[str], seed: int) -> tf.data.Dataset:
-    """Serialised records, shards shuffled by file and read interleaved, then shuffled."""
-    paths = list(paths)
-    random.Random(seed).shuffle(paths)
-    dataset = tf.data.Dataset.from_tensor_slices(paths).interleave(
+def _shuffled_records(paths: list[str], seed: tf.Tensor) -> tf.data.Dataset:
+    """Serialised records, shards shuffled by file and read interleaved, then shuffled in
+    windows of SHUFFLE_BUFFER records. Every permutation is stateless and ``seed`` a
+    tensor (``Dataset.shuffle`` wants a Python seed), so one traced function serves every
+    epoch."""
+    def permutation_seed(salt: tf.Tensor) -> tf.Tensor:
+        return tf.stack([seed, tf.cast(salt, tf.int64)])
+
+    order = tf.random.experimental.stateless_shuffle(tf.constant(paths), seed=permutation_seed(0))
+    dataset = tf.data.Dataset.from_tensor_slices(order).interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(INTERLEAVE, len(paths)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=min(INTERLEAVE, len(paths)),
         deterministic=True,
     )
-    return dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+    windows = dataset.batch(SHUFFLE_BUFFER).enumerate()
+    return windows.map(lambda index, window: tf.random.experimental.stateless_shuffle(
+        window, seed=permutation_seed(index + 1))).unbatch()
 
 
-def make_dataset(
-    files: Sequence[str | Path],
-    *,
-    image: ImageSpec,
-    labels: LabelSpec,
-    anchors: Mapping[int, AnchorRatios],
-    batch_size: int,
-    training: bool,
-    seed: int = 0,
-    augment: bool | Augmentation | None = False,
-) -> tf.data.Dataset:
-    """Batches of ``(images, targets)`` from record shards (see the module docstring).
+class InputPipeline:
+    """Batches of one model input's ``(images, targets)``, from any record shards, epoch
+    after epoch.
 
-    Training shuffles shards and records with ``seed`` and drops the last
-    partial batch so every shape is static; one dataset always yields the same
-    order, so the trainer builds one per epoch with ``seed + epoch`` and a
-    resumed run sees the same batches as an uninterrupted one. Validation
-    reads in order and keeps the remainder.
-
-    ``augment`` (training only): an :class:`Augmentation`, ``True`` for its
-    defaults, or False/None. Every random draw is seeded by (seed, position of
-    the image in the epoch). Mosaic is whatever the settings say: the caller
-    turns it off for the last epochs with ``settings.for_epoch(epoch, total_epochs)``.
+    Its per-image steps (decode; augment and assign targets) are ``tf.function``\ s
+    traced once and called by every dataset it makes: a new tf.data pipeline per
+    epoch, as the trainer builds, then costs milliseconds instead of a retrace of
+    every op of augmentation and target assignment (1-2 s per dataset on a 2-core
+    CPU). The random seed reaches them as a tensor for the same reason.
     """
-    paths = _check_files(files, image)
-    max_boxes = labels.max_boxes
-    settings = Augmentation() if augment is True else (augment or Augmentation.none())
-    if not training:
-        settings = Augmentation.none()
 
-    def seeds_of(position: tf.Tensor) -> tf.Tensor:
-        # One seed per random step, all from (seed, position): 0 mosaic or not, 1 its
-        # centre, 2 scale/translate, 3 flip, 4 colour.
-        return tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), position]), num=5)
+    def __init__(self, *, image: ImageSpec, labels: LabelSpec, anchors: Mapping[int, AnchorRatios],
+                 assignment: Assignment | None = None) -> None:
+        self.image, self.labels, self.anchors = image, labels, anchors
+        self.assignment = assignment or Assignment()
+        max_boxes = labels.max_boxes
+        pixels_spec = tf.TensorSpec([image.height, image.width, 3], tf.float32)
+        self._example_spec = (tf.TensorSpec([], tf.int64), pixels_spec, tf.TensorSpec([max_boxes, 4], tf.float32),
+                              tf.TensorSpec([max_boxes], tf.int32))
+        self.decode = tf.function(self._decode, input_signature=[tf.TensorSpec([], tf.int64),
+                                                                  tf.TensorSpec([], tf.string)])
+        self._augmenters: dict[Augmentation, tuple] = {}
 
-    def decode(position: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def _decode(self, position: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        image, max_boxes = self.image, self.labels.max_boxes
         parsed = records.parse(serialized)
         pixels = tf.io.decode_png(parsed["png"], channels=3)
         pixels = tf.cast(tf.ensure_shape(pixels, [image.height, image.width, 3]), tf.float32) / 255.0
@@ -131,7 +132,26 @@ def make_dataset(
         boxes, classes = augment_ops.compact(boxes, classes, augment_ops.real_rows(boxes), max_boxes)
         return position, pixels, boxes, classes
 
-    def mosaic_group(positions: tf.Tensor, pixels: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor):
+    def _functions(self, settings: Augmentation) -> tuple:
+        """(mosaic of a group, augment-and-assign of one example) for ``settings``, traced once each."""
+        if settings not in self._augmenters:
+            seed_spec = tf.TensorSpec([], tf.int64)
+            group = tuple(tf.TensorSpec([None, *spec.shape], spec.dtype) for spec in self._example_spec)
+            mosaic = tf.function(lambda seed, *example: self._mosaic_group(settings, seed, *example),
+                                 input_signature=[seed_spec, *group])
+            one = tf.function(lambda seed, *example: self._augment_and_assign(settings, seed, *example),
+                              input_signature=[seed_spec, *self._example_spec])
+            self._augmenters[settings] = (mosaic, one)
+        return self._augmenters[settings]
+
+    @staticmethod
+    def _seeds_of(seed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+        # One seed per random step, all from (seed, position): 0 mosaic or not, 1 its
+        # centre, 2 scale/translate, 3 flip, 4 colour.
+        return tf.random.experimental.stateless_split(tf.stack([seed, position]), num=5)
+
+    def _mosaic_group(self, settings: Augmentation, seed: tf.Tensor, positions: tf.Tensor, pixels: tf.Tensor,
+                      boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
         # Up to four consecutive (shuffled) images; each becomes, with probability
         # settings.mosaic, a mosaic of itself and the other three. Every image is decoded
         # and halved once for all four mosaics instead of once per mosaic.
@@ -141,7 +161,7 @@ def make_dataset(
         for slot in range(4):
             main = tf.minimum(slot, count - 1)  # a last, short group repeats its images
             order = tf.math.floormod(tf.range(main, main + 4), count)
-            seeds = seeds_of(positions[main])
+            seeds = self._seeds_of(seed, positions[main])
 
             def four(order=order, seeds=seeds):
                 return augment_ops.mosaic(tf.gather(small, order), tf.gather(boxes, order),
@@ -155,8 +175,9 @@ def make_dataset(
         stacked = [tf.stack(parts)[:count] for parts in zip(*outputs)]
         return (positions, *stacked)
 
-    def augment_and_assign(position, pixels, boxes, classes) -> tuple[tf.Tensor, dict]:
-        seeds = seeds_of(position)
+    def _augment_and_assign(self, settings: Augmentation, seed: tf.Tensor, position: tf.Tensor, pixels: tf.Tensor,
+                            boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, dict]:
+        seeds = self._seeds_of(seed, position)
         if settings.geometric:
             pixels, boxes, classes = augment_ops.scale_translate(
                 pixels, boxes, classes, seeds[2],
@@ -169,17 +190,111 @@ def make_dataset(
                                      value=settings.value)
         boxes_yxhw = tf.concat([(boxes[:, :2] + boxes[:, 2:]) / 2.0, boxes[:, 2:] - boxes[:, :2]], axis=-1)
         boxes_yxhw = tf.where(augment_ops.real_rows(boxes)[:, None], boxes_yxhw, 0.0)
-        targets = assign_targets(boxes_yxhw, classes, anchors, image, labels.num_classes)
+        targets = assign_targets(boxes_yxhw, classes, self.anchors, self.image, self.labels.num_classes,
+                                 self.assignment)
         targets["boxes"] = boxes_yxhw
         return pixels, targets
 
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
-    dataset = _shuffled_records(paths, seed) if training else tf.data.TFRecordDataset(paths)
-    dataset = dataset.enumerate().map(decode, **parallel)
-    if settings.mosaic:
-        dataset = dataset.batch(4).map(mosaic_group, **parallel).unbatch()
-    dataset = dataset.map(augment_and_assign, **parallel)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
-    options = tf.data.Options()
-    options.deterministic = True
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    def dataset(self, files: Sequence[str | Path], *, batch_size: int, training: bool, seed: int = 0,
+                augment: bool | Augmentation | None = False) -> tf.data.Dataset:
+        """Batches of ``(images, targets)`` from record shards (see the module docstring).
+
+        Training shuffles shards and records with ``seed`` and drops the last
+        partial batch so every shape is static; one dataset always yields the same
+        order, so a resumed run sees the same batches as an uninterrupted one.
+        Validation reads in order and keeps the remainder.
+
+        ``augment`` (training only): an :class:`Augmentation`, ``True`` for its
+        defaults, or False/None. Every random draw is seeded by (seed, position of
+        the image in the epoch).
+        """
+        return self.epochs(files, [0], batch_size=batch_size, training=training, seed=seed,
+                           augment_for=lambda epoch: augment)
+
+    def epochs(self, files: Sequence[str | Path], epochs: Sequence[int], *, batch_size: int, training: bool,
+               seed: int = 0, augment_for: Callable[[int], bool | Augmentation | None] = lambda epoch: False,
+               ) -> tf.data.Dataset:
+        """The batches of several epochs, one epoch after the other, as one dataset: epoch
+        ``e`` is exactly :meth:`dataset` with ``seed + e`` and ``augment_for(e)``.
+
+        One dataset, and so one iterator, for a whole period: a new iterator per epoch
+        costs about a second on a 2-core CPU (tf.data instantiates and optimises every
+        traced function again). ``augment_for`` is where the trainer turns mosaic off
+        for the last epochs (``settings.for_epoch(epoch, total_epochs)``).
+        """
+        paths = _check_files(files, self.image)
+        epochs = list(epochs)
+        dataset = None
+        for settings, same in itertools.groupby(epochs, key=lambda epoch: self._settings(augment_for(epoch), training)):
+            numbers = tf.data.Dataset.from_tensor_slices(tf.constant(list(same), tf.int64))
+            segment = numbers.flat_map(
+                lambda epoch, settings=settings: self._epoch(paths, tf.constant(seed, tf.int64) + epoch, settings,
+                                                             batch_size=batch_size, training=training))
+            dataset = segment if dataset is None else dataset.concatenate(segment)
+        options = tf.data.Options()
+        options.deterministic = True
+        # tf.data's autotuner measures and re-plans on threads of its own; on a small CPU they
+        # take cores from the training step every few seconds (measured on 2 cores: epochs at
+        # 12 images/s among epochs at 19). The work here is light: fixed parallelism does it.
+        options.autotune.enabled = False
+        return dataset.with_options(options).prefetch(PREFETCH_BATCHES)
+
+    @staticmethod
+    def _settings(augment: bool | Augmentation | None, training: bool) -> Augmentation:
+        if not training:
+            return Augmentation.none()
+        return Augmentation() if augment is True else (augment or Augmentation.none())
+
+    def _epoch(self, paths: list[str], seed: tf.Tensor, settings: Augmentation, *, batch_size: int,
+               training: bool) -> tf.data.Dataset:
+        """One epoch's batches; ``seed`` a tensor (this runs inside ``flat_map``)."""
+        mosaic_group, augment_and_assign = self._functions(settings)
+        parallel = {"num_parallel_calls": parallel_calls(), "deterministic": True}
+        dataset = _shuffled_records(paths, seed) if training else tf.data.TFRecordDataset(paths)
+        dataset = dataset.enumerate().map(self.decode, **parallel)
+        if settings.mosaic:
+            dataset = dataset.batch(4).map(lambda *group: mosaic_group(seed, *group), **parallel).unbatch()
+        dataset = dataset.map(lambda *example: augment_and_assign(seed, *example), **parallel)
+        return dataset.batch(batch_size, drop_remainder=training)
+
+
+def positives_per_stride(batches: tf.data.Dataset, *, max_images: int) -> tuple[dict[str, int], int]:
+    """How many positive cells (target objectness 1) each stride's targets hold in the
+    first ``max_images`` images of ``batches``, and how many images were counted."""
+    counts: dict[str, int] = {}
+    images = 0
+    for _, targets in batches:
+        for key, target in targets.items():
+            if key.isdigit():
+                counts[key] = counts.get(key, 0) + int(tf.reduce_sum(tf.cast(target[..., 4] > 0, tf.int32)))
+        images += int(tf.shape(targets["boxes"])[0])
+        if images >= max_images:
+            break
+    return counts, images
+
+
+def parallel_calls() -> int:
+    """How many examples the pipeline prepares at once: one per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def make_dataset(
+    files: Sequence[str | Path],
+    *,
+    image: ImageSpec,
+    labels: LabelSpec,
+    anchors: Mapping[int, AnchorRatios],
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    augment: bool | Augmentation | None = False,
+    assignment: Assignment | None = None,
+) -> tf.data.Dataset:
+    """One dataset of :meth:`InputPipeline.dataset`; ``assignment`` says which anchors and
+    cells each box trains (targets.py; None is YOLOv3's rule). To make one per epoch,
+    keep an :class:`InputPipeline` instead, so its steps are traced once."""
+    pipeline = InputPipeline(image=image, labels=labels, anchors=anchors, assignment=assignment)
+    return pipeline.dataset(files, batch_size=batch_size, training=training, seed=seed, augment=augment)
