@@ -34,6 +34,8 @@ class RunContext:
     checked: CheckedPlan
     start_epoch: int
     model: Any = None
+    #: (epoch, EvaluationResult, path of the drawn grid) of the latest evaluation, if any.
+    last_evaluation: Any = None
 
     @property
     def plan(self) -> Plan:
@@ -101,13 +103,17 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     from detplug.core.validation import build_evaluator
     from detplug.core.versions import lock_document
 
+    for warning in checked.warnings:
+        print(f"warning: {warning}")
     strategy = configure_tensorflow(plan.train.run)
     if plan.train.run.strategy != "default":
         print(distribute.describe(strategy, plan.train.run.strategy, role))
-    prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
-                                keys=dict.fromkeys(period.dataset for period in plan.periods))
+    # The model is built, and every declared spec compared with its tensors, before any data
+    # is drawn or converted: a plan whose parts do not fit fails in seconds, not after minutes.
     session = TrainingSession(checked, strategy=strategy)
     evaluator = build_evaluator(checked)
+    prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
+                                keys=dict.fromkeys(period.dataset for period in plan.periods))
     if done:
         def read(prefix: str, meta: dict[str, Any]) -> None:
             session.use_period(plan.periods[period_index_at(plan, int(meta["epoch"]))])
@@ -135,6 +141,8 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
                             store=store, evaluator=evaluator)
     registry.hook.detplug_train_end(run=run)
+    if role.is_chief:
+        print_final_report(run)
     return run
 
 
@@ -142,7 +150,7 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
                     resume_after: int, prepared: Any, session: Any, store: CheckpointStore,
                     evaluator: Any = None) -> None:
     from detplug.core.data.integrity import guarded
-    from detplug.core.data.pipeline import count_steps, make_dataset
+    from detplug.core.data.pipeline import InputPipeline, count_steps
     from detplug.core.optimizers import learning_rate_at
 
     checked, plan = run.checked, run.plan
@@ -160,30 +168,44 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
     end_epoch = period_start + period.epochs
 
     augmentation = plan.train.augmentation
+    pipeline = InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
+                             assignment=plan.assignment)
 
-    def dataset(files: list, training: bool, epoch: int):
-        augment = augmentation.for_epoch(epoch, plan.total_epochs) if (augmentation and training) else False
-        batches = make_dataset(files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                               batch_size=settings.batch_size, training=training, seed=plan.train.run.seed + epoch,
-                               augment=augment)
-        # A damaged shard stops training with its name.
-        return guarded(session.distribute(batches), files)
+    def augment_for(epoch: int) -> Any:
+        return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
 
+    seed = plan.train.run.seed
+    if resume_after == 0:
+        report_positives(run, pipeline.dataset(prepared.train_files, batch_size=settings.batch_size, training=True,
+                                               seed=seed + 1, augment=augment_for(1)))
+    # One iterator for the period's training batches and one for validation, which repeats
+    # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
+    # takes exactly the batches an uninterrupted one does. A damaged shard stops training
+    # with its name.
+    train_batches = guarded(session.distribute(pipeline.epochs(
+        prepared.train_files, range(resume_after + 1, end_epoch + 1), batch_size=settings.batch_size,
+        training=True, seed=seed, augment_for=augment_for)), prepared.train_files)
+    val_batches = guarded(session.distribute(pipeline.dataset(
+        prepared.val_files, batch_size=settings.batch_size, training=False).repeat()),
+        prepared.val_files) if val_steps else None
+    warmup = f" after {settings.warmup_epochs:g} warmup epoch{'' if settings.warmup_epochs == 1 else 's'}" \
+        if settings.warmup_epochs else ""
+    print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epochs {resume_after + 1}-{end_epoch} of "
+          f"{plan.total_epochs}, learning rate {period.learning_rate:g} ({settings.schedule}{warmup}), "
+          f"losses '{period.losses}' ==")
     for epoch in range(resume_after + 1, end_epoch + 1):
-        print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epoch {epoch}/{end_epoch}, "
-              f"learning rate {period.learning_rate:g} ({settings.schedule}), losses '{period.losses}' ==")
         first_step = (epoch - period_start - 1) * train_steps
-        train = trainer.train_epoch(dataset(prepared.train_files, True, epoch), train_steps, epoch=epoch,
-                                    learning_rate_at=rate_at, first_step=first_step)
+        train = trainer.train_epoch(train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at,
+                                    first_step=first_step)
         logs = {"period": index + 1, "learning_rate": rate_at(first_step + train_steps - 1), **train}
         if val_steps:
-            val = trainer.validate(dataset(prepared.val_files, False, epoch), val_steps, epoch=epoch)
+            val = trainer.validate(val_batches, val_steps, epoch=epoch)
             logs.update({f"val_{name}": value for name, value in val.items()
                          if name not in ("seconds", "images_per_second")})
             logs["seconds"] = train["seconds"] + val["seconds"]
         if evaluator is not None and _evaluates(plan, epoch):
             logs.update(evaluate_epoch(run, registry, session, evaluator, prepared, epoch))
-        print(epoch_summary(epoch, logs))
+        print(epoch_summary(epoch, plan.total_epochs, logs))
         # Logged before the checkpoint: a kill in between re-runs this epoch, and
         # detplug_train_start lets loggers drop the rows of epochs that run again.
         registry.hook.detplug_epoch_end(run=run, epoch=epoch, logs=logs)
@@ -201,6 +223,31 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
                                       higher_is_better=higher, write_weights=session.write_weights)
 
 
+#: The images of epoch 1 whose targets the positives report counts: enough to be
+#: representative, few enough to take a second on a CPU.
+POSITIVES_REPORT_IMAGES = 1024
+
+
+def report_positives(run: RunContext, batches: Any) -> dict[str, int]:
+    """Print how many positives each stride gets in the first epoch's targets; a stride
+    with none is a warning naming the command that fits anchors to the data."""
+    from detplug.core.data.pipeline import positives_per_stride
+
+    plan = run.plan
+    counts, images = positives_per_stride(batches, max_images=POSITIVES_REPORT_IMAGES)
+    shown = ", ".join(f"stride {stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
+    print(f"targets of epoch 1 ({images} images, {plan.assignment.describe()}): positives per {shown}")
+    ratios, image = run.checked.chain.anchors, run.checked.chain.image
+    for stride, count in sorted(counts.items(), key=lambda item: int(item[0])):
+        if count == 0:
+            anchors = ", ".join(f"{w * image.width:.0f}x{h * image.height:.0f}" for h, w in ratios[int(stride)])
+            print(f"warning: stride {stride} received no positive in the targets of epoch 1's first {images} "
+                  f"images: no object there is best matched by its anchors ({anchors} px, width x height), so "
+                  f"that part of the head does not learn; fit anchors to the data with "
+                  f"`run.py --plan {plan.name} --anchors --write`")
+    return counts
+
+
 def _evaluates(plan: Plan, epoch: int) -> bool:
     every = plan.evaluation.eval_every
     return epoch == plan.total_epochs or (every > 0 and epoch % every == 0)
@@ -208,8 +255,9 @@ def _evaluates(plan: Plan, epoch: int) -> bool:
 
 def evaluate_epoch(run: RunContext, registry: Any, session: Any, evaluator: Any, prepared: Any,
                    epoch: int) -> dict[str, float]:
-    """The evaluator's metrics on the validation split (EMA weights when used), printed as a
-    table, with a grid of drawn predictions written to predictions/epNN.png."""
+    """The evaluator's metrics on the validation split (EMA weights when used), with a grid
+    of drawn predictions written to predictions/epNN.png. The table is printed here, or
+    after the last epoch by :func:`print_final_report`."""
     from detplug.core.evaluate import format_table
     from detplug.core.validation import evaluate_files
 
@@ -217,16 +265,43 @@ def evaluate_epoch(run: RunContext, registry: Any, session: Any, evaluator: Any,
     with session.evaluation_weights():
         result = evaluate_files(session.model, run.checked, evaluator,
                                 prepared.files(run.plan.evaluation.split), grid_path=grid)
-    print(format_table(result))
+    run.last_evaluation = (epoch, result, grid)
+    if epoch < run.plan.total_epochs:
+        print(format_table(result))
     registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
     return dict(result.metrics)
 
 
-def epoch_summary(epoch: int, logs: dict[str, float]) -> str:
-    """One line per epoch: the total and each loss part (summed over strides), train and val."""
+def print_final_report(run: RunContext) -> None:
+    """The last lines of a run: the final evaluation's table, where its drawn predictions
+    are, and the commands that use the result."""
+    from detplug.core.evaluate import format_table
+    from detplug.core.plan import PLANS_DIR
+
+    plan = run.plan
+    if run.last_evaluation is not None:
+        epoch, result, grid = run.last_evaluation
+        print(f"{result.evaluator} on the {plan.evaluation.split} split after epoch {epoch}:")
+        print(format_table(result))
+        if grid.is_file():
+            print(f"drawn {plan.evaluation.split} predictions: {grid}")
+    plan_argument = plan.name if plan.source.parent == PLANS_DIR else str(plan.source)
+    workdir = "" if run.folder.path == Path("runs") / plan.name else f" --workdir {run.folder.path}"
+    command = f"python run.py --plan {plan_argument}{workdir}"
+    print("use the result:")
+    print(f"  {command} --evaluate [--checkpoint best]     # {plan.evaluation.split} split, evaluator's table")
+    print(f"  {command} --predict IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
+    print(f"  {command} --export DIR                       # SavedModel taking uint8 images")
+
+
+def epoch_summary(epoch: int, total_epochs: int, logs: dict[str, float]) -> str:
+    """One line per epoch: the total and each loss part (summed over strides), train and
+    val, the learning rate in force at the epoch's last step, time and speed."""
     skip = ("total", "period", "learning_rate", "seconds", "images_per_second")
     parts = [name for name in logs if name not in skip and "/" not in name and not name.startswith("val_")]
-    line = f"epoch {epoch}: loss {logs['total']:.4g} (" + ", ".join(f"{p} {logs[p]:.4g}" for p in parts) + ")"
+    line = (f"epoch {epoch}/{total_epochs}: loss {logs['total']:.4g} ("
+            + ", ".join(f"{p} {logs[p]:.4g}" for p in parts) + ")")
     if "val_total" in logs:
         line += f", val_loss {logs['val_total']:.4g}"
-    return line + f", {logs['seconds']:.1f} s, {logs['images_per_second']:.1f} images/s"
+    return line + (f", lr {logs['learning_rate']:.3g}, {logs['seconds']:.1f} s, "
+                   f"{logs['images_per_second']:.1f} images/s")

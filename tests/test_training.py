@@ -58,7 +58,7 @@ def test_killed_between_periods_skips_the_finished_period(tmp_path):
     resumed = train(plan, workdir, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "period 1 (synth, epochs 1-1) is done" in resumed.stdout
-    assert "period 2/2: synth, epoch 2/2" in resumed.stdout
+    assert "period 2/2: synth, epochs 2-2 of 2" in resumed.stdout
     assert state(workdir)["epoch"] == 2
 
 
@@ -68,3 +68,38 @@ def test_missing_data_folder_is_one_clear_error(tmp_path):
     assert result.returncode == 2
     assert f"--data-root {tmp_path / 'nope'} is not a folder" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+LYING_BACKBONE = '''
+from detplug import Component, FeatureSpec, hookimpl
+from detplug.plugins.backbones import DarknetParams
+
+PLUGIN_API = 1
+
+
+def spec(params, chain):
+    """Claims 99 channels at every stride; the Darknet-53 it builds has others."""
+    return {stride: FeatureSpec(stride, 99) for stride in (8, 16, 32)}
+
+
+LIAR = Component(kind="backbone", name="liar", summary="a backbone whose spec lies about its channels",
+                 params=DarknetParams, spec=spec, factory="detplug.plugins.backbones.darknet:darknet53_from_params")
+
+
+@hookimpl
+def detplug_components():
+    return [LIAR]
+'''
+
+
+def test_training_builds_and_compares_the_model_before_it_prepares_any_data(tmp_path):
+    from helpers import make_plugin_package, pythonpath_env
+
+    env = pythonpath_env(make_plugin_package(tmp_path / "plugin", "liar-backbone", {"liar_backbone": LYING_BACKBONE}))
+    plan = write_tiny_plan(tmp_path)
+    plan.write_text(plan.read_text().replace('name = "darknet53"', 'name = "liar"'))
+    cache = tmp_path / "cache"
+    result = train(plan, tmp_path / "run", cache, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "backbone 'liar'" in result.stderr and "the spec function and the factory disagree" in result.stderr
+    assert not cache.exists() or not any(cache.rglob("*")), sorted(cache.rglob("*"))
