@@ -99,16 +99,22 @@ def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_
 
 
 def _write_anchors(path: Path, value: str) -> None:
-    """Replace the ``anchors = ...`` line of the plan's [model] table, keeping everything else."""
+    """Replace the ``anchors = ...`` line of the plan's [model] table, keeping everything else.
+    The table runs from its header to the next line that starts a table (``[``); its lines
+    may hold brackets of their own, such as an anchor table's."""
     import re
 
     from detplug.core.checkpoints import write_atomically
 
-    text = path.read_text(encoding="utf-8")
-    model = re.search(r"^\[model\][^\[]*", text, flags=re.MULTILINE)
-    line = re.compile(r"^anchors\s*=.*$", flags=re.MULTILINE)
-    if model is None or not line.search(model.group(0)):
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = next((i for i, line in enumerate(lines) if re.match(r"\[model\]\s*(#.*)?$", line.strip())), None)
+    end = next((i for i in range(header + 1, len(lines)) if lines[i].startswith("[")), len(lines)) \
+        if header is not None else None
+    anchors = next((i for i in range(header + 1, end) if re.match(r"anchors\s*=", lines[i].strip())), None) \
+        if header is not None else None
+    if anchors is None:
         raise PlanError(f"{path}: --anchors --write found no 'anchors = ...' line in [model] to replace; "
                         f"write it there by hand: anchors = {value}")
-    section = line.sub(f"anchors = {value}", model.group(0), count=1)
-    write_atomically(path, text[:model.start()] + section + text[model.end():])
+    newline = "\n" if lines[anchors].endswith("\n") else ""
+    lines[anchors] = f"anchors = {value}{newline}"
+    write_atomically(path, "".join(lines))

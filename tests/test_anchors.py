@@ -53,6 +53,25 @@ def test_anchors_command_prints_per_stride_with_recall_and_writes_them_into_the_
     assert run_cli("--plan", str(plan), "--check").returncode == 0
 
 
+def test_writing_anchors_replaces_an_anchor_table_and_keeps_every_other_line(tmp_path):
+    import tomllib
+
+    from detplug.core.use import _write_anchors
+
+    plan = tmp_path / "plan.toml"
+    before = (
+        'name = "p"\n\n[model]\n# anchors fitted with [brackets] in a comment\nbackbone = { name = "x" }\n'
+        "anchors = { 8 = [[4, 12], [7, 20]], 16 = [[16, 9]] }\nassign = { neighbours = true }\n\n"
+        '[datasets.d]\nname = "kitti"\nimage_size = [96, 320]\n'
+    )
+    plan.write_text(before)
+    _write_anchors(plan, "{ 8 = [[1, 2]], 16 = [[3, 4]] }")
+    after = plan.read_text()
+    assert after == before.replace("anchors = { 8 = [[4, 12], [7, 20]], 16 = [[16, 9]] }",
+                                   "anchors = { 8 = [[1, 2]], 16 = [[3, 4]] }")
+    assert tomllib.loads(after)["model"]["anchors"] == {"8": [[1, 2]], "16": [[3, 4]]}
+
+
 # -- anchors that cannot match at the plan's image size (static, no data) ---------
 
 
