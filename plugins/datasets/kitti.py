@@ -250,7 +250,7 @@ def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_di
             )
         sample = SyntheticParams()
         settings = {
-            "images": sample.images,
+            "images": params.synthetic_images,
             "source_size": sample.source_size,
             "seed": sample.seed,
             "classes": DRAWABLE_CLASSES,
