@@ -36,10 +36,11 @@ one alone: a loss normalised that way returns per-image sums times
 Under a distribution strategy each replica passes ``global_batch``, the
 images of the step on all replicas: its shares are summed and divided by
 that instead of averaged over its own batch, so the replicas' totals and
-gradients add up to the global mean (per-positive losses are normalised by
-each replica's own positives, as YOLOv5 does under DDP). Everything here is
-plain TensorFlow on dynamic shapes: it traces once inside ``tf.function``
-and serves a short last batch without retracing.
+gradients add up to the global mean. Per-positive losses count the
+positives of the global batch too (an all-reduce in :func:`share_per_positive`),
+so N replicas take the step one device takes. Everything here is plain
+TensorFlow on dynamic shapes: it traces once inside ``tf.function`` and
+serves a short last batch without retracing.
 """
 
 from __future__ import annotations
@@ -65,9 +66,15 @@ def share_per_positive(sums: tf.Tensor, positive: tf.Tensor) -> tf.Tensor:
     ``sums`` (batch,) are each image's sums over its positive cells; ``positive``
     (batch, ...) marks the positive cells with 1. Returns ``sums * batch / positives``
     so that the batch mean of the shares is ``sum(sums) / positives`` (0 without any).
+    Under a distribution strategy with several replicas, batch and positives are
+    those of the global batch (an all-reduce), so the replicas' shares add up to the
+    mean over all the positives, as one device computes it.
     """
     batch = tf.cast(tf.shape(sums)[0], sums.dtype)
     positives = tf.reduce_sum(tf.cast(positive, sums.dtype))
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        batch, positives = context.all_reduce(tf.distribute.ReduceOp.SUM, [batch, positives])
     return sums * batch / tf.maximum(positives, 1.0)
 
 
