@@ -98,6 +98,7 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
         return run
 
     from detplug.core import distribute
+    from detplug.core.data.pipeline import InputPipeline
     from detplug.core.data.prepare import prepare_datasets
     from detplug.core.session import TrainingSession, configure_tensorflow
     from detplug.core.validation import build_evaluator
@@ -131,6 +132,9 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     run.model = session.model
     registry.hook.detplug_train_start(run=run)
 
+    # One input pipeline for the run: its traced steps serve every period's datasets.
+    pipeline = InputPipeline(image=checked.chain.image, labels=checked.chain.labels, anchors=checked.chain.anchors,
+                             assignment=plan.assignment)
     with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)):
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
             if end <= done:
@@ -139,7 +143,7 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
             registry.hook.detplug_period_start(run=run, period=period, index=index)
             train_by_period(run, registry, period, index=index, period_start=start,
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
-                            store=store, evaluator=evaluator)
+                            store=store, evaluator=evaluator, pipeline=pipeline)
     registry.hook.detplug_train_end(run=run)
     if role.is_chief:
         print_final_report(run)
@@ -148,7 +152,9 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
 
 def train_by_period(run: RunContext, registry: Any, period: Period, *, index: int, period_start: int,
                     resume_after: int, prepared: Any, session: Any, store: CheckpointStore,
-                    evaluator: Any = None) -> None:
+                    evaluator: Any = None, pipeline: Any = None) -> None:
+    """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
+    InputPipeline (one is made for the plan's model input when not given)."""
     from detplug.core.data.integrity import guarded
     from detplug.core.data.pipeline import InputPipeline, count_steps
     from detplug.core.optimizers import learning_rate_at
@@ -168,8 +174,8 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
     end_epoch = period_start + period.epochs
 
     augmentation = plan.train.augmentation
-    pipeline = InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                             assignment=plan.assignment)
+    pipeline = pipeline or InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
+                                         assignment=plan.assignment)
 
     def augment_for(epoch: int) -> Any:
         return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
@@ -235,8 +241,8 @@ def report_positives(run: RunContext, batches: Any) -> dict[str, int]:
 
     plan = run.plan
     counts, images = positives_per_stride(batches, max_images=POSITIVES_REPORT_IMAGES)
-    shown = ", ".join(f"stride {stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
-    print(f"targets of epoch 1 ({images} images, {plan.assignment.describe()}): positives per {shown}")
+    shown = "; ".join(f"{stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
+    print(f"targets of epoch 1 ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
     ratios, image = run.checked.chain.anchors, run.checked.chain.image
     for stride, count in sorted(counts.items(), key=lambda item: int(item[0])):
         if count == 0:
