@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from helpers import write_tiny_plan
+from helpers import run_cli, shared_folder, write_learning_plan, write_tiny_plan
 
 
 @pytest.fixture
 def tiny_plan(tmp_path: Path) -> Path:
     return write_tiny_plan(tmp_path)
+
+
+def _trained(write_plan: Callable[[Path], Path]) -> Callable[[Path], None]:
+    """Builds a shared folder: the plan ``write_plan`` writes there, trained through the CLI,
+    its output kept in stdout.txt."""
+    def build(folder: Path) -> None:
+        plan = write_plan(folder)
+        result = run_cli("--plan", str(plan), "--workdir", str(folder / "run"), "--cache-dir", str(folder / "cache"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        (folder / "stdout.txt").write_text(result.stdout)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The learning plan (helpers.LEARNING_PLAN) trained once through the CLI for the session."""
+    folder = shared_folder(tmp_path_factory, "learned", _trained(write_learning_plan))
+    return {"plan": folder / "learns.toml", "workdir": folder / "run", "cache": folder / "cache",
+            "folder": folder, "stdout": (folder / "stdout.txt").read_text()}
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The tiny plan's 1+1 epochs trained once through the CLI for the session: (plan, run
+    folder, cache); its output is run folder/../stdout.txt. Copy the run folder to change it."""
+    folder = shared_folder(tmp_path_factory, "finished", _trained(write_tiny_plan))
+    return folder / "tiny.toml", folder / "run", folder / "cache"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,22 +1,61 @@
-"""The whole detection path is right: the shipped synthetic_overfit plan fits its own
-training images to COCO AP50 >= 0.8 (targets, decoder, losses, NMS and AP agreeing)."""
+"""A small plan learns to detect: trained on one synthetic split, it finds the objects of
+images it never saw (the held-out split) far above chance, every stride gets ground truth,
+and the run reports as a user reads it: one plain line per epoch in a log, then the AP
+table, the drawn predictions and the commands that use the result."""
 
 from __future__ import annotations
 
 import csv
+import json
+import re
 
 import pytest
 
-from helpers import run_cli
+pytestmark = pytest.mark.slow(seconds=150)
 
 
-@pytest.mark.slow(seconds=270)
-def test_synthetic_overfit_plan_reaches_ap50_of_at_least_0_8(tmp_path):
-    workdir = tmp_path / "run"
-    result = run_cli("--plan", "synthetic_overfit", "--workdir", str(workdir), "--cache-dir", str(tmp_path / "cache"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(workdir / "history.csv", newline="") as handle:
-        last = list(csv.DictReader(handle))[-1]
-    assert float(last["AP50"]) >= 0.8, f"AP50 {last['AP50']} (mAP {last['mAP']})"
-    assert (workdir / "predictions" / f"ep{int(last['epoch']):02d}.png").is_file()
-    assert (workdir / "checkpoints" / "best.weights.h5").is_file()
+def last_row(learned: dict) -> dict[str, str]:
+    with open(learned["workdir"] / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))[-1]
+
+
+def test_a_small_plan_detects_objects_in_images_it_never_trained_on(learned):
+    manifest = json.loads(next((learned["cache"] / "records").glob("synthetic-*/manifest.json")).read_text())
+    assert manifest["splits"]["train"]["images"] == 160 and manifest["splits"]["val"]["images"] == 40
+    row = last_row(learned)
+    # kitti_ap on the 40 held-out images: chance is ~0; measured 0.53 (Car 0.15 at IoU 0.7,
+    # Pedestrian 0.80, Cyclist 0.63) on a 2-core CPU.
+    assert float(row["mAP_moderate_AP40"]) >= 0.3, row
+
+
+def test_every_stride_gets_positives_and_the_run_says_how_many(learned):
+    report = [line for line in learned["stdout"].splitlines() if line.startswith("targets of epoch 1")]
+    assert len(report) == 1, learned["stdout"][-3000:]
+    counts = dict(part.split(": ") for part in report[0].split("positives per stride ")[1].split("; "))
+    assert sorted(counts, key=int) == ["8", "16", "32"]
+    assert all(int(count.replace(",", "")) > 0 for count in counts.values())
+    assert "warning" not in learned["stdout"]
+
+
+def test_progress_in_a_log_file_is_one_plain_line_per_epoch(learned):
+    out = learned["stdout"]
+    assert "\r" not in out and "\x1b" not in out and "\x08" not in out
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == [f"epoch {epoch}/6" for epoch in range(1, 7)]
+    assert all(", lr " in line and "images/s" in line for line in epoch_lines)
+
+
+def test_a_run_ends_with_the_ap_table_the_drawn_predictions_and_the_commands(learned):
+    lines = learned["stdout"].rstrip().splitlines()
+    grid = learned["workdir"] / "predictions" / "ep06.png"
+    assert grid.is_file()
+    table_start = lines.index("kitti_ap on the val split after epoch 6:")
+    tail = lines[table_start:]
+    assert tail[1].startswith("class") and "moderate AP40" in tail[1]
+    assert any(line.startswith("kitti_ap mAP_moderate_AP40: ") for line in tail)
+    assert f"drawn val predictions: {grid}" in tail
+    commands = tail[tail.index("use the result:") + 1:]
+    assert [re.search(r"--(evaluate|predict|export)", command).group(1) for command in commands] == [
+        "evaluate", "predict", "export"]
+    assert all(command.strip().startswith(f"python run.py --plan {learned['plan']} --workdir {learned['workdir']}")
+               for command in commands)

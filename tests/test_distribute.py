@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import RUN_PY, hook_plugin_env, kill_at, make_plugin_package, run_cli, write_tiny_plan
+from helpers import RUN_PY, kill_at, make_plugin_package, run_cli, write_tiny_plan
 from detplug.core.distribute import DistributeError, WorkerRole, cpu_replicas, worker_role
 
 REPLICA_STEPS = Path(__file__).with_name("replica_steps.py")
@@ -104,7 +104,7 @@ def replica_steps(tmp_path: Path, mode: str, *overrides: str) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=85)
 def test_one_step_on_two_cpu_replicas_gives_the_weights_of_one_device(tmp_path):
     # SGD moves each weight by lr x its gradient, so equal weights mean equal gradients
     # of the global batch. (Adam's first step is lr x sign(gradient): where a gradient is
@@ -125,7 +125,7 @@ def test_one_step_on_two_cpu_replicas_gives_the_weights_of_one_device(tmp_path):
                                 "replicas_agree": True}, way
 
 
-@pytest.mark.slow(seconds=55)
+@pytest.mark.slow(seconds=95)
 def test_mixed_float16_trains_on_two_cpu_replicas(tmp_path):
     results = replica_steps(tmp_path, "mixed_float16")
     assert results["changed"] == results["trainable"]  # once the loss scale fits, every weight moves
@@ -134,27 +134,12 @@ def test_mixed_float16_trains_on_two_cpu_replicas(tmp_path):
     assert results["replicas_agree"]
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow(seconds=60)
 def test_xla_runs_under_a_mirrored_strategy_and_says_why_not_across_cpu_replicas(tmp_path):
     results = replica_steps(tmp_path, "xla")
     assert np.isfinite(results["replicas1"])
     assert results["replicas2"].startswith("trainer 'graph': jit_compile = true cannot run across 2 replicas on CPU")
     assert "set jit_compile = false, or run the strategy on GPUs" in results["replicas2"]
-
-
-@pytest.mark.slow(seconds=75)
-def test_a_run_started_on_one_device_resumes_on_two_cpu_replicas(tmp_path):
-    plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
-    common = ("--plan", str(plan), "--workdir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"))
-    killed = run_cli(*common, env=hook_plugin_env(tmp_path / "kill", "kill_at_period_2",
-                                                  kill_at("detplug_period_start", "index == 1")))
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = run_cli(*common, "--strategy", "mirrored", env={"DETPLUG_CPU_REPLICAS": "2"})
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "strategy 'mirrored': 2 replicas (CPU:0, CPU:1)" in resumed.stdout
-    assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
-    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
-    assert state["epoch"] == 2
 
 
 # -- two worker processes on localhost --
@@ -216,7 +201,7 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
             log.close()
 
 
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=215)
 def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_path):
     plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
     workdir = tmp_path / "run"

@@ -24,9 +24,10 @@ def checked(path: Path, registry: Registry, overrides=()):
 def test_kitti_simple_is_the_original_two_period_plan():
     plan = load_plan(find_plan("kitti_simple"))
     five = [(p.dataset, p.epochs, p.learning_rate, p.losses, p.save) for p in plan.periods]
-    assert five == [("kitti", 10, 1e-4, "standard", True), ("kitti", 10, 1e-5, "standard", True)]
-    assert plan.period_bounds() == [(0, 10), (10, 20)]
-    assert plan.total_epochs == 20
+    assert five == [("kitti", 10, 1e-3, "standard", True), ("kitti", 2, 1e-4, "standard", True)]
+    assert plan.periods[1].learning_rate == pytest.approx(plan.periods[0].learning_rate / 10)
+    assert plan.period_bounds() == [(0, 10), (10, 12)]
+    assert plan.total_epochs == 12
 
 
 def test_plan_is_found_by_name_or_by_path(tmp_path):

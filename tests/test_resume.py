@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import (hook_plugin_env, kill_at, kill_inside_checkpoint_write, read_weights, run_cli,
-                     write_tiny_plan)
+                     shared_folder, write_tiny_plan)
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def state(workdir: Path) -> dict:
     return json.loads((workdir / "checkpoints" / "state.json").read_text())
 
 
-@pytest.mark.slow(seconds=90)
+@pytest.mark.slow(seconds=155)
 @pytest.mark.parametrize("trainer", ["graph", "eager"])
 def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
     plan = write_tiny_plan(tmp_path, trainer=trainer, epochs1=2, epochs2=1)
@@ -56,7 +56,7 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
     assert strip_seconds(rows[0]) == strip_seconds(rows[1])
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=90)
 def test_killed_inside_a_checkpoint_write_resumes_from_the_previous_checkpoint(tmp_path):
     plan, workdir, cache = write_tiny_plan(tmp_path, epochs1=2), tmp_path / "run", tmp_path / "cache"
     env = hook_plugin_env(tmp_path / "plugin", "killer", kill_inside_checkpoint_write("epoch-0002"))
@@ -77,15 +77,18 @@ def corrupt(checkpoint: Path) -> Path:
     return data
 
 
-@pytest.fixture(scope="module")
-def killed_at_epoch_3(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A run of a 3+1 epoch plan killed as epoch 3 ended: epoch-0001 and epoch-0002 kept."""
-    folder = tmp_path_factory.mktemp("killed")
+def _kill_at_epoch_3(folder: Path) -> None:
     plan, workdir, cache = write_tiny_plan(folder, epochs1=3), folder / "run", folder / "cache"
     env = hook_plugin_env(folder / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
     assert train(plan, workdir, cache, env=env).returncode == -9
     assert state(workdir)["kept"] == ["epoch-0001", "epoch-0002"]
-    return plan, workdir, cache
+
+
+@pytest.fixture(scope="session")
+def killed_at_epoch_3(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run of a 3+1 epoch plan killed as epoch 3 ended: epoch-0001 and epoch-0002 kept."""
+    folder = shared_folder(tmp_path_factory, "killed_at_epoch_3", _kill_at_epoch_3)
+    return folder / "tiny.toml", folder / "run", folder / "cache"
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(killed_at_epoch_3, tmp_path):
@@ -115,16 +118,7 @@ def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(killed_a
     assert (workdir / "checkpoints" / "state.json").read_text() == before
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A finished 1+1 epoch run."""
-    folder = tmp_path_factory.mktemp("finished")
-    plan, workdir, cache = write_tiny_plan(folder), folder / "run", folder / "cache"
-    assert train(plan, workdir, cache).returncode == 0
-    return plan, workdir, cache
-
-
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=50)
 def test_changed_model_is_an_error_unless_restart_which_moves_the_old_run_aside(finished, tmp_path):
     plan, original, cache = finished
     workdir = tmp_path / "run"

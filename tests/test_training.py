@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,10 @@ def train(plan: Path, workdir: Path, cache: Path, env: dict | None = None):
     return run_cli("--plan", str(plan), "--workdir", str(workdir), "--cache-dir", str(cache), env=env)
 
 
-def test_two_period_plan_trains_checkpoints_and_a_second_run_trains_nothing(tmp_path):
-    plan, workdir, cache = write_tiny_plan(tmp_path), tmp_path / "run", tmp_path / "cache"
-    first = train(plan, workdir, cache)
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_two_period_plan_trains_checkpoints_and_a_second_run_trains_nothing(finished, tmp_path):
+    plan, trained, cache = finished
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
 
     rows = history(workdir)
     assert [(row["epoch"], row["period"]) for row in rows] == [("1", "1"), ("2", "2")]
@@ -47,6 +48,24 @@ def test_two_period_plan_trains_checkpoints_and_a_second_run_trains_nothing(tmp_
     assert second.returncode == 0
     assert "every period of plan 'tiny' is done (2/2 epochs" in second.stdout
     assert len(history(workdir)) == 2
+
+
+def test_strides_without_ground_truth_are_reported_before_training(finished):
+    # The tiny plan keeps COCO's anchors (fitted to 416x416) at 64x96: every object goes to
+    # stride 8, as the static check foresees and the targets of epoch 1 confirm.
+    out = (finished[1].parent / "stdout.txt").read_text().splitlines()
+    static = [line for line in out if line.startswith("warning: ") and "anchors 'coco_yolov3', stride" in line]
+    assert [line.split("stride ")[1].split(":")[0] for line in static] == ["16", "32"]
+    assert "116x90, 156x198, 373x326 px are larger than the 64x96 image" in static[1]
+    report = [line for line in out if line.startswith("targets of epoch 1 (8 images, best anchor")]
+    assert len(report) == 1 and report[0].endswith("16: 0; 32: 0"), report
+    assert int(report[0].split("positives per stride 8: ")[1].split(";")[0]) > 0
+    empty = [line for line in out if "received no positive in the targets of epoch 1" in line]
+    assert [line.split("stride ")[1].split(" ")[0] for line in empty] == ["16", "32"]
+    assert all("--anchors --write" in line for line in static + empty)
+    # All of it before the first epoch trains.
+    first_epoch = next(index for index, line in enumerate(out) if line.startswith("epoch 1/2:"))
+    assert max(out.index(line) for line in static + report + empty) < first_epoch
 
 
 def test_killed_between_periods_skips_the_finished_period(tmp_path):

@@ -153,7 +153,7 @@ def test_eager_and_graph_trainers_give_the_same_losses(tmp_path):
     assert np.allclose(losses["EagerTrainer"], losses["GraphTrainer"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=125)
 def test_xla_compiled_graph_trainer_matches_the_plain_graph(tmp_path):
     from detplug.plugins.trainers.graph import GraphTrainer
 
