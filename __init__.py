@@ -3,7 +3,7 @@
 The public face for plugin authors; importing it never imports TensorFlow.
 """
 
-from detplug.core.specs import (
+from detplug.core.plan.specs import (
     PLUGIN_API_VERSION,
     Chain,
     Component,

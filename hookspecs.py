@@ -29,11 +29,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @hookspec
 def detplug_components() -> list[Any]:
-    """Return the :class:`detplug.core.specs.Component` objects this plugin provides.
+    """Return the :class:`detplug.core.plan.specs.Component` objects this plugin provides.
 
     Names are unique per kind across all plugins; a clash between two
     distributions is an error naming both. The module returning them must
-    import only attrs and ``detplug.core.specs``: the ``factory`` strings point
+    import only attrs and ``detplug.core.plan.specs``: the ``factory`` strings point
     at sibling modules holding the TensorFlow code.
     """
 
@@ -57,8 +57,8 @@ def detplug_train_start(run: Any) -> None:
 
 @hookspec
 def detplug_period_start(run: Any, period: Any, index: int) -> None:
-    """A period is about to train. ``run`` is the :class:`detplug.core.training.RunContext`
-    (run folder, plan, model); ``period`` the :class:`detplug.core.plan.Period`;
+    """A period is about to train. ``run`` is the :class:`detplug.core.train.training.RunContext`
+    (run folder, plan, model); ``period`` the :class:`detplug.core.plan.plan_file.Period`;
     ``index`` its 0-based position in the plan."""
 
 

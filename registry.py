@@ -27,12 +27,12 @@ loss
     one-hot classes), ``boxes`` every box of each image, (batch, max_boxes, 4)
     yxhw, zero-padded, ignore regions included.
 trainer
-    ``factory(params, *, model, losses, optimizer, variables=None) -> detplug.core.epoch_loop.Trainer``;
+    ``factory(params, *, model, losses, optimizer, variables=None) -> detplug.core.train.trainer.Trainer``;
     ``variables`` are the weights to update (the model's trainable ones when None).
     It is called inside the run's ``strategy.scope()`` (tf.distribute); a Trainer
     keeps that strategy and runs each batch with ``strategy.run``.
 evaluator
-    ``factory(params, *, classes: tuple[str, ...]) -> detplug.core.evaluate.Evaluator``;
+    ``factory(params, *, classes: tuple[str, ...]) -> detplug.core.evaluate.contract.Evaluator``;
     ``classes`` are the names the model detects. Its
     ``evaluate(truths: list[ImageTruth], detections: list[ImageDetections]) -> EvaluationResult``
     compares boxes x1, y1, x2, y2 in original-image pixels, with class names as the
@@ -55,7 +55,7 @@ import pluggy
 
 from detplug import hookspecs
 from detplug.core.errors import DetplugError
-from detplug.core.specs import KINDS, PLUGIN_API_VERSION, Component
+from detplug.core.plan.specs import KINDS, PLUGIN_API_VERSION, Component
 
 ENTRY_POINT_GROUP = "detplug"
 #: detplug's own plugins, the only ones DETPLUG_DISABLE_PLUGIN_AUTOLOAD=1 keeps.

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from detplug.core.errors import DetplugError
-from detplug.core.settings import STRATEGIES
+from detplug.core.plan.settings import STRATEGIES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from detplug.registry import Registry
 
     if args.kitti_eval:
-        from detplug.core.evaluate import run_kitti_eval
+        from detplug.core.evaluate.contract import run_kitti_eval
 
         run_kitti_eval(*args.kitti_eval, json_path=_json_file(args))
         return 0
@@ -105,21 +105,21 @@ def run(args: argparse.Namespace) -> int:
     if args.strict_plugins:
         registry.raise_for_load_errors()
     if args.list is not None:
-        from detplug.core.listing import print_listing
+        from detplug.core.cli.listing import print_listing
 
         print_listing(registry, kind=args.list or None, as_json=bool(args.json), verbose=args.verbose,
                       json_path=_json_file(args))
         return 0
 
-    from detplug.core.check import static_check
-    from detplug.core.plan import find_plan, load_plan, resolve_components
+    from detplug.core.plan.check import static_check
+    from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
 
     plan_dirs = [Path(d) for dirs in registry.hook.detplug_plan_dirs() for d in dirs]
     overrides = [*args.set, *([f"train.strategy={args.strategy}"] if args.strategy else [])]
     plan = load_plan(find_plan(args.plan, plan_dirs), overrides=overrides)
     checked = static_check(plan, resolve_components(plan, registry))
     if args.check:
-        from detplug.core.listing import print_check
+        from detplug.core.cli.listing import print_check
 
         print_check(checked)
         return 0
@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
         raise DetplugError(f"--data-root {args.data_root} is not a folder; give the folder that holds the dataset")
     workdir = args.workdir or Path("runs") / plan.name
     if args.prepare:
-        from detplug.core.data.prepare import describe, prepare_datasets
-        from detplug.core.training import default_cache_dir
+        from detplug.core.data.datasets import describe, prepare_datasets
+        from detplug.core.train.training import default_cache_dir
 
         prepared = prepare_datasets(checked, data_root=args.data_root, cache_dir=args.cache_dir or default_cache_dir(),
                                     skip_bad=args.skip_bad, verify=args.verify, force=args.force_prepare)
@@ -137,12 +137,12 @@ def run(args: argparse.Namespace) -> int:
             print(describe(key, item, verified=args.verify))
         return 0
     if args.anchors:
-        from detplug.core import use
+        from detplug.core.cli import use
 
         use.anchors(checked, write=args.write, data_root=args.data_root, cache_dir=args.cache_dir)
         return 0
     if args.evaluate or args.predict or args.export:
-        from detplug.core import use
+        from detplug.core.cli import use
 
         if args.evaluate:
             use.evaluate(checked, registry, workdir=workdir, checkpoint=args.checkpoint, json_path=_json_file(args),
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         if args.export:
             use.export(checked, workdir=workdir, checkpoint=args.checkpoint, directory=args.export)
         return 0
-    from detplug.core.training import train_plan
+    from detplug.core.train.training import train_plan
 
     train_plan(checked, registry=registry, workdir=workdir,
                data_root=args.data_root, cache_dir=args.cache_dir, restart=args.restart)

@@ -44,8 +44,8 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # the profiler's v1 deprecation notices
 
-from detplug.core.anchors import anchor_pixels, anchors_to_ratios  # noqa: E402
-from detplug.core.specs import Chain, ImageSpec, LabelSpec  # noqa: E402
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios  # noqa: E402
+from detplug.core.plan.specs import Chain, ImageSpec, LabelSpec  # noqa: E402
 from detplug.plugins.backbones import (  # noqa: E402
     CSPDARKNET53,
     DARKNET53,

@@ -37,8 +37,8 @@ MOSAIC_AND_JITTER = {"flip": 0.5, "scale": 0.25, "translate": 0.1, "hue": 0.015,
 
 
 def checked_plan():
-    from detplug.core.check import static_check
-    from detplug.core.plan import find_plan, load_plan, resolve_components
+    from detplug.core.plan.check import static_check
+    from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
     from detplug.registry import Registry
 
     registry = Registry.discover()
@@ -72,7 +72,7 @@ def measure_conversion(folder: Path, params, *, images: int, workers: int):
 
 
 def measure_pipeline(prepared, chain, *, batch_size: int, steps: int) -> float:
-    from detplug.core.data.augmentation import Augmentation
+    from detplug.core.plan.augmentation import Augmentation
     from detplug.core.data.pipeline import make_dataset
 
     dataset = make_dataset(prepared.train_files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
@@ -88,7 +88,7 @@ def measure_pipeline(prepared, chain, *, batch_size: int, steps: int) -> float:
 def measure_trainer(checked, prepared, *, batch_size: int, steps: int) -> float:
     import keras
 
-    from detplug.core.assemble import build_losses, build_model
+    from detplug.core.model.assemble import build_losses, build_model
     from detplug.core.data.pipeline import make_dataset
     from detplug.plugins.trainers.graph import GraphTrainer
 

@@ -56,7 +56,7 @@ def forward_gflops_per_image(model: Any, image: Any) -> float:
 
 def pipeline_ips(parts: dict[str, Any], steps: int) -> float:
     """Batches the input pipeline delivers alone, with augmentation, as images/s."""
-    from detplug.core.data.augmentation import Augmentation
+    from detplug.core.plan.augmentation import Augmentation
     from detplug.core.data.pipeline import make_dataset
 
     chain = parts["checked"].chain
@@ -78,11 +78,11 @@ def yolov3_train_ips(*, mixed: bool, steps: int, batch: int) -> float:
     import keras
     import tensorflow as tf
 
-    from detplug.core.assemble import build_losses, build_model
-    from detplug.core.check import static_check
-    from detplug.core.optimizers import build_optimizer
-    from detplug.core.plan import find_plan, load_plan, resolve_components
-    from detplug.core.settings import PeriodSettings, RunSettings
+    from detplug.core.model.assemble import build_losses, build_model
+    from detplug.core.plan.check import static_check
+    from detplug.core.train.optimizers import build_optimizer
+    from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
+    from detplug.core.plan.settings import PeriodSettings, RunSettings
     from detplug.plugins.trainers.graph import GraphTrainer
     from detplug.registry import Registry
 
@@ -124,7 +124,7 @@ def gpu_yolov3(steps: int, batch: int = 16) -> dict[str, float] | None:
 
 
 def measure(quick: bool) -> dict[str, Any]:
-    from detplug.core.training import default_cache_dir
+    from detplug.core.train.training import default_cache_dir
 
     steps, rounds = (4, 1) if quick else (10, 3)
     results: dict[str, Any] = dict(startup.measure_startup(repeat=2 if quick else 5))

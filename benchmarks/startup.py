@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 STATIC_CHECK = (
     "from detplug.registry import Registry\n"
-    "from detplug.core.plan import find_plan, load_plan, resolve_components\n"
-    "from detplug.core.check import static_check\n"
+    "from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components\n"
+    "from detplug.core.plan.check import static_check\n"
     "plan = load_plan(find_plan('kitti_simple'))\n"
     "static_check(plan, resolve_components(plan, Registry.discover()))\n"
 )

@@ -27,10 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def build(plan_name: str, cache_dir: Path) -> dict[str, Any]:
     """The plan's model factory, loss combination, and one real batch of its data."""
-    from detplug.core.assemble import build_losses, build_model
-    from detplug.core.check import static_check
+    from detplug.core.model.assemble import build_losses, build_model
+    from detplug.core.plan.check import static_check
     from detplug.core.data.pipeline import make_dataset
-    from detplug.core.plan import find_plan, load_plan, resolve_components
+    from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
     from detplug.registry import Registry, load_factory
 
     plan = load_plan(find_plan(plan_name))
@@ -165,7 +165,7 @@ def fit_runner(parts: dict[str, Any]) -> Callable[[int], None]:
 def measure_trainers(plan: str = "kitti_simple", *, steps: int = 10, rounds: int = 3,
                      cache_dir: Path | None = None, parts: dict[str, Any] | None = None) -> dict[str, float]:
     """images/s of each way to train, median over interleaved rounds, after one warm-up each."""
-    from detplug.core.training import default_cache_dir
+    from detplug.core.train.training import default_cache_dir
 
     parts = parts or build(plan, cache_dir or default_cache_dir())
     runners = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from detplug.core.anchors import anchor_pixels, anchors_to_ratios
-from detplug.core.specs import KINDS, Chain, Component, ImageSpec, LabelSpec, NoParams, SpecError
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.specs import KINDS, Chain, Component, ImageSpec, LabelSpec, NoParams, SpecError
 
 #: The kinds whose factory builds a Keras model (or layer) from the chain.
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from detplug.core.specs import Chain, Component
+from detplug.core.plan.specs import Chain, Component
 from detplug.testing._common import (
     BATCH,
     ContractError,
@@ -17,7 +17,7 @@ from detplug.testing._common import (
     params_or_defaults,
     spec_output,
 )
-from detplug.core.shapes import MODEL_KINDS, built_shapes, expected_shapes, shape_mismatches
+from detplug.core.plan.shapes import MODEL_KINDS, built_shapes, expected_shapes, shape_mismatches
 
 
 def check_spec_matches_keras(component: Component, chain: Chain, *, params: Any = None) -> Any:

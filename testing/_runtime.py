@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any, Mapping
 
-from detplug.core.specs import Chain, Component
+from detplug.core.plan.specs import Chain, Component
 from detplug.testing._common import (
     BATCH,
     DEFAULT_MAX_BOXES,
@@ -119,14 +119,14 @@ def _sigmoid(x: Any) -> Any:
 
 
 def check_trainer(component: Component, chain: Chain, *, params: Any = None) -> None:
-    """The factory gives a ``detplug.core.epoch_loop.Trainer`` that trains one batch of a
+    """The factory gives a ``detplug.core.train.trainer.Trainer`` that trains one batch of a
     tiny model (finite loss parts with ``total``, changed weights) and validates one."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from detplug.core.epoch_loop import Trainer
-    from detplug.core.losses import BOXES_KEY, LossCombination
+    from detplug.core.train.trainer import Trainer
+    from detplug.core.model.losses import BOXES_KEY, LossCombination
 
     check = f"check_trainer ({describe_chain(chain)})"
     params = params_or_defaults(component, params)
@@ -140,7 +140,7 @@ def check_trainer(component: Component, chain: Chain, *, params: Any = None) -> 
     except Exception as error:
         raise ContractError(component, check, f"its factory fails: {type(error).__name__}: {error}") from error
     if not isinstance(trainer, Trainer):
-        raise ContractError(component, check, "the factory must return a detplug.core.epoch_loop.Trainer",
+        raise ContractError(component, check, "the factory must return a detplug.core.train.trainer.Trainer",
                             expected="Trainer", found=type(trainer).__name__)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(size=(BATCH, chain.image.height, chain.image.width, 3)).astype("float32"))

@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
-from detplug.core.params import ParamsError, build_params
-from detplug.core.specs import Chain, Component, DatasetSpec, SpecError
+from detplug.core.plan.params import ParamsError, build_params
+from detplug.core.plan.specs import Chain, Component, DatasetSpec, SpecError
 from detplug.testing._common import ContractError, not_a_spec_error, params_or_defaults
 
 

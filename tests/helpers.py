@@ -190,7 +190,7 @@ def kill_inside_checkpoint_write(name: str) -> str:
     into their temporary folder, before the folder is renamed into place."""
     return (
         "import os, signal\n"
-        "from detplug.core import checkpoints\n"
+        "from detplug.core.train import checkpoints\n"
         "PLUGIN_API = 1\n"
         "_write = checkpoints.CheckpointStore._write\n"
         "def _write_then_die(self, checkpoint, name):\n"

@@ -23,12 +23,12 @@ def main(plan_path: str, cache_dir: str, out_path: str, mode: str, *overrides: s
     import keras
     import tensorflow as tf
 
-    from detplug.core.check import static_check
+    from detplug.core.plan.check import static_check
     from detplug.core.data.pipeline import make_dataset
-    from detplug.core.data.prepare import prepare_datasets
+    from detplug.core.data.datasets import prepare_datasets
     from detplug.core.errors import DetplugError
-    from detplug.core.plan import load_plan, resolve_components
-    from detplug.core.session import TrainingSession, configure_tensorflow
+    from detplug.core.plan.plan_file import load_plan, resolve_components
+    from detplug.core.train.session import TrainingSession, configure_tensorflow
     from detplug.registry import Registry
 
     overrides = [*overrides, *(["train.mixed_precision=mixed_float16"] if mode == "mixed_float16" else [])]

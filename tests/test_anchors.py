@@ -1,7 +1,7 @@
 import pytest
 
-from detplug.core.anchors import AnchorError, anchor_pixels, anchors_to_ratios
-from detplug.core.specs import ImageSpec
+from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios
+from detplug.core.plan.specs import ImageSpec
 
 
 def test_coco_yolov3_pool_is_yolov3s_nine_anchors_three_per_stride():
@@ -56,7 +56,7 @@ def test_anchors_command_prints_per_stride_with_recall_and_writes_them_into_the_
 def test_writing_anchors_replaces_an_anchor_table_and_keeps_every_other_line(tmp_path):
     import tomllib
 
-    from detplug.core.use import _write_anchors
+    from detplug.core.cli.use import _write_anchors
 
     plan = tmp_path / "plan.toml"
     before = (
@@ -76,7 +76,7 @@ def test_writing_anchors_replaces_an_anchor_table_and_keeps_every_other_line(tmp
 
 
 def test_anchors_larger_than_the_image_are_named_per_stride():
-    from detplug.core.anchors import unmatched_strides
+    from detplug.core.plan.anchors import unmatched_strides
 
     problems = unmatched_strides(anchor_pixels("coco_yolov3"), ImageSpec(96, 320))
     assert sorted(problems) == [16, 32]
@@ -86,7 +86,7 @@ def test_anchors_larger_than_the_image_are_named_per_stride():
 
 
 def test_a_stride_whose_anchors_are_never_the_best_match_gets_no_ground_truth():
-    from detplug.core.anchors import unmatched_strides
+    from detplug.core.plan.anchors import unmatched_strides
 
     # At 64x96 a 400x400 anchor has shape IoU <= 6144 / 160000 with any box that fits, and
     # 30x61 always beats it (a 96x64 box: 1830 / 6144).

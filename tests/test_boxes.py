@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detplug.core.boxes import ciou, giou, iou, yxhw_to_yxyx, yxyx_to_yxhw
+from detplug.core.model.boxes import ciou, giou, iou, yxhw_to_yxyx, yxyx_to_yxhw
 
 
 def value(tensor) -> np.ndarray:

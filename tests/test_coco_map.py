@@ -11,7 +11,7 @@ import math
 import pytest
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate import ImageDetections, ImageTruth, format_table
+from detplug.core.evaluate.contract import ImageDetections, ImageTruth, format_table
 from detplug.plugins.evaluators import COCO_MAP, CocoMapParams
 from detplug.plugins.evaluators.coco_map import coco_map_evaluator
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from detplug.core.specs import Chain, Component, ImageSpec
+from detplug.core.plan.specs import Chain, Component, ImageSpec
 from detplug.registry import Registry
 from detplug.testing import (
     ContractError,
@@ -230,7 +230,7 @@ def test_loss_returning_a_scalar_instead_of_one_value_per_image_fails(tmp_path, 
         "    return lambda pred, target, boxes: tf.reduce_sum(pred['raw'])\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    from detplug.core.specs import NoParams
+    from detplug.core.plan.specs import NoParams
 
     component = _component("loss", NoParams, spec=lambda p, c: (8, 16, 32), factory="contract_scalar_loss:build")
     with pytest.raises(ContractError, match=r"loss 'broken': check_loss .*stride 8, zero predictions and targets: "
@@ -247,7 +247,7 @@ def test_loss_that_is_nan_on_zero_padding_fails(tmp_path, monkeypatch):
         "                                        / tf.reduce_sum(target[..., 4], axis=[1, 2, 3]))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    from detplug.core.specs import NoParams
+    from detplug.core.plan.specs import NoParams
 
     component = _component("loss", NoParams, spec=lambda p, c: (8, 16, 32), factory="contract_nan_loss:build")
     with pytest.raises(ContractError, match="zero predictions and targets: the loss is not finite"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detplug.core.inference import MIN_BOX_PIXELS, flatten_predictions, non_max_suppression, to_source_pixels
-from detplug.core.specs import ImageSpec
+from detplug.core.model.inference import MIN_BOX_PIXELS, flatten_predictions, non_max_suppression, to_source_pixels
+from detplug.core.plan.specs import ImageSpec
 from detplug.plugins.heads.decoder import YoloDecoder
 
 IMAGE = ImageSpec(192, 640)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate import (
+from detplug.core.evaluate.contract import (
     ImageDetections,
     ImageTruth,
     format_table,
@@ -32,7 +32,7 @@ from detplug.core.evaluate import (
     run_kitti_eval,
     write_kitti_results,
 )
-from detplug.core.specs import Chain, LabelSpec, SpecError
+from detplug.core.plan.specs import Chain, LabelSpec, SpecError
 from detplug.plugins.evaluators import KITTI_AP, KittiAPParams
 from detplug.plugins.evaluators.kitti_ap import get_thresholds, kitti_ap_evaluator
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detplug.core.anchors import ANCHOR_POOLS, anchor_pixels
-from detplug.core.kmeans_anchors import (
+from detplug.core.plan.anchors import ANCHOR_POOLS, anchor_pixels
+from detplug.core.data.kmeans_anchors import (
     anchor_table_toml,
     best_possible_recall,
     corner_iou,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detplug.core.losses import LossCombination, LossError, build_loss_combination, share_per_positive
-from detplug.core.specs import Chain, DecodedSpec, ImageSpec, NoParams, SpecError
+from detplug.core.model.losses import LossCombination, LossError, build_loss_combination, share_per_positive
+from detplug.core.plan.specs import Chain, DecodedSpec, ImageSpec, NoParams, SpecError
 from detplug.plugins.losses import ObjectnessParams, stride_balance
 from detplug.plugins.losses.box import CiouLoss, ciou_loss_from_params
 from detplug.plugins.losses.scores import (
@@ -101,7 +101,7 @@ def test_share_per_positive_divides_the_batch_sum_by_the_positives():
 
 
 def test_ciou_loss_from_params_works_in_pixels_when_the_chain_knows_the_image():
-    from detplug.core.boxes import ciou
+    from detplug.core.model.boxes import ciou
 
     pred_box, true_box = [0.5, 0.5, 0.2, 0.4], [0.6, 0.6, 0.2, 0.2]
     yxhw, target = grid([[pred_box]]), grid([[target_row(true_box, 1.0)]])

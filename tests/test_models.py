@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detplug.core.anchors import anchor_pixels, anchors_to_ratios
-from detplug.core.specs import Chain, ImageSpec, LabelSpec, NoParams
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.specs import Chain, ImageSpec, LabelSpec, NoParams
 from detplug.plugins.backbones import DARKNET53, DARKNET53_BLOCKS, DarknetParams, scaled_depth
 from detplug.plugins.backbones.darknet import darknet53
 from detplug.plugins.heads import YOLO_DECODER, YOLOV3_FPN, YoloV3HeadParams

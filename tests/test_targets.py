@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detplug.core.anchors import anchor_pixels, anchors_to_ratios
-from detplug.core.data.assignment import Assignment
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.assignment import Assignment
 from detplug.core.data.targets import assign_targets, shape_iou
-from detplug.core.specs import ImageSpec
+from detplug.core.plan.specs import ImageSpec
 
 IMAGE = ImageSpec(192, 640)
 ANCHORS = anchors_to_ratios(anchor_pixels("coco_yolov3"), IMAGE)

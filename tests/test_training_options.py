@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import read_weights, run_cli, write_tiny_plan
-from detplug.core.optimizers import learning_rate_at
-from detplug.core.settings import PeriodSettings
+from detplug.core.train.optimizers import learning_rate_at
+from detplug.core.plan.settings import PeriodSettings
 
 
 def test_constant_schedule_with_linear_warmup_by_hand():
@@ -111,9 +111,9 @@ def test_mixed_precision_trains(policy, tmp_path):
 def build_tiny(tmp_path: Path):
     import keras
 
-    from detplug.core.assemble import build_losses, build_model
-    from detplug.core.check import static_check
-    from detplug.core.plan import load_plan, resolve_components
+    from detplug.core.model.assemble import build_losses, build_model
+    from detplug.core.plan.check import static_check
+    from detplug.core.plan.plan_file import load_plan, resolve_components
     from detplug.registry import Registry, load_factory
 
     plan = load_plan(write_tiny_plan(tmp_path, images=8))

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from helpers import run_cli, write_tiny_plan
-from detplug.core.anchors import anchor_pixels, anchors_to_ratios
-from detplug.core.params import ParamsError, build_params
-from detplug.core.specs import Chain, ImageSpec, LabelSpec, NoParams, SpecError
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.params import ParamsError, build_params
+from detplug.core.plan.specs import Chain, ImageSpec, LabelSpec, NoParams, SpecError
 from detplug.plugins.backbones import (
     CSPDARKNET53,
     DARKNET53,

@@ -22,12 +22,13 @@ from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
-from detplug.core.data import augment_ops, records
-from detplug.core.data.assignment import Assignment
-from detplug.core.data.augmentation import Augmentation
+from detplug.core.data import augment_ops
+from detplug.core.data import records
+from detplug.core.plan.assignment import Assignment
+from detplug.core.plan.augmentation import Augmentation
 from detplug.core.data.targets import assign_targets
 from detplug.core.errors import DataError
-from detplug.core.specs import AnchorRatios, ImageSpec, LabelSpec
+from detplug.core.plan.specs import AnchorRatios, ImageSpec, LabelSpec
 
 #: Serialised records shuffled together; with shards shuffled by file and read
 #: interleaved, this mixes well without holding a whole dataset in memory.

@@ -3,7 +3,7 @@
 By default each ground-truth box goes to exactly one anchor: the one, over
 the anchors of all strides, whose shape best matches the box (IoU of (h, w)
 with both centred at the same point), at that anchor's stride, in the cell
-holding the box centre (YOLOv3). :class:`~detplug.core.data.assignment.Assignment`
+holding the box centre (YOLOv3). :class:`~detplug.core.plan.assignment.Assignment`
 can add YOLOv5's positives: every anchor of similar shape, and the two cells
 next to the centre nearest to it. A positive's target is
 ``[y, x, h, w, 1, one-hot class]``: the box itself as ratios of the image
@@ -16,8 +16,8 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from detplug.core.data.assignment import Assignment
-from detplug.core.specs import AnchorRatios, ImageSpec
+from detplug.core.plan.assignment import Assignment
+from detplug.core.plan.specs import AnchorRatios, ImageSpec
 
 #: (row, column) offsets of the cells a box may train: its own, then left, up, right, down.
 _CELL_OFFSETS = ((0, 0), (0, -1), (-1, 0), (0, 1), (1, 0))

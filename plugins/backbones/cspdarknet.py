@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from detplug.core.specs import Chain
+from detplug.core.plan.specs import Chain
 from detplug.plugins.backbones import (
     CSPDARKNET53_BLOCKS,
     CSPDARKNET53_CHANNELS,

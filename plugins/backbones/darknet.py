@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from detplug.core.specs import Chain
+from detplug.core.plan.specs import Chain
 from detplug.plugins.backbones import (
     DARKNET53_BLOCKS,
     DARKNET53_CHANNELS,

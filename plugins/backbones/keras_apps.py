@@ -32,7 +32,7 @@ from typing import Any, Callable
 import keras
 from keras import ops
 
-from detplug.core.specs import Chain
+from detplug.core.plan.specs import Chain
 from detplug.plugins.backbones import KERAS_APP_LAYERS, KerasAppParams, MobileNetV2Params
 
 #: ImageNet statistics as the keras.applications preprocess functions use them.

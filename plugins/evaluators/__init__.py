@@ -2,7 +2,7 @@
 
 An evaluator compares detections with ground truth, both in original-image
 pixels with class names as the label files spell them
-(:mod:`detplug.core.evaluate`). Its factory is
+(:mod:`detplug.core.evaluate.contract`). Its factory is
 ``factory(params, *, classes) -> Evaluator``; ``classes`` are the names the
 model detects (the dataset's classes).
 """

@@ -23,7 +23,7 @@ import attrs
 import numpy as np
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
+from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
 from detplug.plugins.evaluators import CocoMapParams
 
 

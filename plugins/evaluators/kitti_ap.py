@@ -41,8 +41,8 @@ import attrs
 import numpy as np
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
-from detplug.core.specs import SpecError
+from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
+from detplug.core.plan.specs import SpecError
 from detplug.plugins.evaluators import KITTI_CLASSES, KittiAPParams, kitti_classes_of
 
 DIFFICULTIES = ("easy", "moderate", "hard")

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import keras
 from keras import ops
 
-from detplug.core.specs import AnchorRatios, Chain, NoParams
+from detplug.core.plan.specs import AnchorRatios, Chain, NoParams
 from detplug.plugins.heads import YoloV4DecoderParams, scales_per_stride
 
 #: exp() of a box-size logit is capped at exp(8) ~ 2981 anchors: an untrained or

@@ -23,7 +23,7 @@ from typing import Mapping
 import keras
 from keras import layers
 
-from detplug.core.specs import Chain
+from detplug.core.plan.specs import Chain
 from detplug.plugins.backbones import scaled_channels
 from detplug.plugins.backbones.darknet import conv_bn_leaky
 from detplug.plugins.heads import HEAD_STRIDES, PAN_HEAD_CHANNELS, PanHeadParams

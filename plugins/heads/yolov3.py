@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from detplug.core.specs import Chain
+from detplug.core.plan.specs import Chain
 from detplug.plugins.backbones import scaled_channels
 from detplug.plugins.backbones.darknet import conv_bn_leaky
 from detplug.plugins.heads import YOLOV3_HEAD_CHANNELS, YoloV3HeadParams

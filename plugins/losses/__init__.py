@@ -1,6 +1,6 @@
 """Built-in losses: declarations only (attrs + detplug specs, no TensorFlow).
 
-Each loss is computed per stride and normalised as detplug.core.losses states
+Each loss is computed per stride and normalised as detplug.core.model.losses states
 (box and class per positive, objectness per cell); the plan's loss combination
 weights and sums them.
 """

@@ -10,14 +10,14 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from detplug.core import boxes as box_ops
-from detplug.core.losses import share_per_positive
-from detplug.core.specs import Chain, ImageSpec
+from detplug.core.model import boxes as box_ops
+from detplug.core.model.losses import share_per_positive
+from detplug.core.plan.specs import Chain, ImageSpec
 
 
 class CiouLoss:
     """The mean over the batch's positive cells of ``1 - CIoU(pred yxhw, target yxhw)``,
-    returned as each image's share of it (core/losses.py).
+    returned as each image's share of it (core/model/losses.py).
 
     ``image_size`` (height, width in pixels), when given, scales the ratio
     boxes to pixels before CIoU: its centre-distance and aspect terms are

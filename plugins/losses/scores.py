@@ -1,5 +1,5 @@
 """The score losses: objectness BCE per cell with YOLOv3's ignore rule, and per-class BCE
-per positive cell (normalised as core/losses.py states).
+per positive cell (normalised as core/model/losses.py states).
 
 Factory contract (registry.py, kind ``loss``): ``factory(params, chain)``
 returns ``callable(pred, target, boxes) -> (batch,)`` for one stride. Both
@@ -13,9 +13,9 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from detplug.core import boxes as box_ops
-from detplug.core.losses import share_per_positive
-from detplug.core.specs import Chain
+from detplug.core.model import boxes as box_ops
+from detplug.core.model.losses import share_per_positive
+from detplug.core.plan.specs import Chain
 from detplug.plugins.losses import stride_balance
 
 
@@ -94,7 +94,7 @@ class ObjectnessLoss:
 class CategoryLoss:
     """BCE of every class logit against the one-hot target (YOLOv3's independent logistic
     classifiers), averaged over the classes and over the batch's positive cells; returned
-    as each image's share of that mean (core/losses.py)."""
+    as each image's share of that mean (core/model/losses.py)."""
 
     def __call__(self, pred: Mapping[str, tf.Tensor], target: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
         target = tf.cast(target, tf.float32)

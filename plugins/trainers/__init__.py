@@ -1,4 +1,4 @@
-"""Built-in trainers: declarations only. Both share detplug.core.epoch_loop's epoch
+"""Built-in trainers: declarations only. Both share detplug.core.train.trainer's epoch
 loop and differ only in how one batch runs."""
 
 from __future__ import annotations

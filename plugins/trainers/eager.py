@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detplug.core.epoch_loop import StepFunction, Trainer
+from detplug.core.train.trainer import StepFunction, Trainer
 
 
 class EagerTrainer(Trainer):

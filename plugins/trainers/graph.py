@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from detplug.core.distribute import check_xla_fits
-from detplug.core.epoch_loop import StepFunction, Trainer
+from detplug.core.train.distribute import check_xla_fits
+from detplug.core.train.trainer import StepFunction, Trainer
 from detplug.plugins.trainers import GraphParams
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from detplug.core.assemble import build_model
-from detplug.core.check import CheckedPlan
-from detplug.core.checkpoints import PREFIX, CheckpointStore
-from detplug.core.drawing import draw_boxes
+from detplug.core.model.assemble import build_model
+from detplug.core.plan.check import CheckedPlan
+from detplug.core.train.checkpoints import PREFIX, CheckpointStore
+from detplug.core.evaluate.drawing import draw_boxes
 from detplug.core.errors import CheckpointError, DataError
-from detplug.core.evaluate import ImageDetections, write_kitti_results
-from detplug.core.inference import DetectorModule, valid_rows
+from detplug.core.evaluate.contract import ImageDetections, write_kitti_results
+from detplug.core.model.inference import DetectorModule, valid_rows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from detplug.core.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import CheckpointError
 
 

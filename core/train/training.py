@@ -18,12 +18,12 @@ from typing import Any
 
 import attrs
 
-from detplug.core.check import CheckedPlan
-from detplug.core.checkpoints import CheckpointStore
-from detplug.core.distribute import WorkerRole, worker_role
-from detplug.core.plan import Period, Plan
-from detplug.core.resume import check_resumable, model_description
-from detplug.core.run_folder import RunFolder
+from detplug.core.plan.check import CheckedPlan
+from detplug.core.train.checkpoints import CheckpointStore
+from detplug.core.train.distribute import WorkerRole, worker_role
+from detplug.core.plan.plan_file import Period, Plan
+from detplug.core.train.resume import check_resumable, model_description
+from detplug.core.train.run_folder import RunFolder
 
 
 @attrs.define
@@ -97,12 +97,12 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
         registry.hook.detplug_train_end(run=run)
         return run
 
-    from detplug.core import distribute
+    from detplug.core.train import distribute
     from detplug.core.data.pipeline import InputPipeline
-    from detplug.core.data.prepare import prepare_datasets
-    from detplug.core.session import TrainingSession, configure_tensorflow
-    from detplug.core.validation import build_evaluator
-    from detplug.core.versions import lock_document
+    from detplug.core.data.datasets import prepare_datasets
+    from detplug.core.train.session import TrainingSession, configure_tensorflow
+    from detplug.core.evaluate.collect import build_evaluator
+    from detplug.core.train.versions import lock_document
 
     for warning in checked.warnings:
         print(f"warning: {warning}")
@@ -157,7 +157,7 @@ def train_by_period(run: RunContext, registry: Any, period: Period, *, index: in
     InputPipeline (one is made for the plan's model input when not given)."""
     from detplug.core.data.integrity import guarded
     from detplug.core.data.pipeline import InputPipeline, count_steps
-    from detplug.core.optimizers import learning_rate_at
+    from detplug.core.train.optimizers import learning_rate_at
 
     checked, plan = run.checked, run.plan
     chain, settings = checked.chain, period.settings
@@ -264,8 +264,8 @@ def evaluate_epoch(run: RunContext, registry: Any, session: Any, evaluator: Any,
     """The evaluator's metrics on the validation split (EMA weights when used), with a grid
     of drawn predictions written to predictions/epNN.png. The table is printed here, or
     after the last epoch by :func:`print_final_report`."""
-    from detplug.core.evaluate import format_table
-    from detplug.core.validation import evaluate_files
+    from detplug.core.evaluate.contract import format_table
+    from detplug.core.evaluate.collect import evaluate_files
 
     grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
     with session.evaluation_weights():
@@ -281,8 +281,8 @@ def evaluate_epoch(run: RunContext, registry: Any, session: Any, evaluator: Any,
 def print_final_report(run: RunContext) -> None:
     """The last lines of a run: the final evaluation's table, where its drawn predictions
     are, and the commands that use the result."""
-    from detplug.core.evaluate import format_table
-    from detplug.core.plan import PLANS_DIR
+    from detplug.core.evaluate.contract import format_table
+    from detplug.core.plan.plan_file import PLANS_DIR
 
     plan = run.plan
     if run.last_evaluation is not None:

@@ -21,15 +21,15 @@ from typing import Any, Iterable, Mapping
 import attrs
 from attrs import frozen
 
-from detplug.core.data.assignment import Assignment
-from detplug.core.data.augmentation import Augmentation
+from detplug.core.plan.assignment import Assignment
+from detplug.core.plan.augmentation import Augmentation
 from detplug.core.errors import PlanError
-from detplug.core.params import ParamsError, build_params
-from detplug.core.settings import (EVALUATION_SETTING_KEYS, PERIOD_SETTING_KEYS, RUN_SETTING_KEYS,
+from detplug.core.plan.params import ParamsError, build_params
+from detplug.core.plan.settings import (EVALUATION_SETTING_KEYS, PERIOD_SETTING_KEYS, RUN_SETTING_KEYS,
                                    EvaluationSettings, PeriodSettings, RunSettings)
-from detplug.core.specs import Component
+from detplug.core.plan.specs import Component
 
-PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
+PLANS_DIR = Path(__file__).resolve().parents[2] / "plans"
 
 
 @frozen

@@ -11,7 +11,7 @@ order ``run.py --anchors`` uses them::
     anchor_table_toml(table)                             # '{ 8 = [[10, 13], ...], ... }' for a plan
 
 Anchors are pixel (width, height) pairs of the model's input image, as
-``model.anchors`` in a plan and :data:`detplug.core.anchors.ANCHOR_POOLS`
+``model.anchors`` in a plan and :data:`detplug.core.plan.anchors.ANCHOR_POOLS`
 write them.
 
 The distance between a box and an anchor is ``1 - IoU`` of the two placed at a

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import tomli_w
 
-from detplug.core.checkpoints import write_atomically
+from detplug.core.train.checkpoints import write_atomically
 
 
 @attrs.frozen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from typing import Any
 
-from detplug.core.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan
 
 
 def _version(distribution: str) -> str:

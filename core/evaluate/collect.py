@@ -12,12 +12,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from detplug.core.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.data import records
-from detplug.core.drawing import draw_boxes, grid
-from detplug.core.evaluate import EvaluationResult, ImageDetections, ImageTruth
-from detplug.core.inference import flatten_predictions, non_max_suppression, to_source_pixels
-from detplug.core.specs import ImageSpec
+from detplug.core.evaluate.drawing import draw_boxes, grid
+from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth
+from detplug.core.model.inference import flatten_predictions, non_max_suppression, to_source_pixels
+from detplug.core.plan.specs import ImageSpec
 from detplug.registry import load_factory
 
 #: How many validation images the drawn grid shows.

@@ -5,22 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detplug.core.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import PlanError
-from detplug.core.run_folder import RunFolder
+from detplug.core.train.run_folder import RunFolder
 
 
 def _prepared(checked: CheckedPlan, key: str, *, data_root: Path | None, cache_dir: Path | None) -> Any:
     """The plan's dataset ``key``, converted or reused, checked against the plan's spec."""
-    from detplug.core.data.prepare import prepare_datasets
-    from detplug.core.training import default_cache_dir
+    from detplug.core.data.datasets import prepare_datasets
+    from detplug.core.train.training import default_cache_dir
 
     return prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
                             keys=[key])[key]
 
 
 def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
-    from detplug.core.predict import load_trained_model
+    from detplug.core.cli.predict import load_trained_model
 
     return load_trained_model(checked, RunFolder(workdir).checkpoints, checkpoint)
 
@@ -28,8 +28,8 @@ def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
 def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: str, json_path: Path | None,
              data_root: Path | None, cache_dir: Path | None) -> Any:
     """Evaluate ``checkpoint`` on the validation split of the plan's last period's dataset."""
-    from detplug.core.evaluate import format_table
-    from detplug.core.validation import build_evaluator, evaluate_files
+    from detplug.core.evaluate.contract import format_table
+    from detplug.core.evaluate.collect import build_evaluator, evaluate_files
 
     evaluator = build_evaluator(checked)
     if evaluator is None:
@@ -51,14 +51,14 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
 
 
 def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: list[Path], out_dir: Path) -> None:
-    from detplug.core.predict import detector_module, image_paths, predict_images
+    from detplug.core.cli.predict import detector_module, image_paths, predict_images
 
     paths = image_paths(images)  # a missing image is reported before the model is built
     predict_images(detector_module(checked, _model(checked, workdir, checkpoint)), paths, out_dir)
 
 
 def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path) -> None:
-    from detplug.core.predict import detector_module, export_saved_model
+    from detplug.core.cli.predict import detector_module, export_saved_model
 
     export_saved_model(detector_module(checked, _model(checked, workdir, checkpoint)), directory)
     print(f"exported a SavedModel to {directory}: signature serving_default(images: uint8 [B, H, W, 3]) -> "
@@ -70,8 +70,8 @@ def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_
     best-possible recall of the current and the new anchors; ``write`` puts them in the plan."""
     import numpy as np
 
-    from detplug.core.anchors import anchor_pixels
-    from detplug.core.kmeans_anchors import (anchor_table_toml, best_possible_recall, group_by_stride,
+    from detplug.core.plan.anchors import anchor_pixels
+    from detplug.core.data.kmeans_anchors import (anchor_table_toml, best_possible_recall, group_by_stride,
                                              kmeans_anchors, read_boxes_wh)
     plan = checked.plan
     item = checked.resolved[f"datasets.{plan.periods[0].dataset}"]
@@ -104,7 +104,7 @@ def _write_anchors(path: Path, value: str) -> None:
     may hold brackets of their own, such as an anchor table's."""
     import re
 
-    from detplug.core.checkpoints import write_atomically
+    from detplug.core.train.checkpoints import write_atomically
 
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     header = next((i for i, line in enumerate(lines) if re.match(r"\[model\]\s*(#.*)?$", line.strip())), None)

@@ -1,5 +1,5 @@
 """Declared spec against built Keras outputs: one comparison, used by ``--check``
-(core/assemble.py) and by plugin authors' contract checks (detplug.testing).
+(core/model/assemble.py) and by plugin authors' contract checks (detplug.testing).
 
 No TensorFlow import: the built outputs are only asked for ``.shape``.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from detplug.core.specs import ImageSpec
+from detplug.core.plan.specs import ImageSpec
 
 #: The kinds whose factories build Keras models, in chain order.
 MODEL_KINDS = ("backbone", "head", "decoder")

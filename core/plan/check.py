@@ -13,10 +13,10 @@ from typing import Any, Mapping
 
 from attrs import frozen
 
-from detplug.core.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
+from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
 from detplug.core.errors import CheckError, PlanError
-from detplug.core.plan import Plan, Resolved
-from detplug.core.specs import Chain, SpecError
+from detplug.core.plan.plan_file import Plan, Resolved
+from detplug.core.plan.specs import Chain, SpecError
 
 
 @frozen

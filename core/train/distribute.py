@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import attrs
 
 from detplug.core.errors import DetplugError
-from detplug.core.settings import STRATEGIES
+from detplug.core.plan.settings import STRATEGIES
 CPU_REPLICAS_VARIABLE = "DETPLUG_CPU_REPLICAS"
 
 

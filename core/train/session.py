@@ -10,12 +10,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from detplug.core import distribute
-from detplug.core.assemble import DetectorParts, build_parts
-from detplug.core.check import CheckedPlan
-from detplug.core.optimizers import build_optimizer, ema_swapped
-from detplug.core.plan import Period
-from detplug.core.settings import RunSettings
+from detplug.core.train import distribute
+from detplug.core.model.assemble import DetectorParts, build_parts
+from detplug.core.plan.check import CheckedPlan
+from detplug.core.train.optimizers import build_optimizer, ema_swapped
+from detplug.core.plan.plan_file import Period
+from detplug.core.plan.settings import RunSettings
 from detplug.registry import load_factory
 
 
@@ -94,7 +94,7 @@ class TrainingSession:
             self._trainers.clear()
         trainer_key = (period.trainer.key, period.losses)
         if trainer_key not in self._trainers:
-            from detplug.core.assemble import build_losses
+            from detplug.core.model.assemble import build_losses
 
             item = self.checked.resolved[period.trainer.key]
             with self.strategy.scope():

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from detplug.core.data.letterbox import PAD_VALUE
-from detplug.core.settings import EvaluationSettings
-from detplug.core.specs import ImageSpec
+from detplug.core.plan.settings import EvaluationSettings
+from detplug.core.plan.specs import ImageSpec
 
 
 #: A predicted box narrower or lower than this many input pixels, once clipped to the

@@ -1,6 +1,6 @@
 """Training settings a plan gives in ``[train]``, and those a period may override.
 
-Plain attrs classes, validated like component params (core/params.py), so a
+Plain attrs classes, validated like component params (core/plan/params.py), so a
 wrong value is reported with the plan file and the key path. No TensorFlow.
 """
 
@@ -15,7 +15,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 FREEZABLE = ("backbone", "head")
 MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
-#: core/distribute.py builds them; listed here so the plan is checked without TensorFlow.
+#: core/train/distribute.py builds them; listed here so the plan is checked without TensorFlow.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -66,7 +66,7 @@ class RunSettings:
     bn_momentum: float = field(default=0.0, converter=float, validator=[validators.ge(0), validators.lt(1)])
     #: The logged number whose lowest value marks the checkpoint kept as ``best``.
     best_metric: str = "val_total"
-    #: Where the steps run (core/distribute.py): default (one device), mirrored (local GPUs, or
+    #: Where the steps run (core/train/distribute.py): default (one device), mirrored (local GPUs, or
     #: DETPLUG_CPU_REPLICAS CPU devices), multi_worker (TF_CONFIG) or tpu. batch_size is global.
     strategy: str = field(default="default", validator=validators.in_(STRATEGIES))
     #: With more than one replica, batch norm uses the statistics of the global batch, so N

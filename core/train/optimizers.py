@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import keras
 
-from detplug.core.settings import PeriodSettings, RunSettings
+from detplug.core.plan.settings import PeriodSettings, RunSettings
 
 
 def learning_rate_at(step: int, *, base: float, settings: PeriodSettings, total_steps: int,

@@ -11,12 +11,12 @@ from typing import Any, Mapping
 import attrs
 import keras
 
-from detplug.core.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import CheckError
-from detplug.core.losses import LossCombination
-from detplug.core.plan import Resolved
-from detplug.core.shapes import expected_shapes, shape_mismatches
-from detplug.core.specs import Chain
+from detplug.core.model.losses import LossCombination
+from detplug.core.plan.plan_file import Resolved
+from detplug.core.plan.shapes import expected_shapes, shape_mismatches
+from detplug.core.plan.specs import Chain
 from detplug.registry import load_factory
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from detplug.core.specs import AnchorRatios, ImageSpec
+from detplug.core.plan.specs import AnchorRatios, ImageSpec
 
 #: Pixel anchors as (width, height), three per stride, as YOLOv3's cfg writes them.
 ANCHOR_POOLS: dict[str, dict[int, tuple[tuple[int, int], ...]]] = {

@@ -9,9 +9,9 @@ from typing import Any
 
 import attrs
 
-from detplug.core.check import CheckedPlan, describe_output
+from detplug.core.plan.check import CheckedPlan, describe_output
 from detplug.core.errors import DetplugError
-from detplug.core.specs import KINDS
+from detplug.core.plan.specs import KINDS
 
 
 def _params_of(component: Any) -> list[dict[str, str]]:
@@ -113,7 +113,7 @@ def print_check(checked: CheckedPlan) -> None:
         print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
     for warning in checked.warnings:
         print(f"warning: {warning}")
-    from detplug.core.assemble import build_model, count_parameters
+    from detplug.core.model.assemble import build_model, count_parameters
 
     model = build_model(checked)
     print("symbolic Keras model: every declared spec matches the built tensor shapes")

@@ -7,7 +7,7 @@ therefore still finds the previous checkpoint. Layout::
 
     checkpoints/
       state.json           latest, epoch, kept, snapshots, best, and per checkpoint its epoch and
-                           optimizer; the model and periods it was written for (core/resume.py)
+                           optimizer; the model and periods it was written for (core/train/resume.py)
       epoch-0003/ckpt.*    every epoch; the last ``keep_last`` are kept
       ep10/ckpt.*          period snapshots (save = true), named by their end epoch
       best/ckpt.*          the epoch with the lowest best_metric so far

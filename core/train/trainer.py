@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 
 from detplug.core.errors import DetplugError
-from detplug.core.losses import LossCombination
-from detplug.core.optimizers import ema_swapped
+from detplug.core.model.losses import LossCombination
+from detplug.core.train.optimizers import ema_swapped
 
 
 class NonFiniteLossError(DetplugError):
