@@ -56,7 +56,8 @@ def _chain_for(kind: str, height: int, width: int) -> Chain:
     # The built-ins' own spec functions give the upstream links, so the chains a
     # third-party head or loss is checked with are exactly what a plan gives it.
     from detplug.plugins.backbones import DARKNET53, DarknetParams
-    from detplug.plugins.heads import YOLO_DECODER, YOLOV3_FPN, YoloV3HeadParams
+    from detplug.plugins.decoders import YOLO_DECODER
+    from detplug.plugins.heads import YOLOV3_FPN, YoloV3HeadParams
 
     image = ImageSpec(height, width)
     chain = Chain(

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from detplug.core.model.inference import MIN_BOX_PIXELS, flatten_predictions, non_max_suppression, to_source_pixels
 from detplug.core.plan.specs import ImageSpec
-from detplug.plugins.heads.decoder import YoloDecoder
+from detplug.plugins.decoders.yolo import YoloDecoder
 
 IMAGE = ImageSpec(192, 640)
 

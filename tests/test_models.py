@@ -18,8 +18,9 @@ from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.specs import Chain, ImageSpec, LabelSpec, NoParams
 from detplug.plugins.backbones import DARKNET53, DARKNET53_BLOCKS, DarknetParams, scaled_depth
 from detplug.plugins.backbones.darknet import darknet53
-from detplug.plugins.heads import YOLO_DECODER, YOLOV3_FPN, YoloV3HeadParams
-from detplug.plugins.heads.decoder import MAX_SIZE_LOGIT, YoloDecoder
+from detplug.plugins.decoders import YOLO_DECODER
+from detplug.plugins.decoders.yolo import MAX_SIZE_LOGIT, YoloDecoder
+from detplug.plugins.heads import YOLOV3_FPN, YoloV3HeadParams
 from detplug.plugins.heads.yolov3 import yolov3_fpn
 from detplug.registry import load_factory
 

@@ -33,16 +33,9 @@ from detplug.plugins.backbones import (
 )
 from detplug.plugins.backbones.cspdarknet import cspdarknet53
 from detplug.plugins.backbones.keras_apps import ImageNetPreprocessing, keras_app_backbone, mobilenetv2
-from detplug.plugins.heads import (
-    PAN,
-    YOLO_DECODER,
-    YOLOV3_FPN,
-    YOLOV4_DECODER,
-    PanHeadParams,
-    YoloV3HeadParams,
-    YoloV4DecoderParams,
-)
-from detplug.plugins.heads.decoder import YoloDecoder, YoloV4Decoder
+from detplug.plugins.decoders import YOLO_DECODER, YOLOV4_DECODER, YoloV4DecoderParams
+from detplug.plugins.decoders.yolo import YoloDecoder, YoloV4Decoder
+from detplug.plugins.heads import PAN, YOLOV3_FPN, PanHeadParams, YoloV3HeadParams
 from detplug.plugins.heads.pan import pan
 from detplug.registry import load_factory
 

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from detplug.core.plan.specs import AnchorRatios, Chain, NoParams
-from detplug.plugins.heads import YoloV4DecoderParams, scales_per_stride
+from detplug.plugins.decoders import YoloV4DecoderParams, scales_per_stride
 
 #: exp() of a box-size logit is capped at exp(8) ~ 2981 anchors: an untrained or
 #: diverging head must not turn a box size into inf (and the losses into NaN).
