@@ -1,43 +1,8 @@
 """Finds components through pluggy entry points and looks them up by kind and name.
 
-What each kind's factory (``Component.factory``, ``"module:callable"``) is
-called with and must return -- the one contract per kind:
-
-dataset
-    ``factory(params, *, data_root, cache_dir, skip_bad=False, force=False) -> PreparedData``
-    (:mod:`detplug.core.data.prepared`): converts its source into TFRecord shards plus
-    ``manifest.json`` (or reuses records whose source fingerprint matches) and says where
-    they are. ``data_root`` is ``--data-root`` or None. A bad image stops with a DataError
-    listing its problems (file:line); ``skip_bad`` leaves bad images out and lists them in
-    the manifest; ``force`` converts again. Params inherit ``RecordParams``; the spec
-    gives a DatasetSpec.
-backbone
-    ``factory(params, chain) -> keras.Model`` from the image
-    (batch, h, w, 3), float32 in [0, 1], to ``{str(stride): (batch, h/stride, w/stride, channels)}``.
-head
-    ``factory(params, chain) -> keras.Model`` from the backbone's dict to
-    ``{str(stride): (batch, h/stride, w/stride, anchors, 5 + classes)}``.
-decoder
-    ``factory(params, chain) -> keras layer`` from the head's dict to
-    ``{str(stride): {"yxhw", "objectness", "category", "raw"}}`` (see DecodedSpec).
-loss
-    ``factory(params, chain) -> callable(pred, target, boxes) -> (batch,) tensor``
-    for one stride: ``pred`` is that stride's decoded dict, ``target`` the
-    (batch, h/s, w/s, anchors, 5 + classes) target tensor (yxhw, objectness,
-    one-hot classes), ``boxes`` every box of each image, (batch, max_boxes, 4)
-    yxhw, zero-padded, ignore regions included.
-trainer
-    ``factory(params, *, model, losses, optimizer, variables=None) -> detplug.core.train.trainer.Trainer``;
-    ``variables`` are the weights to update (the model's trainable ones when None).
-    It is called inside the run's ``strategy.scope()`` (tf.distribute); a Trainer
-    keeps that strategy and runs each batch with ``strategy.run``.
-evaluator
-    ``factory(params, *, classes: tuple[str, ...]) -> detplug.core.evaluate.contract.Evaluator``;
-    ``classes`` are the names the model detects. Its
-    ``evaluate(truths: list[ImageTruth], detections: list[ImageDetections]) -> EvaluationResult``
-    compares boxes x1, y1, x2, y2 in original-image pixels, with class names as the
-    label files spell them (neighbouring classes and DontCare included). Its spec
-    raises SpecError when it can evaluate none of the dataset's classes.
+A component's ``factory`` (``"module:callable"``) is imported by
+:func:`load_factory` and called only by :mod:`detplug.core.build`, whose
+docstring is the contract each kind's factory keeps.
 
 Nothing here imports TensorFlow.
 """

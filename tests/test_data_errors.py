@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from detplug.core.plan.check import static_check
 from detplug.core.data import records
 from detplug.core.data.integrity import guarded, verify_prepared
 from detplug.core.data.pipeline import make_dataset
-from detplug.core.data.datasets import _call_factory, prepare_datasets
+from detplug.core.data.datasets import prepare_datasets
 from detplug.core.data.prepared import read_prepared
 from detplug.core.errors import DataError
 from detplug.core.plan.plan_file import load_plan, resolve_components
@@ -341,14 +340,3 @@ def test_prepare_datasets_converts_the_plans_datasets_skips_bad_images_and_verif
     forced = prepare_datasets(checked, data_root=None, cache_dir=tmp_path / "cache", skip_bad=True, force=True,
                               verify=True)
     assert forced["street"].directory == street.directory and verify_prepared(forced["street"]) == []
-
-
-def test_a_factory_of_the_old_contract_is_told_it_cannot_skip_bad_images():
-    def old_factory(params, *, data_root, cache_dir):
-        return "prepared"
-
-    item = types.SimpleNamespace(params=None, component=types.SimpleNamespace(name="old", factory="pkg:old"))
-    found = _call_factory(old_factory, item, data_root=None, cache_dir=Path("."), skip_bad=False, force=False)
-    assert found == "prepared"
-    with pytest.raises(DataError, match="dataset 'old' \\(pkg:old\\) does not support skip_bad"):
-        _call_factory(old_factory, item, data_root=None, cache_dir=Path("."), skip_bad=True, force=False)

@@ -1,35 +1,17 @@
 """Converting a plan's datasets: ``run.py --plan P --prepare`` and the start of training.
 
-Each dataset's factory (registry.py's contract) converts its source once;
+Each dataset's factory (core/build.py's contract) converts its source once;
 an unchanged source is reused through the fingerprint in the records
 folder's name, so calling this before every training run costs a stat per file.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Iterable
 
 from detplug.core.data.prepared import PreparedData
 from detplug.core.errors import DataError
-
-
-def _call_factory(factory: Any, item: Any, *, data_root: Path | None, cache_dir: Path, skip_bad: bool,
-                  force: bool) -> PreparedData:
-    options = {"skip_bad": skip_bad, "force": force}
-    wanted = {name: value for name, value in options.items() if value}
-    accepted = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    missing = [name for name in wanted if name not in accepted and not takes_any]
-    if missing:
-        raise DataError(
-            f"dataset '{item.component.name}' ({item.component.factory}) does not support "
-            f"{', '.join(missing)}; run without it or update the plugin that provides the dataset"
-        )
-    # Only the options asked for are passed, so a factory of the older contract
-    # (params, *, data_root, cache_dir) still works for plain training.
-    return factory(item.params, data_root=data_root, cache_dir=cache_dir, **wanted)
 
 
 def _check_fits_plan(key: str, prepared: PreparedData, spec: Any) -> None:
@@ -65,7 +47,7 @@ def prepare_datasets(
     new ones are complete); ``verify`` then re-reads every shard against its
     manifest and raises a DataError listing every problem.
     """
-    from detplug.registry import load_factory
+    from detplug.core.build import build_dataset
 
     data_root = Path(data_root) if data_root is not None else None
     cache_dir = Path(cache_dir)
@@ -73,7 +55,7 @@ def prepare_datasets(
     prepared = {}
     for key in list(checked.plan.datasets) if keys is None else list(keys):
         item = checked.resolved[f"datasets.{key}"]
-        result = _call_factory(load_factory(item.component), item, data_root=data_root, cache_dir=cache_dir,
+        result = build_dataset(item.component, item.params, data_root=data_root, cache_dir=cache_dir,
                                skip_bad=skip_bad, force=force)
         _check_fits_plan(key, result, specs.get(f"datasets.{key}"))
         if verify:

@@ -1,6 +1,6 @@
 """Where a dataset's converted records are, read from its ``manifest.json``.
 
-This is what a dataset factory returns (registry.py). No TensorFlow here:
+This is what a dataset factory returns (core/build.py). No TensorFlow here:
 run.py can report what a dataset holds without starting TensorFlow.
 """
 

@@ -12,13 +12,13 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from detplug.core.build import build_evaluator
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.data import records
 from detplug.core.evaluate.drawing import draw_boxes, grid
 from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth
 from detplug.core.model.inference import flatten_predictions, non_max_suppression, to_source_pixels
 from detplug.core.plan.specs import ImageSpec
-from detplug.registry import load_factory
 
 #: How many validation images the drawn grid shows.
 GRID_IMAGES = 8
@@ -113,7 +113,7 @@ def build_evaluator(checked: CheckedPlan) -> Any | None:
     if ref is None:
         return None
     item = checked.resolved[ref.key]
-    return load_factory(item.component)(item.params, classes=tuple(checked.chain.labels.classes))
+    return build_evaluator(item.component, item.params, classes=tuple(checked.chain.labels.classes))
 
 
 def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Any, files: Sequence[Path],

@@ -11,17 +11,18 @@ from typing import Any, Mapping
 import attrs
 import keras
 
+from detplug.core.build import build_loss, build_model_part
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import CheckError
 from detplug.core.model.losses import LossCombination
 from detplug.core.plan.plan_file import Resolved
 from detplug.core.plan.shapes import expected_shapes, shape_mismatches
 from detplug.core.plan.specs import Chain
-from detplug.registry import load_factory
 
 
 def build_component(item: Resolved, chain: Chain) -> Any:
-    return load_factory(item.component)(item.params, chain)
+    """A backbone, head or decoder of the plan, through :mod:`detplug.core.build`."""
+    return build_model_part(item.component, item.params, chain)
 
 
 @attrs.frozen
@@ -69,7 +70,8 @@ def build_losses(checked: CheckedPlan, combo_name: str) -> LossCombination:
     """The plan's loss combination ``combo_name`` as one callable."""
     losses = {}
     for loss_name, (weight, ref) in checked.plan.loss_combos[combo_name].items():
-        losses[loss_name] = (weight, build_component(checked.resolved[ref.key], checked.chain))
+        item = checked.resolved[ref.key]
+        losses[loss_name] = (weight, build_loss(item.component, item.params, checked.chain))
     return LossCombination(losses=losses)
 
 

@@ -1,7 +1,7 @@
 """Weighs and sums the per-stride losses of a plan's loss combination, and says how
 each built-in loss is normalised.
 
-A loss component (registry.py, kind ``loss``) gives a callable
+A loss component (core/build.py, kind ``loss``) gives a callable
 ``loss(pred, target, boxes) -> (batch,)`` for one stride: each image's share
 of the loss, so that the batch mean of the shares is the loss. A
 :class:`LossCombination` runs each one on every stride and returns the total

@@ -186,7 +186,7 @@ class Component:
     upstream parts do not fit; ``factory`` is ``"module:callable"`` and is
     imported only when the component is built, so a manifest that declares
     components never imports TensorFlow. What the factory returns for each
-    kind is stated in registry.py.
+    kind is stated in core/build.py.
     """
 
     kind: str = field(validator=validators.in_(KINDS))

@@ -10,13 +10,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from detplug.core.build import build_trainer
 from detplug.core.train import distribute
 from detplug.core.model.assemble import DetectorParts, build_parts
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.optimizers import build_optimizer, ema_swapped
 from detplug.core.plan.plan_file import Period
 from detplug.core.plan.settings import RunSettings
-from detplug.registry import load_factory
 
 
 def configure_tensorflow(run: RunSettings) -> Any:
@@ -98,8 +98,8 @@ class TrainingSession:
 
             item = self.checked.resolved[period.trainer.key]
             with self.strategy.scope():
-                self._trainers[trainer_key] = load_factory(item.component)(
-                    item.params, model=self.model, losses=build_losses(self.checked, period.losses),
+                self._trainers[trainer_key] = build_trainer(
+                    item.component, item.params, model=self.model, losses=build_losses(self.checked, period.losses),
                     optimizer=self.optimizer, variables=self.model.trainable_variables,
                 )
         if announce:

@@ -190,7 +190,7 @@ def coco_source(root: Path, params: CocoParams) -> Source:
 
 def prepare_coco(params: CocoParams, *, data_root: str | Path | None, cache_dir: str | Path,
                  skip_bad: bool = False, force: bool = False) -> PreparedData:
-    """The ``coco`` dataset factory (registry.py's contract)."""
+    """The ``coco`` dataset factory (core/build.py's contract)."""
     from detplug.core.data.convert import convert_source
 
     root = find_root(data_root, params)

@@ -204,7 +204,7 @@ def yolo_source(root: Path, params: YoloTxtParams) -> Source:
 
 def prepare_yolo_txt(params: YoloTxtParams, *, data_root: str | Path | None, cache_dir: str | Path,
                      skip_bad: bool = False, force: bool = False) -> PreparedData:
-    """The ``yolo_txt`` dataset factory (registry.py's contract)."""
+    """The ``yolo_txt`` dataset factory (core/build.py's contract)."""
     from detplug.core.data.convert import convert_source
 
     root = find_root(data_root, params)

@@ -1,6 +1,6 @@
 """The box loss: 1 - CIoU of the predicted box, averaged over the cells that hold an object.
 
-Factory contract (registry.py, kind ``loss``): ``factory(params, chain)``
+Factory contract (core/build.py, kind ``loss``): ``factory(params, chain)``
 returns ``callable(pred, target, boxes) -> (batch,)`` for one stride.
 """
 

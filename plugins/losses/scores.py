@@ -1,7 +1,7 @@
 """The score losses: objectness BCE per cell with YOLOv3's ignore rule, and per-class BCE
 per positive cell (normalised as core/model/losses.py states).
 
-Factory contract (registry.py, kind ``loss``): ``factory(params, chain)``
+Factory contract (core/build.py, kind ``loss``): ``factory(params, chain)``
 returns ``callable(pred, target, boxes) -> (batch,)`` for one stride. Both
 work on the logits in ``pred["raw"]`` (channel 4 objectness, 5: classes):
 BCE from logits is stable where BCE from a saturated sigmoid is not.
