@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from detplug.registry import Registry
 
     if args.kitti_eval:
-        from detplug.core.evaluate.contract import run_kitti_eval
+        from detplug.core.cli.kitti_eval import run_kitti_eval
 
         run_kitti_eval(*args.kitti_eval, json_path=_json_file(args))
         return 0

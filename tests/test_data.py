@@ -23,8 +23,8 @@ from detplug.core.data.prepared import MANIFEST_NAME, read_prepared
 from detplug.core.errors import DataError
 from detplug.core.plan.specs import ImageSpec, LabelSpec
 from detplug.plugins.datasets import KittiParams, SyntheticParams
-from detplug.plugins.datasets.kitti import convert_kitti, parse_label_file, prepare_kitti
-from detplug.plugins.datasets.synthetic import generate_kitti_sample, prepare_synthetic
+from detplug.plugins.datasets.kitti import convert_kitti, parse_label_file, prepare_kitti, prepare_synthetic
+from detplug.plugins.datasets.synthetic import generate_kitti_sample
 
 IMAGE = ImageSpec(64, 192)
 ANCHORS = anchors_to_ratios(anchor_pixels("coco_yolov3"), IMAGE)

@@ -23,15 +23,9 @@ import numpy as np
 import pytest
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate.contract import (
-    ImageDetections,
-    ImageTruth,
-    format_table,
-    read_kitti_labels,
-    read_kitti_results,
-    run_kitti_eval,
-    write_kitti_results,
-)
+from detplug.core.cli.kitti_eval import run_kitti_eval
+from detplug.core.evaluate.contract import ImageDetections, ImageTruth, format_table
+from detplug.core.evaluate.kitti_files import read_kitti_labels, read_kitti_results, write_kitti_results
 from detplug.core.plan.specs import Chain, LabelSpec, SpecError
 from detplug.plugins.evaluators import KITTI_AP, KittiAPParams
 from detplug.plugins.evaluators.kitti_ap import get_thresholds, kitti_ap_evaluator
@@ -327,12 +321,12 @@ def test_result_files_round_trip(tmp_path: Path):
     "reader, text, message",
     [
         (read_kitti_results, "Car 0 0 -10 1 2 3 4 -1 -1 -1 -1000 -1000 -1000 -10\n",
-         r"000007\.txt:1: expected 16 \(the label columns and a score\) columns, found 15"),
+         r"000007\.txt:1: expected 16 columns \(the label columns and a score\), found 15"),
         (read_kitti_results, "Car -1 -1 -10 1 2 3 4 -1 -1 -1 -1000 -1000 -1000 -10 0.9\n"
                              "\nCar -1 -1 -10 1 2 x 4 -1 -1 -1 -1000 -1000 -1000 -10 0.9\n",
          r"000007\.txt:3: column 'x2' must be a number \(got 'x'\)"),
         (read_kitti_labels, "Car 0 0 -10 1 2 3 4 -1 -1 -1 -1000 -1000 -1000\n",
-         r"000007\.txt:1: expected 15 \(a label line\) or 16 \(a label line with a score\) columns, found 14"),
+         r"000007\.txt:1: expected 15 or 16 columns \(the label columns, then an optional score\), found 14"),
         (read_kitti_labels, "Car 0 0.5 -10 1 2 3 4 -1 -1 -1 -1000 -1000 -1000 -10\n",
          r"000007\.txt:1: column 'occluded' must be an integer"),
     ],

@@ -15,7 +15,8 @@ from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.checkpoints import PREFIX, CheckpointStore
 from detplug.core.evaluate.drawing import draw_boxes
 from detplug.core.errors import CheckpointError, DataError
-from detplug.core.evaluate.contract import ImageDetections, write_kitti_results
+from detplug.core.evaluate.contract import ImageDetections
+from detplug.core.evaluate.kitti_files import write_kitti_results
 from detplug.core.model.inference import DetectorModule, valid_rows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

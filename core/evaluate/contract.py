@@ -1,6 +1,6 @@
-"""What every evaluator consumes and gives, KITTI's result files, and ``--kitti-eval``.
+"""What every evaluator consumes and gives.
 
-An evaluator (kind ``"evaluator"``, see registry.py) compares the detections of
+An evaluator (kind ``"evaluator"``, see core/build.py) compares the detections of
 a set of images with their ground truth::
 
     evaluator.evaluate(truths: list[ImageTruth], detections: list[ImageDetections]) -> EvaluationResult
@@ -10,14 +10,13 @@ and result files give them; class names are strings as the label files spell
 them ("Car", "Van", "DontCare"), so an evaluator sees the neighbouring classes
 and ignore regions that training may have folded or dropped.
 
-numpy and attrs only: ``run.py --kitti-eval`` never imports TensorFlow.
+numpy and attrs only: ``run.py kitti-eval`` never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import attrs
@@ -25,16 +24,7 @@ import numpy as np
 
 from detplug.core.errors import DataError
 
-#: Columns of a KITTI label line; a result line adds ``score`` (devkit readme, "label_2").
-LABEL_COLUMNS = (
-    "type", "truncated", "occluded", "alpha", "x1", "y1", "x2", "y2",
-    "height", "width", "length", "x", "y", "z", "rotation_y",
-)  # fmt: skip
-RESULT_COLUMNS = (*LABEL_COLUMNS, "score")
-#: The 3D columns of a 2D-only result line: the devkit's "invalid" values (alpha -10
-#: tells it not to compute orientation similarity).
-_NO_3D = "-1 -1 -10 {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} -1 -1 -1 -1000 -1000 -1000 -10"
-#: At most this many bad lines are quoted in one error.
+#: At most this many image names are quoted in one error.
 _MAX_QUOTED = 5
 
 
@@ -139,7 +129,7 @@ def _finite_or_none(value: float) -> float | None:
 
 
 class Evaluator(Protocol):
-    """What an evaluator factory returns (registry.py states the factory's arguments)."""
+    """What an evaluator factory returns (core/build.py states the factory's arguments)."""
 
     def evaluate(self, truths: Sequence[ImageTruth], detections: Sequence[ImageDetections]) -> EvaluationResult:
         ...
@@ -190,152 +180,3 @@ def pair_by_image(truths: Sequence[ImageTruth],
         raise DataError(f"detections for {len(strangers)} image(s) without ground truth ({shown}); "
                         f"are the results and the labels from the same split?")
     return [(truth, by_image.get(truth.image_id) or ImageDetections.empty(truth.image_id)) for truth in truths]
-
-
-# -- KITTI files -------------------------------------------------------------
-
-
-def _read_lines(path: Path, kinds: Mapping[int, str], what: str) -> list[tuple[str, list[float]]]:
-    """(type, numbers) of every non-blank line of ``path``; ``kinds`` maps the allowed
-    column counts to a description. DataError naming file and line."""
-    # The devkit reads a label's occlusion with %d; a result's is never read.
-    integer_occlusion = what == "label file"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read the {what} ({error})") from None
-    rows, problems = [], []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        where = f"{path}:{line_number}"
-        if len(tokens) not in kinds:
-            expected = " or ".join(f"{count} ({kinds[count]})" for count in sorted(kinds))
-            problems.append(f"{where}: expected {expected} columns, found {len(tokens)}")
-            continue
-        numbers, bad = [], None
-        for column, token in zip(RESULT_COLUMNS[1:], tokens[1:]):
-            try:
-                value = float(token)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value) and bad is None:
-                bad = f"{where}: column '{column}' must be a number (got {token!r})"
-            numbers.append(value)
-        if bad is None and integer_occlusion and numbers[1] != int(numbers[1]):
-            bad = f"{where}: column 'occluded' must be an integer (got {tokens[2]!r})"
-        if bad:
-            problems.append(bad)
-            continue
-        rows.append((tokens[0], numbers))
-    if problems:
-        more = f"; and {len(problems) - _MAX_QUOTED} more bad lines" if len(problems) > _MAX_QUOTED else ""
-        raise DataError("; ".join(problems[:_MAX_QUOTED]) + more)
-    return rows
-
-
-def _text_files(folder: Path, what: str) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder; give the folder of KITTI {what} files (NNNNNN.txt)")
-    return sorted(folder.glob("*.txt"))
-
-
-def read_kitti_labels(label_dir: str | Path) -> list[ImageTruth]:
-    """Every ``*.txt`` label file of ``label_dir`` (KITTI's label_2), by file name; the
-    image id is the file's stem. A 16th column (a score, as some tools write) is
-    ignored, as the devkit's reader does; DataError naming file and line otherwise."""
-    files = _text_files(Path(label_dir), "label")
-    if not files:
-        raise DataError(f"{label_dir} holds no label files (*.txt); give KITTI's training/label_2 or a copy")
-    kinds = {15: "a label line", 16: "a label line with a score"}
-    truths = []
-    for path in files:
-        rows = _read_lines(path, kinds, "label file")
-        truths.append(ImageTruth(
-            path.stem,
-            [numbers[3:7] for _, numbers in rows],
-            [name for name, _ in rows],
-            truncated=[numbers[0] for _, numbers in rows],
-            occluded=[int(numbers[1]) for _, numbers in rows],
-        ))
-    return truths
-
-
-def result_folder(result_dir: str | Path) -> Path:
-    """The folder holding the result files: ``result_dir`` itself, or its ``data/`` when it
-    has no ``*.txt`` of its own (the devkit's ``results/<method>/data/`` layout)."""
-    folder = Path(result_dir)
-    if folder.is_dir() and not any(folder.glob("*.txt")) and (folder / "data").is_dir():
-        return folder / "data"
-    return folder
-
-
-def read_kitti_results(result_dir: str | Path) -> list[ImageDetections]:
-    """Every ``*.txt`` result file of ``result_dir`` (or its ``data/``), by file name: KITTI
-    label columns plus the score last (16 columns); DataError naming file and line."""
-    files = _text_files(result_folder(result_dir), "result")
-    kinds = {16: "the label columns and a score"}
-    detections = []
-    for path in files:
-        rows = _read_lines(path, kinds, "result file")
-        detections.append(ImageDetections(
-            path.stem,
-            [numbers[3:7] for _, numbers in rows],
-            [name for name, _ in rows],
-            [numbers[14] for _, numbers in rows],
-        ))
-    return detections
-
-
-def write_kitti_results(path: str | Path, detections: Sequence[ImageDetections]) -> list[Path]:
-    """One KITTI result file per image in folder ``path`` (created; an image without
-    detections gets an empty file, so the folder lists every image evaluated).
-    The 3D columns hold the devkit's "not given" values. Returns the files written."""
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for image in detections:
-        lines = []
-        for name, box, score in zip(image.names, image.boxes, image.scores):
-            if not name or any(character.isspace() for character in name):
-                raise DataError(f"image '{image.image_id}': class name {name!r} cannot be written to a "
-                                f"KITTI result file (it must be one word)")
-            x1, y1, x2, y2 = (float(value) for value in box)
-            lines.append(f"{name} {_NO_3D.format(x1=x1, y1=y1, x2=x2, y2=y2)} {float(score):.6f}\n")
-        target = folder / f"{image.image_id}.txt"
-        target.write_text("".join(lines), encoding="utf-8")
-        written.append(target)
-    return written
-
-
-# -- python run.py --kitti-eval ----------------------------------------------
-
-
-def run_kitti_eval(label_dir: str | Path, result_dir: str | Path, *, json_path: str | Path | None = None,
-                   classes: Sequence[str] | None = None) -> EvaluationResult:
-    """Evaluate KITTI result files against KITTI label files as the devkit does, print
-    the table and write the JSON to ``json_path`` if given.
-
-    An image without a result file has no detections. ``classes`` defaults to the
-    KITTI classes (Car, Pedestrian, Cyclist) that occur in the results, as the
-    devkit evaluates only the classes a submission detects.
-    """
-    from detplug.plugins.evaluators import KITTI_CLASSES, KittiAPParams
-    from detplug.plugins.evaluators.kitti_ap import kitti_ap_evaluator
-
-    truths = read_kitti_labels(label_dir)
-    detections = read_kitti_results(result_dir)
-    if classes is None:
-        detected = {name.lower() for image in detections for name in image.names}
-        classes = tuple(name for name in KITTI_CLASSES if name.lower() in detected)
-        if not classes:
-            raise DataError(f"the results in {result_folder(result_dir)} detect none of "
-                            f"{', '.join(KITTI_CLASSES)}, so there is nothing to evaluate")
-    result = kitti_ap_evaluator(KittiAPParams(), classes=tuple(classes)).evaluate(truths, detections)
-    print(format_table(result))
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(result.to_json() + "\n", encoding="utf-8")
-    return result

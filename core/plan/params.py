@@ -15,6 +15,13 @@ from typing import Any, Mapping
 import attrs
 
 
+def as_tuple(value: Any) -> Any:
+    """An attrs converter for list params: a list (from TOML) becomes a tuple. Only lists and
+    tuples do: tuple("Car") would silently be three names C, a, r, and tuple(192) a
+    TypeError; anything else is left for the field's validator to name."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 class ParamsError(ValueError):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)

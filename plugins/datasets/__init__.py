@@ -12,21 +12,10 @@ from __future__ import annotations
 from attrs import field, frozen, validators
 
 from detplug import Chain, Component, DatasetSpec, ImageSpec, LabelSpec, SpecError, hookimpl
+from detplug.core.data.kitti_format import KITTI_CLASSES
+from detplug.core.plan.params import as_tuple
 
 PLUGIN_API = 1
-
-KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
-
-#: KITTI's own object types (besides DontCare): a label of one of these that the
-#: plan does not train is dropped; any other type is an error.
-KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
-
-
-def _as_tuple(value):
-    # Only lists become tuples: tuple("Car") would silently be three classes C, a, r,
-    # and tuple(192) a TypeError; anything else is left for the validator to name.
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
 
 def _size_pair(instance, attribute, value) -> None:
     if (
@@ -83,8 +72,8 @@ class RecordParams:
     """What every dataset's records are made with."""
 
     #: (height, width) the images are letterboxed to; the model's input size.
-    image_size: tuple[int, int] = field(default=(192, 640), converter=_as_tuple, validator=_size_pair)
-    classes: tuple[str, ...] = field(default=KITTI_CLASSES, converter=_as_tuple, validator=_class_names)
+    image_size: tuple[int, int] = field(default=(192, 640), converter=as_tuple, validator=_size_pair)
+    classes: tuple[str, ...] = field(default=KITTI_CLASSES, converter=as_tuple, validator=_class_names)
     max_boxes: int = field(default=50, validator=validators.gt(0))
     val_ratio: float = field(default=0.2, converter=float, validator=[validators.gt(0), validators.lt(1)])
     split_seed: int = 0
@@ -119,7 +108,7 @@ class CocoParams(RecordParams):
     val_images: str = ""
     #: Category names to train, in this order. Empty: every category of the JSON, in id order
     #: (read at --check time, which then needs 'root': list them to keep --check instant).
-    classes: tuple[str, ...] = field(default=(), converter=_as_tuple, validator=_class_names_or_empty)
+    classes: tuple[str, ...] = field(default=(), converter=as_tuple, validator=_class_names_or_empty)
     max_boxes: int = field(default=100, validator=validators.gt(0))
 
 
@@ -132,16 +121,16 @@ class YoloTxtParams(RecordParams):
 
     root: str = ""
     #: The names of class ids 0, 1, ...; empty: from data.yaml ('names') or classes.txt in root.
-    names: tuple[str, ...] = field(default=(), converter=_as_tuple, validator=_class_names_or_empty)
+    names: tuple[str, ...] = field(default=(), converter=as_tuple, validator=_class_names_or_empty)
     #: The names to train, in this order (others are dropped). Empty: all names.
-    classes: tuple[str, ...] = field(default=(), converter=_as_tuple, validator=_class_names_or_empty)
+    classes: tuple[str, ...] = field(default=(), converter=as_tuple, validator=_class_names_or_empty)
 
 
 @frozen(kw_only=True)
 class SyntheticParams(RecordParams):
     #: How many images to draw, at what (height, width) before letterboxing, from which seed.
     images: int = field(default=128, validator=validators.gt(1))
-    source_size: tuple[int, int] = field(default=(188, 621), converter=_as_tuple, validator=_size_pair)
+    source_size: tuple[int, int] = field(default=(188, 621), converter=as_tuple, validator=_size_pair)
     seed: int = 0
 
 
@@ -190,7 +179,7 @@ SYNTHETIC = Component(
     summary="Generated KITTI-format sample: Car/Pedestrian/Cyclist shapes on noise, with DontCare boxes",
     params=SyntheticParams,
     spec=dataset_spec,
-    factory="detplug.plugins.datasets.synthetic:prepare_synthetic",
+    factory="detplug.plugins.datasets.kitti:prepare_synthetic",
 )
 
 COCO = Component(

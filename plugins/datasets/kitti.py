@@ -18,78 +18,23 @@ from typing import TYPE_CHECKING, Mapping
 
 import attrs
 
+from detplug.core.data.kitti_format import DONT_CARE, KITTI_TYPES, KittiObject, parse_kitti_file, read_kitti_file
 from detplug.core.data.prepared import PreparedData
 from detplug.core.data.source import IGNORE_CLASS, SourceItem, SourceObject
 from detplug.core.errors import DataError
-from detplug.plugins.datasets import KITTI_TYPES, KittiParams, RecordParams, SyntheticParams
+from detplug.plugins.datasets import KittiParams, RecordParams, SyntheticParams
+from detplug.plugins.datasets.synthetic import DRAWABLE_CLASSES, MARKER, generate_kitti_sample, sample_folder
 
 if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must not load
     from detplug.core.data.convert import Source
 
-COLUMNS = (
-    "type", "truncated", "occluded", "alpha", "x1", "y1", "x2", "y2",
-    "height", "width", "length", "x", "y", "z", "rotation_y",
-)  # fmt: skip
-DONT_CARE = "DontCare"
 IMAGE_DIR = Path("training") / "image_2"
 LABEL_DIR = Path("training") / "label_2"
 
 
-@attrs.frozen
-class KittiObject:
-    """One label line: the type, KITTI's truncation/occlusion and the pixel box."""
-
-    type: str
-    truncated: float
-    occluded: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
-    line: int = 0
-
-
-def read_label_file(path: Path) -> tuple[list[KittiObject], list[tuple[int, str]]]:
-    """The objects of one KITTI label file and, for every bad line, (line number, a sentence
-    naming file and line); line 0 when the file itself cannot be read. An empty file is an
-    image without objects."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return [], [(0, f"{path} is missing: every KITTI image needs its label file")]
-    except (OSError, UnicodeDecodeError) as error:
-        return [], [(0, f"{path}: cannot read the label file ({error})")]
-    objects, problems = [], []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        where = f"{path}:{line_number}"
-        if len(tokens) != len(COLUMNS):
-            problems.append(
-                (line_number, f"{where}: expected {len(COLUMNS)} columns ({' '.join(COLUMNS)}), found {len(tokens)}")
-            )
-            continue
-        numbers, bad = [], []
-        for column, token in zip(COLUMNS[1:], tokens[1:], strict=True):
-            try:
-                value = float(token)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                bad.append((line_number, f"{where}: column '{column}' must be a number (got {token!r})"))
-            numbers.append(value)
-        if bad:
-            problems += bad
-            continue
-        objects.append(KittiObject(tokens[0], numbers[0], numbers[1], tuple(numbers[3:7]), line_number))
-    return objects, problems
-
-
 def parse_label_file(path: Path) -> list[KittiObject]:
     """The objects of one KITTI label file; DataError naming file and line(s) on bad input."""
-    objects, problems = read_label_file(path)
-    if problems:
-        raise DataError("; ".join(message for _, message in problems))
-    return objects
+    return parse_kitti_file(path)
 
 
 def type_index(classes: tuple[str, ...], class_map: Mapping[str, str]) -> dict[str, int]:
@@ -109,7 +54,7 @@ class KittiReader:
     classes: tuple[str, ...]
 
     def read(self, item: SourceItem, image_size: tuple[int, int] | None) -> tuple[list[SourceObject], list[str]]:
-        kitti_objects, problems = read_label_file(Path(item.label))
+        kitti_objects, problems = read_kitti_file(Path(item.label))
         objects = []
         for kitti_object in kitti_objects:
             where = f"{item.label}:{kitti_object.line}"
@@ -237,9 +182,7 @@ def convert_kitti(root: Path, params: RecordParams, *, cache_dir: Path, dataset:
 
 def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_dir: str | Path,
                   skip_bad: bool = False, force: bool = False) -> PreparedData:
-    """The ``kitti`` dataset factory (registry.py's contract)."""
-    from detplug.plugins.datasets.synthetic import DRAWABLE_CLASSES, generate_kitti_sample, sample_folder
-
+    """The ``kitti`` dataset factory (core/build.py's contract)."""
     root = find_root(data_root, params)
     split_files = params.split_files
     if root is None:
@@ -261,3 +204,20 @@ def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_di
         split_files = ""  # the sample has no ImageSets: split it by val_ratio
     return convert_kitti(root, params, cache_dir=Path(cache_dir), class_map=params.class_map,
                          split_files=split_files, skip_bad=skip_bad, force=force)
+
+
+def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, cache_dir: str | Path,
+                      skip_bad: bool = False, force: bool = False) -> PreparedData:
+    """The ``synthetic`` dataset factory: draw the sample (once) then convert it as KITTI.
+    ``data_root`` is not used: the sample lives in the cache."""
+    settings = {
+        "images": params.images,
+        "source_size": params.source_size,
+        "seed": params.seed,
+        "classes": params.classes,
+    }
+    folder = sample_folder(cache_dir, **settings)
+    if not (folder / MARKER).is_file():
+        print(f"synthetic: drawing {params.images} KITTI-format images into {folder}")
+    root = generate_kitti_sample(folder, **settings)
+    return convert_kitti(root, params, cache_dir=Path(cache_dir), dataset="synthetic", skip_bad=skip_bad, force=force)

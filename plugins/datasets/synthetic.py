@@ -1,5 +1,8 @@
 """A generated sample in KITTI's own layout, so the real converter is what reads it.
 
+A leaf: the ``kitti`` dataset module draws the sample with it (its ``synthetic``
+factory and its fallback when no KITTI is found); nothing here imports it back.
+
 Cars, pedestrians and cyclists are drawn as distinct shapes and colours on a
 noisy road scene, with boxes from ~16 to ~120 px so every stride of the
 coco_yolov3 anchors gets objects at a 192x640 input; some images carry
@@ -20,10 +23,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detplug.core.data.prepared import PreparedData
+from detplug.core.data.kitti_format import DONT_CARE, KittiObject, format_kitti_line
 from detplug.core.data.staging import staging
 from detplug.core.errors import DataError
-from detplug.plugins.datasets import SyntheticParams
 
 DRAWABLE_CLASSES = ("Car", "Pedestrian", "Cyclist")
 
@@ -183,10 +185,9 @@ def _label_line(
     y = (y2 - image[0] * 0.46) * z / focal
     rotation_y = rng.uniform(-math.pi, math.pi)
     alpha = (rotation_y - math.atan2(x, z) + math.pi) % (2 * math.pi) - math.pi
-    return (
-        f"{kind} 0.00 {occluded} {alpha:.2f} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} "
-        f"{height_m:.2f} {width_m:.2f} {length_m:.2f} {x:.2f} {y:.2f} {z:.2f} {rotation_y:.2f}"
-    )
+    return format_kitti_line(KittiObject(kind, 0.0, occluded, (x1, y1, x2, y2), alpha=alpha,
+                                         dimensions=(height_m, width_m, length_m), location=(x, y, z),
+                                         rotation_y=rotation_y))
 
 
 def _draw_sample(
@@ -225,7 +226,7 @@ def _draw_sample(
         occluded = int(any(_overlap(box, later) > 0 for _, later in objects[index + 1 :]))
         lines.append(_label_line(kind, box, occluded, rng, size))
     for x1, y1, x2, y2 in dont_cares:
-        lines.append(f"DontCare -1 -1 -10 {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} -1 -1 -1 -1000 -1000 -1000 -10")
+        lines.append(format_kitti_line(KittiObject(DONT_CARE, -1.0, -1, (x1, y1, x2, y2))))
     return image, lines
 
 
@@ -270,22 +271,3 @@ def generate_kitti_sample(
                 pass
         (building / MARKER).write_text(json.dumps({"images": images, "version": GENERATOR_VERSION}) + "\n")
     return folder
-
-
-def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, cache_dir: str | Path,
-                      skip_bad: bool = False, force: bool = False) -> PreparedData:
-    """The ``synthetic`` dataset factory: draw the sample (once) then convert it as KITTI.
-    ``data_root`` is not used: the sample lives in the cache."""
-    from detplug.plugins.datasets.kitti import convert_kitti
-
-    settings = {
-        "images": params.images,
-        "source_size": params.source_size,
-        "seed": params.seed,
-        "classes": params.classes,
-    }
-    folder = sample_folder(cache_dir, **settings)
-    if not (folder / MARKER).is_file():
-        print(f"synthetic: drawing {params.images} KITTI-format images into {folder}")
-    root = generate_kitti_sample(folder, **settings)
-    return convert_kitti(root, params, cache_dir=Path(cache_dir), dataset="synthetic", skip_bad=skip_bad, force=force)

@@ -12,12 +12,10 @@ from __future__ import annotations
 from attrs import field, frozen, validators
 
 from detplug import Chain, Component, SpecError, hookimpl
+from detplug.core.data.kitti_format import KITTI_CLASSES
+from detplug.core.plan.params import as_tuple
 
 PLUGIN_API = 1
-
-#: The classes KITTI's 2D benchmark evaluates, in its order.
-KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
-
 
 def kitti_classes_of(classes: tuple[str, ...]) -> tuple[str, ...]:
     """The names among ``classes`` that KITTI evaluates, compared case-insensitively as
@@ -29,11 +27,6 @@ def kitti_classes_of(classes: tuple[str, ...]) -> tuple[str, ...]:
 def _iou(instance, attribute, value) -> None:
     if not 0 < value <= 1:
         raise ValueError(f"'{attribute.name}' must be in (0, 1] (got {value!r})")
-
-
-def _as_tuple(value):
-    # Only lists become tuples: tuple("DontCare") would be eight one-letter names.
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _names(instance, attribute, value) -> None:
@@ -58,7 +51,7 @@ class CocoMapParams:
     a detection inside one is neither right nor wrong. ``max_detections``: per image,
     the highest-scoring ones are kept (COCO's maxDets)."""
 
-    ignore_names: tuple[str, ...] = field(default=("DontCare",), converter=_as_tuple, validator=_names)
+    ignore_names: tuple[str, ...] = field(default=("DontCare",), converter=as_tuple, validator=_names)
     max_detections: int = field(default=100, validator=[validators.instance_of(int), validators.gt(0)])
 
 
