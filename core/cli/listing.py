@@ -98,7 +98,9 @@ def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bo
                                                 for d in disabled))
 
 
-def print_check(checked: CheckedPlan) -> None:
+def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
+    """The spec chain as a table, its warnings, then (``symbolic``) the Keras model built
+    and compared with every declared spec, and its parameter count."""
     plan = checked.plan
     print(f"plan '{plan.name}' ({plan.source})")
     print("spec chain (pure Python):")
@@ -113,6 +115,9 @@ def print_check(checked: CheckedPlan) -> None:
         print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
     for warning in checked.warnings:
         print(f"warning: {warning}")
+    if not symbolic:
+        print("symbolic Keras model: not built (--static)")
+        return
     from detplug.core.model.assemble import build_model, count_parameters
 
     model = build_model(checked)

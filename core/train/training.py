@@ -55,29 +55,31 @@ def period_index_at(plan: Plan, epochs_done: int) -> int:
 
 
 def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root: Path | None = None,
-               cache_dir: Path | None = None, restart: bool = False) -> RunContext:
+               cache_dir: Path | None = None, restart: bool = False, skip_bad: bool = False) -> RunContext:
     """Train every period of ``checked`` not yet done in ``workdir``.
 
     Under ``multi_worker`` only the chief writes ``workdir``. The other workers
     resume from the chief's checkpoints (the folder must be shared) and write
     their own into a temporary folder that is deleted at the end: TensorFlow
-    wants every worker to save, and only one copy kept.
+    wants every worker to save, and only one copy kept. ``skip_bad`` leaves bad images
+    out of the datasets it converts (``--skip-bad``) instead of stopping at them.
     """
     role = worker_role(checked.plan.train.run.strategy)
     folder = RunFolder(Path(workdir))
     if role.is_chief:
         return _train(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
-                      data_root=data_root, cache_dir=cache_dir, restart=restart)
+                      data_root=data_root, cache_dir=cache_dir, restart=restart, skip_bad=skip_bad)
     with tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch:
         print(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
         own = RunFolder(Path(scratch))
         # With --restart the chief moves the old run aside and every worker starts afresh.
         return _train(checked, registry, folder=own, resume_from=own if restart else folder, shared=folder,
-                      role=role, data_root=data_root, cache_dir=cache_dir, restart=False)
+                      role=role, data_root=data_root, cache_dir=cache_dir, restart=False, skip_bad=skip_bad)
 
 
 def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_from: RunFolder, shared: RunFolder,
-           role: WorkerRole, data_root: Path | None, cache_dir: Path | None, restart: bool) -> RunContext:
+           role: WorkerRole, data_root: Path | None, cache_dir: Path | None, restart: bool,
+           skip_bad: bool) -> RunContext:
     """Train into ``folder`` after resuming from ``resume_from``; ``shared`` is the chief's
     run folder, the one a user resumes from."""
     plan = checked.plan
@@ -114,6 +116,7 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     session = TrainingSession(checked, strategy=strategy)
     evaluator = build_evaluator(checked)
     prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
+                                skip_bad=skip_bad,
                                 keys=dict.fromkeys(period.dataset for period in plan.periods))
     if done:
         def read(prefix: str, meta: dict[str, Any]) -> None:

@@ -1,0 +1,407 @@
+"""detplug's command line: one subcommand per job, each declaring only its own options.
+
+    detplug train --plan kitti_simple [--set KEY=VALUE ...] [--workdir DIR] [--data-root DIR] [--restart]
+    detplug check --plan P [--static]
+    detplug list [KIND] [--json [FILE]] [--verbose]
+    detplug prepare --plan P [--data-root DIR] [--skip-bad] [--verify] [--force]
+    detplug evaluate --plan P [--checkpoint latest|best|ep10] [--json FILE]
+    detplug predict --plan P IMAGE_OR_FOLDER... [--checkpoint C] [--out DIR]
+    detplug export --plan P DIR [--checkpoint C]
+    detplug anchors --plan P [--write]
+    detplug kitti-eval LABEL_DIR RESULT_DIR [--json FILE]
+
+``python run.py`` is the same program. The older flag forms (``run.py --plan P``
+to train, ``--list``, ``--check``, ``--evaluate``, ``--predict``, ``--export``,
+``--prepare``, ``--anchors``, ``--kitti-eval``) keep working: :func:`parse_args`
+reads them with the parser they always had and hands the same handler a
+namespace of the subcommand they mean; an option that means nothing for that
+job, or two jobs at once, is an error. Everything up to the static check runs
+without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from detplug.core.errors import DetplugError
+from detplug.core.plan.settings import STRATEGIES
+
+if TYPE_CHECKING:
+    from detplug.core.plan.check import CheckedPlan
+    from detplug.registry import Registry
+
+PROG = "detplug"
+
+
+# -- options, each declared once -----------------------------------------------------
+
+
+def _strict_plugins(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict-plugins", action="store_true",
+                        help="fail if any plugin failed to load (default: report and skip it)")
+
+
+def _plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", required=True, metavar="NAME_OR_PATH",
+                        help="plan name (plans/NAME.toml) or a .toml file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
+    _strict_plugins(parser)
+
+
+def _strategy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help="where training runs (plan: [train] strategy): default = one device; mirrored = all "
+                             "local GPUs, or DETPLUG_CPU_REPLICAS CPU devices; multi_worker = the TF_CONFIG "
+                             "cluster; tpu = TPU_NAME or the local TPU")
+
+
+def _workdir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, help="run folder (default: runs/<plan name>)")
+
+
+def _data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", type=Path, help="dataset folder (for KITTI: the folder holding training/)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="where converted records and the synthetic sample go (default: $DETPLUG_CACHE "
+                             "or ~/.cache/detplug)")
+
+
+def _skip_bad(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad images, count them and list them in the manifest (default: stop at them)")
+
+
+def _checkpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="latest", metavar="NAME",
+                        help="latest, best, or a snapshot such as ep10")
+
+
+def _json_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser), _strategy(parser), _workdir(parser), _data(parser), _skip_bad(parser)
+    parser.add_argument("--restart", action="store_true",
+                        help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
+
+
+def _check_options(parser: argparse.ArgumentParser) -> None:
+    # The data options too, so that a training command line is checked by changing only
+    # the command word; the check itself reads no data.
+    _plan(parser), _strategy(parser), _data(parser)
+    parser.add_argument("--static", action="store_true",
+                        help="the spec chain only: no TensorFlow, no model built")
+
+
+def _list_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", metavar="KIND", help="only this kind (backbone, head, ...)")
+    parser.add_argument("--json", nargs="?", const=True, metavar="FILE",
+                        help="print JSON (or write it to FILE)")
+    parser.add_argument("--verbose", action="store_true", help="params, defaults and factory module")
+    _strict_plugins(parser)
+
+
+def _prepare_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser), _data(parser), _skip_bad(parser)
+    parser.add_argument("--verify", action="store_true", help="re-read every shard against the manifest")
+    parser.add_argument("--force", "--force-prepare", dest="force", action="store_true",
+                        help="convert again even if the source is unchanged")
+
+
+def _evaluate_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser), _workdir(parser), _checkpoint(parser), _json_file(parser), _data(parser)
+
+
+def _predict_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser), _workdir(parser), _checkpoint(parser)
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--out", type=Path, help="output folder (default: <run folder>/predictions)")
+
+
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser), _workdir(parser), _checkpoint(parser)
+    parser.add_argument("directory", type=Path, metavar="DIR", help="where the SavedModel goes")
+
+
+def _anchors_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser), _data(parser)
+    parser.add_argument("--write", action="store_true", help="write the new anchors into the plan file")
+
+
+def _kitti_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("label_dir", type=Path, metavar="LABEL_DIR")
+    parser.add_argument("result_dir", type=Path, metavar="RESULT_DIR")
+    _json_file(parser)
+
+
+# -- what each command does ----------------------------------------------------------
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    from detplug.registry import Registry
+
+    registry = Registry.discover()
+    if getattr(args, "strict_plugins", False):
+        registry.raise_for_load_errors()
+    return registry
+
+
+def _checked(args: argparse.Namespace, registry: Registry) -> CheckedPlan:
+    from detplug.core.plan.check import static_check
+    from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
+
+    plan_dirs = [Path(d) for dirs in registry.hook.detplug_plan_dirs() for d in dirs]
+    strategy = getattr(args, "strategy", None)
+    overrides = [*args.set, *([f"train.strategy={strategy}"] if strategy else [])]
+    plan = load_plan(find_plan(args.plan, plan_dirs), overrides=overrides)
+    return static_check(plan, resolve_components(plan, registry))
+
+
+def _data_root(args: argparse.Namespace) -> Path | None:
+    if args.data_root is not None and not args.data_root.is_dir():
+        raise DetplugError(f"--data-root {args.data_root} is not a folder; give the folder that holds the dataset")
+    return args.data_root
+
+
+def _run_folder(args: argparse.Namespace, checked: CheckedPlan) -> Path:
+    return args.workdir or Path("runs") / checked.plan.name
+
+
+def train(args: argparse.Namespace) -> None:
+    from detplug.core.train.training import train_plan
+
+    registry = _registry(args)
+    checked = _checked(args, registry)
+    train_plan(checked, registry=registry, workdir=_run_folder(args, checked), data_root=_data_root(args),
+               cache_dir=args.cache_dir, restart=args.restart, skip_bad=args.skip_bad)
+
+
+def check(args: argparse.Namespace) -> None:
+    from detplug.core.cli.listing import print_check
+
+    print_check(_checked(args, _registry(args)), symbolic=not args.static)
+
+
+def list_components(args: argparse.Namespace) -> None:
+    from detplug.core.cli.listing import print_listing
+
+    print_listing(_registry(args), kind=args.kind or None, as_json=bool(args.json), verbose=args.verbose,
+                  json_path=Path(args.json) if isinstance(args.json, str) else None)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    from detplug.core.data.datasets import describe, prepare_datasets
+    from detplug.core.train.training import default_cache_dir
+
+    checked = _checked(args, _registry(args))
+    prepared = prepare_datasets(checked, data_root=_data_root(args), cache_dir=args.cache_dir or default_cache_dir(),
+                                skip_bad=args.skip_bad, verify=args.verify, force=args.force)
+    for key, item in prepared.items():
+        print(describe(key, item, verified=args.verify))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from detplug.core.cli import use
+
+    registry = _registry(args)
+    checked = _checked(args, registry)
+    use.evaluate(checked, registry, workdir=_run_folder(args, checked), checkpoint=args.checkpoint,
+                 json_path=args.json, data_root=_data_root(args), cache_dir=args.cache_dir)
+
+
+def predict(args: argparse.Namespace) -> None:
+    from detplug.core.cli import use
+
+    checked = _checked(args, _registry(args))
+    workdir = _run_folder(args, checked)
+    use.predict(checked, workdir=workdir, checkpoint=args.checkpoint, images=args.images,
+                out_dir=args.out or workdir / "predictions")
+
+
+def export(args: argparse.Namespace) -> None:
+    from detplug.core.cli import use
+
+    checked = _checked(args, _registry(args))
+    use.export(checked, workdir=_run_folder(args, checked), checkpoint=args.checkpoint, directory=args.directory)
+
+
+def anchors(args: argparse.Namespace) -> None:
+    from detplug.core.cli import use
+
+    use.anchors(_checked(args, _registry(args)), write=args.write, data_root=_data_root(args),
+                cache_dir=args.cache_dir)
+
+
+def kitti_eval(args: argparse.Namespace) -> None:
+    from detplug.core.cli.kitti_eval import run_kitti_eval
+
+    run_kitti_eval(args.label_dir, args.result_dir, json_path=args.json)
+
+
+Handler = Callable[[argparse.Namespace], None]
+#: name: (one line of help, its options, what it does)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
+    "train": ("train a plan; run it again to resume", _train_options, train),
+    "check": ("check that the plan's parts fit (spec chain, then the symbolic Keras model)", _check_options, check),
+    "list": ("list the registered components and where they come from", _list_options, list_components),
+    "prepare": ("convert and validate the plan's datasets into TFRecords + manifest.json", _prepare_options,
+                prepare),
+    "evaluate": ("evaluate a checkpoint on the validation split", _evaluate_options, evaluate),
+    "predict": ("draw the detections on images and write KITTI-format result files", _predict_options, predict),
+    "export": ("write a SavedModel serving uint8 images", _export_options, export),
+    "anchors": ("fit anchors to the plan's data by k-means (IoU distance) and compare them", _anchors_options,
+                anchors),
+    "kitti-eval": ("evaluate KITTI result files against KITTI label files, like the devkit; no plan needed",
+                   _kitti_eval_options, kitti_eval),
+}
+
+
+def command_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Train YOLOv3-style detectors from a plan of pluggable components.",
+        epilog="The older forms `run.py --plan P [--check|--evaluate|...]` and `run.py --list` still work.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, add_options, handler) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        add_options(sub)
+        sub.set_defaults(handlers=[handler])
+    return parser
+
+
+# -- the older flag forms --------------------------------------------------------------
+
+
+def legacy_parser() -> argparse.ArgumentParser:
+    """``run.py``'s flags as they were before subcommands; :func:`_from_legacy` maps them."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Train YOLOv3-style detectors from a plan of pluggable components "
+                               f"(also as subcommands: {', '.join(COMMANDS)}; see `{PROG} COMMAND --help`)."
+    )
+    parser.add_argument("--list", nargs="?", const="", metavar="KIND",
+                        help="list the registered components (of one kind if given) and exit")
+    parser.add_argument("--json", nargs="?", const=True, metavar="FILE",
+                        help="with --list: print JSON (or write it to FILE); with --evaluate or --kitti-eval: "
+                             "write the results as JSON to FILE")
+    parser.add_argument("--verbose", action="store_true", help="with --list: params, defaults and factory module")
+    _strict_plugins(parser)
+    parser.add_argument("--plan", metavar="NAME_OR_PATH", help="plan name (plans/NAME.toml) or a .toml file")
+    parser.add_argument("--check", action="store_true",
+                        help="check that the plan's parts fit (spec chain, then the symbolic Keras model) and exit")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
+    _workdir(parser), _strategy(parser)
+    parser.add_argument("--restart", action="store_true",
+                        help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
+    _data(parser)
+    data = parser.add_argument_group("data")
+    data.add_argument("--prepare", action="store_true",
+                      help="convert and validate every dataset the plan names into TFRecords + manifest.json, and exit")
+    data.add_argument("--skip-bad", action="store_true",
+                      help="with --prepare (or training): skip bad images, count them and list them in the manifest")
+    data.add_argument("--verify", action="store_true", help="with --prepare: re-read every shard against the manifest")
+    data.add_argument("--force-prepare", action="store_true", help="with --prepare: convert again even if unchanged")
+    use = parser.add_argument_group("using a trained plan")
+    use.add_argument("--evaluate", action="store_true", help="evaluate a checkpoint on the validation split")
+    use.add_argument("--predict", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
+                     help="draw the detections on these images and write KITTI-format result files")
+    use.add_argument("--out", type=Path, help="with --predict: output folder (default: <run folder>/predictions)")
+    use.add_argument("--export", type=Path, metavar="DIR", help="write a SavedModel serving uint8 images")
+    use.add_argument("--checkpoint", metavar="NAME",
+                     help="with --evaluate/--predict/--export: latest, best, or a snapshot such as ep10")
+    use.add_argument("--anchors", action="store_true",
+                     help="compute anchors for the plan's dataset by k-means (IoU distance) and compare them")
+    use.add_argument("--write", action="store_true", help="with --anchors: write the new anchors into the plan file")
+    use.add_argument("--kitti-eval", nargs=2, type=Path, metavar=("LABEL_DIR", "RESULT_DIR"),
+                     help="evaluate KITTI result files against KITTI label files, like the devkit; no plan needed")
+    return parser
+
+
+#: The flag that picks each job in the older form (training: none).
+_JOB_FLAGS = {"list": "--list", "kitti_eval": "--kitti-eval", "check": "--check", "prepare": "--prepare",
+              "anchors": "--anchors", "evaluate": "--evaluate", "predict": "--predict", "export": "--export"}
+#: The options of the older form, by the jobs that take them.
+_OPTION_JOBS = {
+    "json": ("list", "kitti_eval", "evaluate"), "verbose": ("list",),
+    "set": ("check", "prepare", "anchors", "evaluate", "predict", "export", "train"),
+    "strategy": ("check", "train"), "restart": ("train",),
+    "workdir": ("evaluate", "predict", "export", "train"),
+    "data_root": ("check", "prepare", "anchors", "evaluate", "train"),
+    "cache_dir": ("check", "prepare", "anchors", "evaluate", "train"),
+    "skip_bad": ("prepare", "train"), "verify": ("prepare",), "force_prepare": ("prepare",),
+    "out": ("predict",), "checkpoint": ("evaluate", "predict", "export"), "write": ("anchors",),
+}
+#: --evaluate, --predict and --export together run one after the other, as they always did.
+_USE_JOBS = ("evaluate", "predict", "export")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> argparse.Namespace:
+    jobs = [job for job in _JOB_FLAGS if getattr(old, job) not in (None, False)]
+    if len(jobs) > 1 and not set(jobs) <= set(_USE_JOBS):
+        parser.error(f"{' and '.join(_JOB_FLAGS[job] for job in jobs)} cannot be combined; give one of them "
+                     f"(or use the subcommands: {PROG} {jobs[0].replace('_', '-')} ...)")
+    jobs = jobs or ["train"]
+    if jobs[0] not in ("list", "kitti_eval") and not old.plan:
+        parser.error("give --plan NAME (to train or --check), --list or --kitti-eval")
+    if jobs[0] in ("list", "kitti_eval") and old.plan:
+        parser.error(f"{_JOB_FLAGS[jobs[0]]} takes no --plan")
+    for dest, takers in _OPTION_JOBS.items():
+        if getattr(old, dest) not in (None, False, []) and not set(jobs) & set(takers):
+            doing = " ".join(_JOB_FLAGS.get(job, "training") for job in jobs)
+            parser.error(f"{_flag(dest)} means nothing with {doing}; it goes with "
+                         f"{', '.join(_JOB_FLAGS.get(job, 'training') for job in takers)}")
+    args = argparse.Namespace(
+        command=jobs[0].replace("_", "-"), handlers=[COMMANDS[job.replace("_", "-")][2] for job in jobs],
+        plan=old.plan, set=old.set, strict_plugins=old.strict_plugins, strategy=old.strategy, restart=old.restart,
+        workdir=old.workdir, data_root=old.data_root, cache_dir=old.cache_dir, skip_bad=old.skip_bad,
+        verify=old.verify, force=old.force_prepare, static=False, checkpoint=old.checkpoint or "latest",
+        kind=old.list or None, verbose=old.verbose, images=old.predict, out=old.out, directory=old.export,
+        write=old.write, json=old.json,
+    )
+    if old.kitti_eval:
+        args.label_dir, args.result_dir = old.kitti_eval
+    if jobs[0] != "list" and args.json is True:
+        parser.error(f"{_JOB_FLAGS[jobs[0]]} --json needs a FILE to write")
+    if jobs[0] != "list" and isinstance(args.json, str):
+        args.json = Path(args.json)
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """A subcommand's namespace, from ``detplug COMMAND ...`` or from the older flag form."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return command_parser().parse_args(argv)
+    if not argv:
+        command_parser().print_help(sys.stderr)
+        raise SystemExit(2)
+    parser = legacy_parser()
+    return _from_legacy(parser, parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        for handler in args.handlers:
+            handler(args)
+        return 0
+    except DetplugError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `run.py --list | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: the latest checkpoint is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
