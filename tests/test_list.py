@@ -44,23 +44,6 @@ def test_list_unknown_kind_is_one_clear_error():
     assert "no component kind 'backbones'" in result.stderr and "backbone" in result.stderr
 
 
-def test_list_and_static_check_never_import_tensorflow(tmp_path):
-    code = (
-        "import sys\n"
-        "from detplug.run import main\n"
-        "assert main(['--list']) == 0\n"
-        "from detplug.registry import Registry\n"
-        "from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components\n"
-        "from detplug.core.plan.check import static_check\n"
-        "plan = load_plan(find_plan('kitti_simple'))\n"
-        "static_check(plan, resolve_components(plan, Registry.discover()))\n"
-        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False False"
-
-
 def test_run_without_plan_or_list_explains_what_to_give():
     result = subprocess.run([sys.executable, str(RUN_PY)], capture_output=True, text=True)
     assert result.returncode == 2 and "--plan" in result.stderr

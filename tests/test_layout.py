@@ -1,0 +1,119 @@
+"""The package's shape: core/ by concern, no import loops, no core module that knows a
+plugin, and the plan/check/registry side runs without TensorFlow."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PACKAGE = "detplug"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join((PACKAGE, *parts))
+
+
+def _modules() -> dict[str, Path]:
+    roots = [ROOT / "core", ROOT / "plugins", ROOT / "testing"]
+    files = [path for root in roots for path in root.rglob("*.py")]
+    files += [ROOT / name for name in ("__init__.py", "registry.py", "hookspecs.py", "run.py")]
+    return {_module_name(path): path for path in files}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every detplug module ``name`` imports, at module level or inside functions
+    (``TYPE_CHECKING`` blocks excepted: they never run)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+                 and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                 for statement in block.body for node in ast.walk(statement)}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        found |= {target for target in targets if target in known and target != name}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def test_no_core_module_imports_a_plugin():
+    offenders = sorted(f"{name} imports {target}" for name, targets in _graph().items()
+                       if name.startswith("detplug.core") for target in targets
+                       if target.startswith("detplug.plugins"))
+    assert offenders == []
+
+
+def test_there_are_no_import_loops():
+    graph = _graph()
+    loops, state = [], {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                loops.append(" -> ".join([*trail[trail.index(target):], target]))
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert loops == []
+
+
+def test_core_is_split_by_concern():
+    core = ROOT / "core"
+    packages = sorted(path.name for path in core.iterdir() if (path / "__init__.py").is_file())
+    assert len(packages) >= 4 and {"plan", "model", "train", "data", "evaluate", "cli"} <= set(packages)
+    assert len(list(core.glob("*.py"))) <= 12
+    for name in packages:  # each says what it owns and what it may import
+        docstring = ast.get_docstring(ast.parse((core / name / "__init__.py").read_text()))
+        assert docstring and "import" in docstring.lower(), name
+
+
+def test_plan_check_list_and_kitti_eval_run_without_tensorflow(tmp_path: Path):
+    labels, results = tmp_path / "labels", tmp_path / "results"
+    labels.mkdir(), results.mkdir()
+    (labels / "000000.txt").write_text("Car 0.00 0 -10 10 10 50 50 -1 -1 -1 -1000 -1000 -1000 -10\n")
+    (results / "000000.txt").write_text("Car -1 -1 -10 10 10 50 50 -1 -1 -1 -1000 -1000 -1000 -10 0.9\n")
+    script = (
+        "import sys, pkgutil, importlib, detplug.core.plan, detplug.registry\n"
+        "for module in pkgutil.walk_packages(detplug.core.plan.__path__, 'detplug.core.plan.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "import detplug.core.build, detplug.core.data.kitti_format, detplug.core.evaluate.kitti_files\n"
+        "from detplug.run import main\n"
+        "assert main(['--list']) == 0\n"
+        "assert main(['list', 'backbone']) == 0\n"
+        "assert main(['check', '--plan', 'kitti_simple', '--static']) == 0\n"
+        f"assert main(['--kitti-eval', {str(labels)!r}, {str(results)!r}]) == 0\n"
+        "loaded = sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras'))\n"
+        "print('loaded:', loaded[:5])\n"
+        "assert not loaded, loaded[:5]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "loaded: []" in result.stdout
