@@ -29,9 +29,9 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
              data_root: Path | None, cache_dir: Path | None) -> Any:
     """Evaluate ``checkpoint`` on the validation split of the plan's last period's dataset."""
     from detplug.core.evaluate.contract import format_table
-    from detplug.core.evaluate.collect import build_evaluator, evaluate_files
+    from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
 
-    evaluator = build_evaluator(checked)
+    evaluator = plan_evaluator(checked)
     if evaluator is None:
         raise PlanError(f"{checked.plan.source}: --evaluate needs an evaluator: add [evaluation] "
                         f"evaluator = \"kitti_ap\" (or coco_map) to the plan")

@@ -108,7 +108,8 @@ def _drawn(image: tf.Tensor, found: dict, index: int, count: int, record: dict, 
                       scores=found["scores"][index][:count].numpy()[keep], classes=classes[keep], truth=truth)
 
 
-def build_evaluator(checked: CheckedPlan) -> Any | None:
+def plan_evaluator(checked: CheckedPlan) -> Any | None:
+    """The plan's evaluator, built for the classes the model detects; None when it names none."""
     ref = checked.plan.evaluator
     if ref is None:
         return None

@@ -103,7 +103,7 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     from detplug.core.data.pipeline import InputPipeline
     from detplug.core.data.datasets import prepare_datasets
     from detplug.core.train.session import TrainingSession, configure_tensorflow
-    from detplug.core.evaluate.collect import build_evaluator
+    from detplug.core.evaluate.collect import plan_evaluator
     from detplug.core.train.versions import lock_document
 
     for warning in checked.warnings:
@@ -114,7 +114,7 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     # The model is built, and every declared spec compared with its tensors, before any data
     # is drawn or converted: a plan whose parts do not fit fails in seconds, not after minutes.
     session = TrainingSession(checked, strategy=strategy)
-    evaluator = build_evaluator(checked)
+    evaluator = plan_evaluator(checked)
     prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
                                 skip_bad=skip_bad,
                                 keys=dict.fromkeys(period.dataset for period in plan.periods))
