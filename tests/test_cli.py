@@ -74,6 +74,7 @@ def test_each_subcommand_help_shows_only_its_own_options():
     train, check, kitti = help_of("train"), help_of("check"), help_of("kitti-eval")
     assert "--restart" in train and "--write" not in train and "--checkpoint" not in train
     assert "--static" in check and "--restart" not in check and "--checkpoint" not in check
+    assert "--data-root" in check and "--workdir" in check  # where things are: every plan command
     assert "LABEL_DIR" in kitti and "--plan" not in kitti
     overview = subprocess.run([sys.executable, str(RUN_PY), "--help"], capture_output=True, text=True).stdout
     assert all(command in overview for command in cli.COMMANDS)

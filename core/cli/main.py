@@ -46,11 +46,13 @@ def _strict_plugins(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(parser: argparse.ArgumentParser) -> None:
+    """Every command that works on a plan takes these, including where its run folder, data
+    and cache are: one command line works for each of them by changing the command word."""
     parser.add_argument("--plan", required=True, metavar="NAME_OR_PATH",
                         help="plan name (plans/NAME.toml) or a .toml file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
-    _strict_plugins(parser)
+    _strict_plugins(parser), _workdir(parser), _data(parser)
 
 
 def _strategy(parser: argparse.ArgumentParser) -> None:
@@ -86,15 +88,13 @@ def _json_file(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _strategy(parser), _workdir(parser), _data(parser), _skip_bad(parser)
+    _plan(parser), _strategy(parser), _skip_bad(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
 
 
 def _check_options(parser: argparse.ArgumentParser) -> None:
-    # The data options too, so that a training command line is checked by changing only
-    # the command word; the check itself reads no data.
-    _plan(parser), _strategy(parser), _data(parser)
+    _plan(parser), _strategy(parser)
     parser.add_argument("--static", action="store_true",
                         help="the spec chain only: no TensorFlow, no model built")
 
@@ -108,29 +108,29 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _data(parser), _skip_bad(parser)
+    _plan(parser), _skip_bad(parser)
     parser.add_argument("--verify", action="store_true", help="re-read every shard against the manifest")
     parser.add_argument("--force", "--force-prepare", dest="force", action="store_true",
                         help="convert again even if the source is unchanged")
 
 
 def _evaluate_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _workdir(parser), _checkpoint(parser), _json_file(parser), _data(parser)
+    _plan(parser), _checkpoint(parser), _json_file(parser)
 
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _workdir(parser), _checkpoint(parser)
+    _plan(parser), _checkpoint(parser)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--out", type=Path, help="output folder (default: <run folder>/predictions)")
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _workdir(parser), _checkpoint(parser)
+    _plan(parser), _checkpoint(parser)
     parser.add_argument("directory", type=Path, metavar="DIR", help="where the SavedModel goes")
 
 
 def _anchors_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _data(parser)
+    _plan(parser)
     parser.add_argument("--write", action="store_true", help="write the new anchors into the plan file")
 
 
@@ -326,14 +326,13 @@ def legacy_parser() -> argparse.ArgumentParser:
 #: The flag that picks each job in the older form (training: none).
 _JOB_FLAGS = {"list": "--list", "kitti_eval": "--kitti-eval", "check": "--check", "prepare": "--prepare",
               "anchors": "--anchors", "evaluate": "--evaluate", "predict": "--predict", "export": "--export"}
+_PLAN_JOBS = ("check", "prepare", "anchors", "evaluate", "predict", "export", "train")
 #: The options of the older form, by the jobs that take them.
 _OPTION_JOBS = {
     "json": ("list", "kitti_eval", "evaluate"), "verbose": ("list",),
-    "set": ("check", "prepare", "anchors", "evaluate", "predict", "export", "train"),
+    "set": _PLAN_JOBS,
     "strategy": ("check", "train"), "restart": ("train",),
-    "workdir": ("evaluate", "predict", "export", "train"),
-    "data_root": ("check", "prepare", "anchors", "evaluate", "train"),
-    "cache_dir": ("check", "prepare", "anchors", "evaluate", "train"),
+    "workdir": _PLAN_JOBS, "data_root": _PLAN_JOBS, "cache_dir": _PLAN_JOBS,
     "skip_bad": ("prepare", "train"), "verify": ("prepare",), "force_prepare": ("prepare",),
     "out": ("predict",), "checkpoint": ("evaluate", "predict", "export"), "write": ("anchors",),
 }
