@@ -14,9 +14,14 @@ pluggy only: discovery never imports TensorFlow.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:  # annotations only: discovery must not import the training side
+    from detplug.core.plan.plan_file import Period
+    from detplug.core.plan.specs import Component
+    from detplug.core.train.training import RunContext
 
 PROJECT_NAME = "detplug"
 
@@ -24,11 +29,12 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
-# -- discovery: called once when the registry is built; must not import TensorFlow --
+# -- discovery: called by registry.py (Registry.discover) and, for plan folders, by the command
+# line (core/cli/main.py) when it looks a plan up; must not import TensorFlow --
 
 
 @hookspec
-def detplug_components() -> list[Any]:
+def detplug_components() -> list[Component]:
     """Return the :class:`detplug.core.plan.specs.Component` objects this plugin provides.
 
     Names are unique per kind across all plugins; a clash between two
@@ -44,11 +50,11 @@ def detplug_plan_dirs() -> list[Path]:
     looks there after detplug's own ``plans/``."""
 
 
-# -- training: called by run.py around the periods and epochs of a run --
+# -- training: called by core/train/training.py (train_plan) around the periods and epochs of a run --
 
 
 @hookspec
-def detplug_train_start(run: Any) -> None:
+def detplug_train_start(run: RunContext) -> None:
     """Training starts or resumes; ``run.start_epoch`` epochs are already done and kept.
 
     Loggers drop what they wrote about later epochs: a run killed after
@@ -56,14 +62,14 @@ def detplug_train_start(run: Any) -> None:
 
 
 @hookspec
-def detplug_period_start(run: Any, period: Any, index: int) -> None:
+def detplug_period_start(run: RunContext, period: Period, index: int) -> None:
     """A period is about to train. ``run`` is the :class:`detplug.core.train.training.RunContext`
     (run folder, plan, model); ``period`` the :class:`detplug.core.plan.plan_file.Period`;
     ``index`` its 0-based position in the plan."""
 
 
 @hookspec
-def detplug_epoch_end(run: Any, epoch: int, logs: dict[str, float]) -> None:
+def detplug_epoch_end(run: RunContext, epoch: int, logs: dict[str, float]) -> None:
     """An epoch has ended; its checkpoint is written right after. ``epoch`` is 1-based over
     the whole plan; ``logs`` maps names (``period``, ``learning_rate``, each
     training loss part, ``val_`` + each validation loss part, ``seconds``) to numbers.
@@ -71,12 +77,12 @@ def detplug_epoch_end(run: Any, epoch: int, logs: dict[str, float]) -> None:
 
 
 @hookspec
-def detplug_evaluation_end(run: Any, epoch: int, metrics: dict[str, float], grid: Path) -> None:
+def detplug_evaluation_end(run: RunContext, epoch: int, metrics: dict[str, float], grid: Path) -> None:
     """The evaluator ran on the validation split after ``epoch``: ``metrics`` are its
     results (also in that epoch's logs); ``grid`` is a PNG of validation images with
     predicted and ground-truth boxes drawn. The TensorBoard logger shows the grid."""
 
 
 @hookspec
-def detplug_train_end(run: Any) -> None:
+def detplug_train_end(run: RunContext) -> None:
     """Every period of the plan has trained (also called when there was nothing to do)."""

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from detplug.core.plan.check import CheckedPlan, describe_output
 from detplug.core.errors import DetplugError
+from detplug.core.plan.check import CheckedPlan, describe_output
 from detplug.core.plan.specs import KINDS
 
+if TYPE_CHECKING:
+    from detplug.core.plan.specs import Component
+    from detplug.registry import Registry
 
-def _params_of(component: Any) -> list[dict[str, str]]:
+
+
+def _params_of(component: Component) -> list[dict[str, str]]:
     params = []
     for field in attrs.fields(component.params):
         default = field.default
@@ -28,7 +33,7 @@ def _params_of(component: Any) -> list[dict[str, str]]:
     return params
 
 
-def listing_rows(registry: Any, kind: str | None, verbose: bool) -> list[dict[str, Any]]:
+def listing_rows(registry: Registry, kind: str | None, verbose: bool) -> list[dict[str, Any]]:
     if kind is not None and kind not in KINDS:
         raise DetplugError(f"--list {kind}: there is no component kind '{kind}'; the kinds are: {', '.join(KINDS)}")
     rows = []

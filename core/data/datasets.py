@@ -7,14 +7,20 @@ folder's name, so calling this before every training run costs a stat per file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING
 
 from detplug.core.data.prepared import PreparedData
 from detplug.core.errors import DataError
 
+if TYPE_CHECKING:
+    from detplug.core.plan.check import CheckedPlan
+    from detplug.core.plan.specs import DatasetSpec
 
-def _check_fits_plan(key: str, prepared: PreparedData, spec: Any) -> None:
+
+
+def _check_fits_plan(key: str, prepared: PreparedData, spec: DatasetSpec | None) -> None:
     """The records must hold what the model was checked against (the dataset's spec)."""
     if spec is None:
         return
@@ -29,7 +35,7 @@ def _check_fits_plan(key: str, prepared: PreparedData, spec: Any) -> None:
 
 
 def prepare_datasets(
-    checked: Any,
+    checked: CheckedPlan,
     *,
     data_root: str | Path | None,
     cache_dir: str | Path,

@@ -4,8 +4,9 @@ images' pixels, handed to the plan's evaluator, plus a grid of drawn predictions
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -13,11 +14,11 @@ import tensorflow as tf
 from PIL import Image
 
 from detplug.core.build import build_evaluator
-from detplug.core.plan.check import CheckedPlan
 from detplug.core.data import records
+from detplug.core.evaluate.contract import EvaluationResult, Evaluator, ImageDetections, ImageTruth
 from detplug.core.evaluate.drawing import draw_boxes, grid
-from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth
 from detplug.core.model.inference import flatten_predictions, non_max_suppression, to_source_pixels
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.plan.specs import ImageSpec
 
 #: How many validation images the drawn grid shows.
@@ -117,7 +118,7 @@ def plan_evaluator(checked: CheckedPlan) -> Any | None:
     return build_evaluator(item.component, item.params, classes=tuple(checked.chain.labels.classes))
 
 
-def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Any, files: Sequence[Path],
+def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluator, files: Sequence[Path],
                    grid_path: Path | None = None) -> EvaluationResult:
     truths, detections, drawn = collect(model, checked, files)
     if grid_path is not None and drawn:

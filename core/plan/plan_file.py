@@ -14,20 +14,31 @@ Errors are :class:`PlanError` sentences naming the file and the key.
 from __future__ import annotations
 
 import difflib
-import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import tomllib
 from attrs import frozen
 
+from detplug.core.errors import PlanError
 from detplug.core.plan.assignment import Assignment
 from detplug.core.plan.augmentation import Augmentation
-from detplug.core.errors import PlanError
 from detplug.core.plan.params import ParamsError, build_params
-from detplug.core.plan.settings import (EVALUATION_SETTING_KEYS, PERIOD_SETTING_KEYS, RUN_SETTING_KEYS,
-                                   EvaluationSettings, PeriodSettings, RunSettings)
+from detplug.core.plan.settings import (
+    EVALUATION_SETTING_KEYS,
+    PERIOD_SETTING_KEYS,
+    RUN_SETTING_KEYS,
+    EvaluationSettings,
+    PeriodSettings,
+    RunSettings,
+)
 from detplug.core.plan.specs import Component
+
+if TYPE_CHECKING:
+    from detplug.registry import Provider, Registry
+
 
 PLANS_DIR = Path(__file__).resolve().parents[2] / "plans"
 
@@ -130,7 +141,7 @@ class Resolved:
     ref: ComponentRef
     component: Component
     params: Any
-    provider: Any
+    provider: Provider
 
 
 # ---------------------------------------------------------------------------
@@ -395,7 +406,7 @@ def _join(prefix: str, name: str) -> str:
 # resolving against the registry
 
 
-def resolve_components(plan: Plan, registry: Any) -> dict[str, Resolved]:
+def resolve_components(plan: Plan, registry: Registry) -> dict[str, Resolved]:
     """Every component the plan names, by key path, looked up and with its params built."""
     from detplug.registry import RegistryError
 

@@ -12,18 +12,27 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from detplug.core.plan.check import CheckedPlan
+from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.checkpoints import CheckpointStore
 from detplug.core.train.distribute import WorkerRole, worker_role
-from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.resume import check_resumable, model_description
 from detplug.core.train.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from detplug.core.data.pipeline import InputPipeline
+    from detplug.core.data.prepared import PreparedData
+    from detplug.core.evaluate.contract import Evaluator
+    from detplug.core.train.session import TrainingSession
+    from detplug.registry import Registry
+
 
 
 @attrs.define
@@ -54,7 +63,7 @@ def period_index_at(plan: Plan, epochs_done: int) -> int:
     return len(plan.periods) - 1
 
 
-def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root: Path | None = None,
+def train_plan(checked: CheckedPlan, *, registry: Registry, workdir: Path, data_root: Path | None = None,
                cache_dir: Path | None = None, restart: bool = False, skip_bad: bool = False) -> RunContext:
     """Train every period of ``checked`` not yet done in ``workdir``.
 
@@ -77,7 +86,7 @@ def train_plan(checked: CheckedPlan, *, registry: Any, workdir: Path, data_root:
                       role=role, data_root=data_root, cache_dir=cache_dir, restart=False, skip_bad=skip_bad)
 
 
-def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_from: RunFolder, shared: RunFolder,
+def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resume_from: RunFolder, shared: RunFolder,
            role: WorkerRole, data_root: Path | None, cache_dir: Path | None, restart: bool,
            skip_bad: bool) -> RunContext:
     """Train into ``folder`` after resuming from ``resume_from``; ``shared`` is the chief's
@@ -99,11 +108,11 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
         registry.hook.detplug_train_end(run=run)
         return run
 
-    from detplug.core.train import distribute
-    from detplug.core.data.pipeline import InputPipeline
     from detplug.core.data.datasets import prepare_datasets
-    from detplug.core.train.session import TrainingSession, configure_tensorflow
+    from detplug.core.data.pipeline import InputPipeline
     from detplug.core.evaluate.collect import plan_evaluator
+    from detplug.core.train import distribute
+    from detplug.core.train.session import TrainingSession, configure_tensorflow
     from detplug.core.train.versions import lock_document
 
     for warning in checked.warnings:
@@ -153,9 +162,10 @@ def _train(checked: CheckedPlan, registry: Any, *, folder: RunFolder, resume_fro
     return run
 
 
-def train_by_period(run: RunContext, registry: Any, period: Period, *, index: int, period_start: int,
-                    resume_after: int, prepared: Any, session: Any, store: CheckpointStore,
-                    evaluator: Any = None, pipeline: Any = None) -> None:
+def train_by_period(run: RunContext, registry: Registry, period: Period, *, index: int, period_start: int,
+                    resume_after: int, prepared: PreparedData, session: TrainingSession,
+                    store: CheckpointStore,
+                    evaluator: Evaluator | None = None, pipeline: InputPipeline | None = None) -> None:
     """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
     InputPipeline (one is made for the plan's model input when not given)."""
     from detplug.core.data.integrity import guarded
@@ -262,13 +272,14 @@ def _evaluates(plan: Plan, epoch: int) -> bool:
     return epoch == plan.total_epochs or (every > 0 and epoch % every == 0)
 
 
-def evaluate_epoch(run: RunContext, registry: Any, session: Any, evaluator: Any, prepared: Any,
+def evaluate_epoch(run: RunContext, registry: Registry, session: TrainingSession, evaluator: Evaluator,
+                   prepared: PreparedData,
                    epoch: int) -> dict[str, float]:
     """The evaluator's metrics on the validation split (EMA weights when used), with a grid
     of drawn predictions written to predictions/epNN.png. The table is printed here, or
     after the last epoch by :func:`print_final_report`."""
-    from detplug.core.evaluate.contract import format_table
     from detplug.core.evaluate.collect import evaluate_files
+    from detplug.core.evaluate.contract import format_table
 
     grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
     with session.evaluation_weights():

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detplug.core.plan.check import CheckedPlan
+
+if TYPE_CHECKING:
+    from detplug.registry import Registry
+
 
 
 def _version(distribution: str) -> str:
@@ -15,7 +19,7 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def lock_document(checked: CheckedPlan, registry: Any) -> dict[str, Any]:
+def lock_document(checked: CheckedPlan, registry: Registry) -> dict[str, Any]:
     plan = checked.plan
     resolved_params = {
         key: {"name": item.component.name, **_plain(item.params)} for key, item in checked.resolved.items()
