@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 import importlib.metadata as metadata
-from typing import Any, Iterable
+import os
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import pluggy
@@ -104,7 +105,7 @@ class Registry:
         return self.plugin_manager.hook
 
     @classmethod
-    def discover(cls, entry_points: Iterable[metadata.EntryPoint] | None = None) -> "Registry":
+    def discover(cls, entry_points: Iterable[metadata.EntryPoint] | None = None) -> Registry:
         """Load every plugin of entry-point group ``detplug`` and collect its components.
 
         ``DETPLUG_DISABLE_PLUGINS=name,...`` skips plugins by entry-point name

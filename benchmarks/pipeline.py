@@ -72,8 +72,8 @@ def measure_conversion(folder: Path, params, *, images: int, workers: int):
 
 
 def measure_pipeline(prepared, chain, *, batch_size: int, steps: int) -> float:
-    from detplug.core.plan.augmentation import Augmentation
     from detplug.core.data.pipeline import make_dataset
+    from detplug.core.plan.augmentation import Augmentation
 
     dataset = make_dataset(prepared.train_files, image=chain.image, labels=chain.labels, anchors=chain.anchors,
                            batch_size=batch_size, training=True, seed=1, augment=Augmentation(**MOSAIC_AND_JITTER))
@@ -88,8 +88,8 @@ def measure_pipeline(prepared, chain, *, batch_size: int, steps: int) -> float:
 def measure_trainer(checked, prepared, *, batch_size: int, steps: int) -> float:
     import keras
 
-    from detplug.core.model.assemble import build_losses, build_model
     from detplug.core.data.pipeline import make_dataset
+    from detplug.core.model.assemble import build_losses, build_model
     from detplug.plugins.trainers.graph import GraphTrainer
 
     chain = checked.chain

@@ -56,8 +56,8 @@ def forward_gflops_per_image(model: Any, image: Any) -> float:
 
 def pipeline_ips(parts: dict[str, Any], steps: int) -> float:
     """Batches the input pipeline delivers alone, with augmentation, as images/s."""
-    from detplug.core.plan.augmentation import Augmentation
     from detplug.core.data.pipeline import make_dataset
+    from detplug.core.plan.augmentation import Augmentation
 
     chain = parts["checked"].chain
     dataset = make_dataset(parts["prepared"].train_files, image=chain.image, labels=chain.labels,
@@ -80,9 +80,9 @@ def yolov3_train_ips(*, mixed: bool, steps: int, batch: int) -> float:
 
     from detplug.core.model.assemble import build_losses, build_model
     from detplug.core.plan.check import static_check
-    from detplug.core.train.optimizers import build_optimizer
     from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
     from detplug.core.plan.settings import PeriodSettings, RunSettings
+    from detplug.core.train.optimizers import build_optimizer
     from detplug.plugins.trainers.graph import GraphTrainer
     from detplug.registry import Registry
 

@@ -19,17 +19,18 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build(plan_name: str, cache_dir: Path) -> dict[str, Any]:
     """The plan's model factory, loss combination, and one real batch of its data."""
+    from detplug.core.data.pipeline import make_dataset
     from detplug.core.model.assemble import build_losses, build_model
     from detplug.core.plan.check import static_check
-    from detplug.core.data.pipeline import make_dataset
     from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
     from detplug.registry import Registry, load_factory
 
@@ -177,7 +178,7 @@ def measure_trainers(plan: str = "kitti_simple", *, steps: int = 10, rounds: int
     }
     # The eager trainer is several times slower: fewer steps keep the run short.
     step_counts = {name: max(2, steps // 3) if name == "eager_ips" else steps for name in runners}
-    for name, run in runners.items():
+    for run in runners.values():
         run(2)  # trace, build the optimizer's slots
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):

@@ -25,11 +25,11 @@ may import it; the checks that build Keras models import it when they run.
     _runner    check_component
 """
 
+from detplug.core.plan.shapes import built_shapes, expected_shapes, shape_mismatches
 from detplug.testing._common import ContractError, check_factory_importable, default_chains, describe_chain
 from detplug.testing._keras import check_serialization, check_spec_matches_keras, symbolic_inputs
 from detplug.testing._runner import check_component
 from detplug.testing._runtime import check_dataset_prepares, check_loss, check_trainer
-from detplug.core.plan.shapes import built_shapes, expected_shapes, shape_mismatches
 from detplug.testing._static import check_dataset_spec, check_manifest_without_tensorflow, check_params_defaults
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.specs import KINDS, Chain, Component, ImageSpec, LabelSpec, NoParams, SpecError

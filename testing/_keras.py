@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
+from detplug.core.plan.shapes import MODEL_KINDS, built_shapes, expected_shapes, shape_mismatches
 from detplug.core.plan.specs import Chain, Component
 from detplug.testing._common import (
     BATCH,
@@ -17,7 +19,6 @@ from detplug.testing._common import (
     params_or_defaults,
     spec_output,
 )
-from detplug.core.plan.shapes import MODEL_KINDS, built_shapes, expected_shapes, shape_mismatches
 
 
 def check_spec_matches_keras(component: Component, chain: Chain, *, params: Any = None) -> Any:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from detplug.core.plan.specs import Chain, Component
 from detplug.core.plan.shapes import MODEL_KINDS
+from detplug.core.plan.specs import Chain, Component
 from detplug.testing._common import check_factory_importable, default_chains, describe_chain
 from detplug.testing._keras import check_built_model_serializes, check_spec_matches_keras
 from detplug.testing._runtime import check_loss, check_trainer

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from detplug.core.plan.specs import Chain, Component
 from detplug.testing._common import (
@@ -125,8 +126,8 @@ def check_trainer(component: Component, chain: Chain, *, params: Any = None) -> 
     import numpy as np
     import tensorflow as tf
 
-    from detplug.core.train.trainer import Trainer
     from detplug.core.model.losses import BOXES_KEY, LossCombination
+    from detplug.core.train.trainer import Trainer
 
     check = f"check_trainer ({describe_chain(chain)})"
     params = params_or_defaults(component, params)

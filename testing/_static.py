@@ -128,7 +128,7 @@ print(json.dumps({"attempts": attempts, "error": error}))
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _heavy_imports(modules: tuple[str, ...]) -> tuple[list[dict[str, str]], str | None]:
     # The child sees this process's sys.path: a plugin under test may be importable
     # only through it (pytest's rootdir, a test's tmp_path).

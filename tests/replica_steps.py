@@ -23,10 +23,10 @@ def main(plan_path: str, cache_dir: str, out_path: str, mode: str, *overrides: s
     import keras
     import tensorflow as tf
 
-    from detplug.core.plan.check import static_check
-    from detplug.core.data.pipeline import make_dataset
     from detplug.core.data.datasets import prepare_datasets
+    from detplug.core.data.pipeline import make_dataset
     from detplug.core.errors import DetplugError
+    from detplug.core.plan.check import static_check
     from detplug.core.plan.plan_file import load_plan, resolve_components
     from detplug.core.train.session import TrainingSession, configure_tensorflow
     from detplug.registry import Registry

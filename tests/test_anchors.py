@@ -36,7 +36,6 @@ def test_non_positive_anchor_is_rejected():
 @pytest.mark.slow
 def test_anchors_command_prints_per_stride_with_recall_and_writes_them_into_the_plan(tmp_path):
     import tomllib
-
     from helpers import run_cli, write_tiny_plan
 
     plan = write_tiny_plan(tmp_path, images=16)

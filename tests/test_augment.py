@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.data import augment_ops
-from detplug.core.plan.augmentation import Augmentation
 from detplug.core.data.pipeline import make_dataset
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.specs import ImageSpec, LabelSpec
 from detplug.plugins.datasets import KittiParams
 from detplug.plugins.datasets.kitti import convert_kitti

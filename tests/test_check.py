@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import run_cli, write_tiny_plan
+
 from detplug.core.plan.plan_file import PLANS_DIR
 
 SHIPPED_PLANS = sorted(path.stem for path in PLANS_DIR.glob("*.toml"))

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import RUN_PY
 
 from detplug.core.cli import main as cli
 from detplug.run import parse_args
-from helpers import RUN_PY
 
 
 @pytest.mark.parametrize(

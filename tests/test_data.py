@@ -14,13 +14,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.data import records
-from detplug.core.plan.augmentation import Augmentation
 from detplug.core.data.letterbox import PAD_VALUE, letterbox_image, letterbox_params
 from detplug.core.data.pipeline import count_steps, make_dataset
 from detplug.core.data.prepared import MANIFEST_NAME, read_prepared
 from detplug.core.errors import DataError
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.specs import ImageSpec, LabelSpec
 from detplug.plugins.datasets import KittiParams, SyntheticParams
 from detplug.plugins.datasets.kitti import convert_kitti, parse_label_file, prepare_kitti, prepare_synthetic

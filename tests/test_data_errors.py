@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
-from detplug.core.plan.check import static_check
 from detplug.core.data import records
+from detplug.core.data.datasets import prepare_datasets
 from detplug.core.data.integrity import guarded, verify_prepared
 from detplug.core.data.pipeline import make_dataset
-from detplug.core.data.datasets import prepare_datasets
 from detplug.core.data.prepared import read_prepared
 from detplug.core.errors import DataError
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.check import static_check
 from detplug.core.plan.plan_file import load_plan, resolve_components
 from detplug.core.plan.specs import ImageSpec, LabelSpec
 from detplug.plugins.datasets import CocoParams, KittiParams, YoloTxtParams

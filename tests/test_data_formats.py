@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.data import records
-from detplug.core.plan.augmentation import Augmentation
 from detplug.core.data.pipeline import make_dataset
 from detplug.core.errors import DataError
+from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
+from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.specs import ImageSpec, LabelSpec, SpecError
 from detplug.plugins.datasets import COCO, YOLO_TXT, CocoParams, KittiParams, YoloTxtParams
 from detplug.plugins.datasets.coco import prepare_coco

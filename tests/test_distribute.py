@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import RUN_PY, kill_at, make_plugin_package, run_cli, write_tiny_plan
+
 from detplug.core.train.distribute import DistributeError, WorkerRole, cpu_replicas, worker_role
 
 REPLICA_STEPS = Path(__file__).with_name("replica_steps.py")

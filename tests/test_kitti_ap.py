@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detplug.core.errors import DataError
 from detplug.core.cli.kitti_eval import run_kitti_eval
+from detplug.core.errors import DataError
 from detplug.core.evaluate.contract import ImageDetections, ImageTruth, format_table
 from detplug.core.evaluate.kitti_files import read_kitti_labels, read_kitti_results, write_kitti_results
 from detplug.core.plan.specs import Chain, LabelSpec, SpecError

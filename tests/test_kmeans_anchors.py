@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
-from detplug.core.plan.anchors import ANCHOR_POOLS, anchor_pixels
 from detplug.core.data.kmeans_anchors import (
     anchor_table_toml,
     best_possible_recall,
@@ -18,6 +17,7 @@ from detplug.core.data.kmeans_anchors import (
     mean_best_iou,
     read_boxes_wh,
 )
+from detplug.core.plan.anchors import ANCHOR_POOLS, anchor_pixels
 
 #: YOLOv3's nine COCO anchors: well separated shapes to generate clusters around.
 CENTRES = np.array([pair for stride in (8, 16, 32) for pair in ANCHOR_POOLS["coco_yolov3"][stride]], float)

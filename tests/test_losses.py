@@ -280,7 +280,7 @@ def test_loss_combination_weighs_losses_and_its_parts_add_up():
     )
     total, parts = combination(outputs, targets)
     assert set(parts) == {"total"} | {f"{n}{s}" for n in weights for s in ("", "/8", "/16")}
-    for name, weight in weights.items():
+    for name in weights:
         loss_fn = combination.losses[name][1]
         for stride in ("8", "16"):
             expected = np.mean(loss_fn(outputs[stride], targets[stride], targets["boxes"]).numpy())

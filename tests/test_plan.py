@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
-
 from helpers import write_tiny_plan
-from detplug.core.plan.check import static_check
+
 from detplug.core.errors import CheckError, PlanError
+from detplug.core.plan.check import static_check
 from detplug.core.plan.plan_file import PLANS_DIR, find_plan, load_plan, resolve_components
 from detplug.registry import Registry
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import make_plugin_package, pythonpath_env, run_cli
+
 from detplug.registry import Registry, RegistryError
 
 BACKBONE = '''

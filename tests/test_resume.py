@@ -9,9 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from helpers import (hook_plugin_env, kill_at, kill_inside_checkpoint_write, read_weights, run_cli,
-                     shared_folder, write_tiny_plan)
+from helpers import (
+    hook_plugin_env,
+    kill_at,
+    kill_inside_checkpoint_write,
+    read_weights,
+    run_cli,
+    shared_folder,
+    write_tiny_plan,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +55,8 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
         for key in expected:
             assert np.array_equal(expected[key], found[key]), f"{snapshot}: {key} differs"
     rows = [(tmp_path / run / "history.csv").read_text().splitlines() for run in ("straight", "killed")]
-    strip_seconds = lambda lines: [",".join(c for i, c in enumerate(l.split(",")) if i not in seconds_columns)
-                                   for l in lines]
+    strip_seconds = lambda lines: [",".join(c for i, c in enumerate(line.split(",")) if i not in seconds_columns)
+                                   for line in lines]
     header = rows[0][0].split(",")
     seconds_columns = {i for i, name in enumerate(header) if name in ("seconds", "images_per_second")}
     assert strip_seconds(rows[0]) == strip_seconds(rows[1])

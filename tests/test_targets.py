@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from detplug.core.data.targets import assign_targets, shape_iou
 from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.assignment import Assignment
-from detplug.core.data.targets import assign_targets, shape_iou
 from detplug.core.plan.specs import ImageSpec
 
 IMAGE = ImageSpec(192, 640)

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import hook_plugin_env, kill_at, run_cli, write_tiny_plan
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import read_weights, run_cli, write_tiny_plan
-from detplug.core.train.optimizers import learning_rate_at
+
 from detplug.core.plan.settings import PeriodSettings
+from detplug.core.train.optimizers import learning_rate_at
 
 
 def test_constant_schedule_with_linear_warmup_by_hand():

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import run_cli
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 

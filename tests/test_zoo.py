@@ -14,8 +14,8 @@ import math
 import keras
 import numpy as np
 import pytest
-
 from helpers import run_cli, write_tiny_plan
+
 from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.params import ParamsError, build_params
 from detplug.core.plan.specs import Chain, ImageSpec, LabelSpec, NoParams, SpecError

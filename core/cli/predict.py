@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from detplug.core.model.assemble import build_model
-from detplug.core.plan.check import CheckedPlan
-from detplug.core.train.checkpoints import PREFIX, CheckpointStore
-from detplug.core.evaluate.drawing import draw_boxes
 from detplug.core.errors import CheckpointError, DataError
 from detplug.core.evaluate.contract import ImageDetections
+from detplug.core.evaluate.drawing import draw_boxes
 from detplug.core.evaluate.kitti_files import write_kitti_results
+from detplug.core.model.assemble import build_model
 from detplug.core.model.inference import DetectorModule, valid_rows
+from detplug.core.plan.check import CheckedPlan
+from detplug.core.train.checkpoints import PREFIX, CheckpointStore
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

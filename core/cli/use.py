@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import PlanError
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.run_folder import RunFolder
 
 
@@ -28,8 +28,8 @@ def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
 def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: str, json_path: Path | None,
              data_root: Path | None, cache_dir: Path | None) -> Any:
     """Evaluate ``checkpoint`` on the validation split of the plan's last period's dataset."""
-    from detplug.core.evaluate.contract import format_table
     from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
+    from detplug.core.evaluate.contract import format_table
 
     evaluator = plan_evaluator(checked)
     if evaluator is None:
@@ -70,9 +70,14 @@ def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_
     best-possible recall of the current and the new anchors; ``write`` puts them in the plan."""
     import numpy as np
 
+    from detplug.core.data.kmeans_anchors import (
+        anchor_table_toml,
+        best_possible_recall,
+        group_by_stride,
+        kmeans_anchors,
+        read_boxes_wh,
+    )
     from detplug.core.plan.anchors import anchor_pixels
-    from detplug.core.data.kmeans_anchors import (anchor_table_toml, best_possible_recall, group_by_stride,
-                                             kmeans_anchors, read_boxes_wh)
     plan = checked.plan
     item = checked.resolved[f"datasets.{plan.periods[0].dataset}"]
     prepared = _prepared(checked, plan.periods[0].dataset, data_root=data_root, cache_dir=cache_dir)

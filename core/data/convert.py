@@ -21,17 +21,18 @@ import multiprocessing
 import os
 import random
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import attrs
 from tqdm import tqdm
 
 from detplug.core.data import records
-from detplug.core.data.staging import staging
 from detplug.core.data.letterbox import PAD_VALUE
 from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, SPLITS, PreparedData, read_prepared
 from detplug.core.data.source import Failed, LabelReader, SourceItem, convert_chunk, convert_item
+from detplug.core.data.staging import staging
 from detplug.core.errors import DataError
 
 #: Below this many images one process is faster than starting a pool.

@@ -9,8 +9,9 @@ the shard, found by re-reading the shards.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import tensorflow as tf
 

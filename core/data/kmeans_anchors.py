@@ -22,7 +22,8 @@ highest such IoU), whereas a Euclidean distance would let large boxes dominate.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -17,17 +17,16 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
-from detplug.core.data import augment_ops
-from detplug.core.data import records
-from detplug.core.plan.assignment import Assignment
-from detplug.core.plan.augmentation import Augmentation
+from detplug.core.data import augment_ops, records
 from detplug.core.data.targets import assign_targets
 from detplug.core.errors import DataError
+from detplug.core.plan.assignment import Assignment
+from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.specs import AnchorRatios, ImageSpec, LabelSpec
 
 #: Serialised records shuffled together; with shards shuffled by file and read

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from detplug.core.data.prepared import MANIFEST_NAME
 

@@ -12,7 +12,7 @@ next to the centre nearest to it. A positive's target is
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import tensorflow as tf
 

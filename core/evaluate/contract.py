@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -83,7 +84,7 @@ class ImageDetections:
     scores: np.ndarray = attrs.field(converter=_vector(np.float64), validator=_same_length)
 
     @classmethod
-    def empty(cls, image_id: str) -> "ImageDetections":
+    def empty(cls, image_id: str) -> ImageDetections:
         return cls(image_id, np.zeros((0, 4)), (), np.zeros(0))
 
 

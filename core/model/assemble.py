@@ -6,15 +6,16 @@ the real tensor shapes its Keras code gives: the symbolic half of ``--check``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import keras
 
 from detplug.core.build import build_loss, build_model_part
-from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import CheckError
 from detplug.core.model.losses import LossCombination
+from detplug.core.plan.check import CheckedPlan
 from detplug.core.plan.plan_file import Resolved
 from detplug.core.plan.shapes import expected_shapes, shape_mismatches
 from detplug.core.plan.specs import Chain

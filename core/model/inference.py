@@ -9,7 +9,7 @@ SavedModel, so both give the same boxes.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
@@ -18,7 +18,6 @@ import tensorflow as tf
 from detplug.core.data.letterbox import PAD_VALUE
 from detplug.core.plan.settings import EvaluationSettings
 from detplug.core.plan.specs import ImageSpec
-
 
 #: A predicted box narrower or lower than this many input pixels, once clipped to the
 #: image, is no detection (YOLOv5's min_wh): NMS would otherwise pass it on as a line.

@@ -5,7 +5,7 @@ No TensorFlow here: the static check resolves anchors too.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from detplug.core.plan.specs import AnchorRatios, ImageSpec
 

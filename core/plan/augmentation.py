@@ -50,11 +50,11 @@ class Augmentation:
     min_visible: float = field(default=0.25, converter=float, validator=_fraction)
 
     @classmethod
-    def none(cls) -> "Augmentation":
+    def none(cls) -> Augmentation:
         return cls(flip=0, scale=0, translate=0, hue=0, saturation=0, value=0, mosaic=0)
 
     @classmethod
-    def flip_only(cls) -> "Augmentation":
+    def flip_only(cls) -> Augmentation:
         return attrs.evolve(cls.none(), flip=0.5)
 
     @property
@@ -69,7 +69,7 @@ class Augmentation:
     def colour(self) -> bool:
         return bool(self.hue or self.saturation or self.value)
 
-    def for_epoch(self, epoch: int, total_epochs: int) -> "Augmentation":
+    def for_epoch(self, epoch: int, total_epochs: int) -> Augmentation:
         """These settings for ``epoch`` (1-based) of ``total_epochs``: mosaic off when
         ``epoch > total_epochs - mosaic_off_last``."""
         if self.mosaic and epoch > total_epochs - self.mosaic_off_last:

@@ -9,12 +9,13 @@ and comparing the declared specs with real tensor shapes) is in assemble.py.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from attrs import frozen
 
-from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
 from detplug.core.errors import CheckError, PlanError
+from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
 from detplug.core.plan.plan_file import Plan, Resolved
 from detplug.core.plan.specs import Chain, SpecError
 

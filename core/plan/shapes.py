@@ -6,7 +6,8 @@ No TensorFlow import: the built outputs are only asked for ``.shape``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from detplug.core.plan.specs import ImageSpec
 

@@ -17,7 +17,8 @@ a :class:`Chain` that holds everything known upstream of it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 from attrs import field, frozen, validators
@@ -160,7 +161,7 @@ class Chain:
     head: Mapping[int, HeadSpec] | None = None
     decoded: Mapping[int, DecodedSpec] | None = None
 
-    def evolve(self, **changes: Any) -> "Chain":
+    def evolve(self, **changes: Any) -> Chain:
         return attrs.evolve(self, **changes)
 
     def require(self, name: str, by: str) -> Any:

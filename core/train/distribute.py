@@ -22,12 +22,14 @@ import contextlib
 import json
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
 from detplug.core.errors import DetplugError
 from detplug.core.plan.settings import STRATEGIES
+
 CPU_REPLICAS_VARIABLE = "DETPLUG_CPU_REPLICAS"
 
 

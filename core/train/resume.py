@@ -12,11 +12,12 @@ Checked before TensorFlow is imported, from ``state.json`` alone:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from detplug.core.plan.check import CheckedPlan
 from detplug.core.errors import CheckpointError
+from detplug.core.plan.check import CheckedPlan
 
 
 def model_description(checked: CheckedPlan) -> dict[str, Any]:

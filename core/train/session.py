@@ -11,12 +11,12 @@ import keras
 import tensorflow as tf
 
 from detplug.core.build import build_trainer
-from detplug.core.train import distribute
 from detplug.core.model.assemble import DetectorParts, build_parts
 from detplug.core.plan.check import CheckedPlan
-from detplug.core.train.optimizers import build_optimizer, ema_swapped
 from detplug.core.plan.plan_file import Period
 from detplug.core.plan.settings import RunSettings
+from detplug.core.train import distribute
+from detplug.core.train.optimizers import build_optimizer, ema_swapped
 
 
 def configure_tensorflow(run: RunSettings) -> Any:

@@ -26,8 +26,9 @@ used for every application. Which layer gives each stride is the table
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 from keras import ops

@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from detplug.core.data.prepared import PreparedData
 from detplug.core.data.source import IGNORE_CLASS, InlineReader, SourceItem, SourceObject

@@ -11,10 +11,10 @@ No TensorFlow at module level: worker processes import this module to unpickle t
 
 from __future__ import annotations
 
-import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 

@@ -165,7 +165,8 @@ def _images(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _items(images: list[Path], root: Path) -> list[SourceItem]:
-    return [SourceItem(key=p.relative_to(root).as_posix(), image=str(p), label=str(label_path(p, root))) for p in images]
+    return [SourceItem(key=p.relative_to(root).as_posix(), image=str(p), label=str(label_path(p, root)))
+            for p in images]
 
 
 def yolo_source(root: Path, params: YoloTxtParams) -> Source:

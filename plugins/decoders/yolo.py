@@ -11,7 +11,8 @@ subclass changes only where in its cell a box centre can go
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 from keras import ops

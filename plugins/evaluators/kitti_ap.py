@@ -35,7 +35,7 @@ with the integer minimum, which is the same test as comparing the float.)
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 import numpy as np
@@ -226,7 +226,7 @@ class _ClassImage:
     scores: tuple[float, ...]
 
     @classmethod
-    def of(cls, evaluated: _Class, truth: ImageTruth, found: ImageDetections) -> "_ClassImage":
+    def of(cls, evaluated: _Class, truth: ImageTruth, found: ImageDetections) -> _ClassImage:
         gt_names = [name.lower() for name in truth.names]
         # Ground truths of other classes are skipped by computeStatistics: leave them out.
         kept = np.array([name in (evaluated.key, NEIGHBOUR.get(evaluated.key)) for name in gt_names], dtype=bool)

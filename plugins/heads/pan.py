@@ -18,7 +18,7 @@ The neck uses LeakyReLU(0.1), as yolov4.cfg does; only the backbone uses Mish.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import keras
 from keras import layers
@@ -95,7 +95,8 @@ def pan(
     coarse_to_fine = fine_to_coarse[::-1]
 
     # Keras matches a dict input by its tensor's name, so each Input is named by its key.
-    inputs = {str(stride): keras.Input(shape=feature_shapes[str(stride)], name=str(stride)) for stride in fine_to_coarse}
+    inputs = {str(stride): keras.Input(shape=feature_shapes[str(stride)], name=str(stride))
+              for stride in fine_to_coarse}
 
     # Top-down: P5, then each finer level from its lateral and the upsampled coarser level.
     top_down = {}

@@ -8,7 +8,7 @@ model share one source.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import keras
 import numpy as np

@@ -56,7 +56,7 @@ def stride_balance(balance: tuple[float, ...], strides: tuple[int, ...]) -> dict
     return dict(zip(strides, balance))
 
 
-def _objectness_spec(params: "ObjectnessParams", chain: Chain) -> tuple[int, ...]:
+def _objectness_spec(params: ObjectnessParams, chain: Chain) -> tuple[int, ...]:
     """Consumes the decoded outputs of every stride and their targets; stride_balance needs one weight per stride."""
     strides = _decoded_strides("objectness")(params, chain)
     stride_balance(params.stride_balance, strides)

@@ -6,7 +6,8 @@ returns ``callable(pred, target, boxes) -> (batch,)`` for one stride.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 

@@ -9,7 +9,8 @@ BCE from logits is stable where BCE from a saturated sigmoid is not.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 

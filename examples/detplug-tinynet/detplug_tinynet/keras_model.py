@@ -6,14 +6,14 @@ Imported only when detplug builds the model (the factory string in
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 from keras import layers
 
 from detplug import Chain
 from detplug_tinynet.plugin import STRIDES, TinyNetParams, output_channels, scaled
-
 
 # -- blocks --
 

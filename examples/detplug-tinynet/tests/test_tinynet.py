@@ -10,12 +10,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from detplug_tinynet import logger
+from detplug_tinynet.plugin import TINYNET, TinyNetParams
 
 from detplug import Chain, ImageSpec, SpecError
 from detplug.registry import Registry
 from detplug.testing import check_component, check_params_defaults
-from detplug_tinynet import logger
-from detplug_tinynet.plugin import TINYNET, TinyNetParams
 
 
 def test_tinynet_meets_the_detplug_backbone_contract():
