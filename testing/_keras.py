@@ -35,6 +35,8 @@ def check_spec_matches_keras(component: Component, chain: Chain, *, params: Any 
     except Exception as error:
         raise ContractError(component, check, f"its Keras model fails on inputs shaped "
                                               f"{_input_shapes(inputs)}: {type(error).__name__}: {error}") from error
+    # A model kind's chain holds the image (default_chains gives it to every kind but dataset).
+    assert chain.image is not None, "the chain holds no image"
     expected = expected_shapes(component.kind, declared, chain.image)
     problems = shape_mismatches(expected, outputs)
     if problems:
@@ -52,15 +54,18 @@ def symbolic_inputs(kind: str, chain: Chain) -> Any:
 
     # Keras matches a dict input by its tensor's name, so each Input is named by its key.
     image = chain.image
+    assert image is not None, "the chain holds no image"
     if kind == "backbone":
         return keras.Input((image.height, image.width, image.channels), name="image")
     if kind == "head":
+        assert chain.features is not None, "the chain holds no features"
         return {
             str(stride): keras.Input((image.height // stride, image.width // stride, spec.channels),
                                      name=str(stride))
             for stride, spec in sorted(chain.features.items())
         }
     if kind == "decoder":
+        assert chain.head is not None, "the chain holds no head outputs"
         return {
             str(stride): keras.Input(
                 (image.height // stride, image.width // stride, spec.anchors, spec.channels_per_anchor),

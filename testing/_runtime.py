@@ -88,6 +88,7 @@ def _loss_cases(chain: Chain, stride: int, spec: Any) -> dict[str, tuple[dict, A
     import tensorflow as tf
 
     image, labels = chain.image, chain.labels
+    assert image is not None, "the chain holds no image"
     grid_h, grid_w = image.height // stride, image.width // stride
     cell = (BATCH, grid_h, grid_w, spec.anchors)
     channels = spec.channels()
@@ -144,6 +145,7 @@ def check_trainer(component: Component, chain: Chain, *, params: Any = None) -> 
         raise ContractError(component, check, "the factory must return a detplug.core.train.trainer.Trainer",
                             expected="Trainer", found=type(trainer).__name__)
     rng = np.random.default_rng(0)
+    assert chain.image is not None and chain.labels is not None, "the chain holds no image or labels"
     images = tf.constant(rng.uniform(size=(BATCH, chain.image.height, chain.image.width, 3)).astype("float32"))
     targets = {
         str(stride): tf.zeros((BATCH, chain.image.height // stride, chain.image.width // stride,
@@ -168,6 +170,8 @@ def _tiny_detector(chain: Chain) -> Any:
     from keras import layers, ops
 
     image = chain.image
+    # check_trainer, the caller, required the decoded outputs and the image.
+    assert image is not None and chain.decoded is not None
     inputs = keras.Input((image.height, image.width, image.channels))
     outputs = {}
     for stride, spec in sorted(chain.decoded.items()):
@@ -208,6 +212,8 @@ def check_dataset_prepares(component: Component, params: Any, *, cache_dir: str 
     if not isinstance(prepared, PreparedData):
         raise ContractError(component, check, "the factory must return detplug.core.data.prepared.PreparedData",
                             expected="PreparedData", found=type(prepared).__name__)
+    # Given params, check_dataset_spec returns a DatasetSpec or raises ContractError.
+    assert spec is not None, "check_dataset_prepares needs the dataset's params"
     declared = {"image_size": (spec.image.height, spec.image.width), "classes": spec.labels.classes}
     found = {"image_size": prepared.image_size, "classes": prepared.classes}
     if declared != found:

@@ -41,7 +41,7 @@ def listing_rows(registry: Registry, kind: str | None, verbose: bool) -> list[di
         component, provider = item.component, item.provider
         if kind is not None and component.kind != kind:
             continue
-        row = {
+        row: dict[str, Any] = {
             "kind": component.kind,
             "name": component.name,
             "summary": component.summary,

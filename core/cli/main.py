@@ -52,7 +52,9 @@ def _plan(parser: argparse.ArgumentParser) -> None:
                         help="plan name (plans/NAME.toml) or a .toml file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
-    _strict_plugins(parser), _workdir(parser), _data(parser)
+    _strict_plugins(parser)
+    _workdir(parser)
+    _data(parser)
 
 
 def _strategy(parser: argparse.ArgumentParser) -> None:
@@ -88,13 +90,16 @@ def _json_file(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _strategy(parser), _skip_bad(parser)
+    _plan(parser)
+    _strategy(parser)
+    _skip_bad(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
 
 
 def _check_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _strategy(parser)
+    _plan(parser)
+    _strategy(parser)
     parser.add_argument("--static", action="store_true",
                         help="the spec chain only: no TensorFlow, no model built")
 
@@ -108,24 +113,29 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _skip_bad(parser)
+    _plan(parser)
+    _skip_bad(parser)
     parser.add_argument("--verify", action="store_true", help="re-read every shard against the manifest")
     parser.add_argument("--force", "--force-prepare", dest="force", action="store_true",
                         help="convert again even if the source is unchanged")
 
 
 def _evaluate_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _checkpoint(parser), _json_file(parser)
+    _plan(parser)
+    _checkpoint(parser)
+    _json_file(parser)
 
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _checkpoint(parser)
+    _plan(parser)
+    _checkpoint(parser)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--out", type=Path, help="output folder (default: <run folder>/predictions)")
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser), _checkpoint(parser)
+    _plan(parser)
+    _checkpoint(parser)
     parser.add_argument("directory", type=Path, metavar="DIR", help="where the SavedModel goes")
 
 
@@ -296,7 +306,8 @@ def legacy_parser() -> argparse.ArgumentParser:
                         help="check that the plan's parts fit (spec chain, then the symbolic Keras model) and exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
-    _workdir(parser), _strategy(parser)
+    _workdir(parser)
+    _strategy(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
     _data(parser)

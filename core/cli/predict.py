@@ -44,7 +44,9 @@ def load_trained_model(checked: CheckedPlan, checkpoints: Path, checkpoint: str 
 
 
 def detector_module(checked: CheckedPlan, model: keras.Model) -> DetectorModule:
-    return DetectorModule(model, checked.chain.image, checked.chain.labels.classes, checked.plan.evaluation)
+    image, labels = checked.chain.image, checked.chain.labels
+    assert image is not None and labels is not None  # static_check fills in every link of a checked plan's chain
+    return DetectorModule(model, image, labels.classes, checked.plan.evaluation)
 
 
 def image_paths(inputs: Iterable[Path]) -> list[Path]:

@@ -88,8 +88,10 @@ def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_
     table = group_by_stride(kmeans_anchors(boxes, count, seed=plan.train.run.seed), strides)
     flat = lambda t: np.array([pair for stride in sorted(t) for pair in t[stride]], np.float64)  # noqa: E731
     recall_now, recall_new = best_possible_recall(boxes, flat(current)), best_possible_recall(boxes, flat(table))
+    image = checked.chain.image
+    assert image is not None  # static_check fills in every link of a checked plan's chain
     print(f"{len(boxes)} boxes of '{plan.periods[0].dataset}' ({item.component.name}), "
-          f"in pixels of the {checked.chain.image.height}x{checked.chain.image.width} input:")
+          f"in pixels of the {image.height}x{image.width} input:")
     for stride in strides:
         print(f"  stride {stride:>2}: current {list(map(tuple, current[stride]))}  "
               f"new {[(round(w), round(h)) for w, h in table[stride]]}")
@@ -113,10 +115,10 @@ def _write_anchors(path: Path, value: str) -> None:
 
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     header = next((i for i, line in enumerate(lines) if re.match(r"\[model\]\s*(#.*)?$", line.strip())), None)
-    end = next((i for i in range(header + 1, len(lines)) if lines[i].startswith("[")), len(lines)) \
-        if header is not None else None
-    anchors = next((i for i in range(header + 1, end) if re.match(r"anchors\s*=", lines[i].strip())), None) \
-        if header is not None else None
+    anchors: int | None = None
+    if header is not None:
+        end = next((i for i in range(header + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        anchors = next((i for i in range(header + 1, end) if re.match(r"anchors\s*=", lines[i].strip())), None)
     if anchors is None:
         raise PlanError(f"{path}: --anchors --write found no 'anchors = ...' line in [model] to replace; "
                         f"write it there by hand: anchors = {value}")

@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, SPLITS, Pr
 from detplug.core.data.source import Failed, LabelReader, SourceItem, convert_chunk, convert_item
 from detplug.core.data.staging import staging
 from detplug.core.errors import DataError
+from detplug.core.plan.specs import name_tuple
 
 #: Below this many images one process is faster than starting a pool.
 PARALLEL_MIN = 48
@@ -58,7 +59,7 @@ class Source:
 
     format: str
     root: Path = attrs.field(converter=Path)
-    classes: tuple[str, ...] = attrs.field(converter=tuple)
+    classes: tuple[str, ...] = attrs.field(converter=name_tuple)
     #: Source label -> class index (IGNORE_CLASS for ignore regions), for the manifest.
     label_map: Mapping[str, int]
     reader: LabelReader
@@ -118,7 +119,7 @@ def default_workers(images: int) -> int:
     return 1 if images < PARALLEL_MIN else os.cpu_count() or 1
 
 
-def _convert_all(source: Source, items: Sequence[SourceItem], params: Any, workers: int) -> Iterator[Any]:
+def _convert_all(source: Source, items: Sequence[SourceItem], params: Any, workers: int) -> Generator[Any, None, None]:
     """:func:`convert_item` over ``items``, in order, in ``workers`` processes."""
     target, max_boxes = tuple(params.image_size), params.max_boxes
     done = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 import attrs
 
@@ -28,10 +29,23 @@ KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
 #: The type of an ignore region.
 DONT_CARE = "DontCare"
+
+
+class _NotGiven(TypedDict):
+    """The type of :data:`NOT_GIVEN`: one entry per column, each with its own type."""
+
+    truncated: float
+    occluded: int
+    alpha: float
+    dimensions: tuple[float, float, float]
+    location: tuple[float, float, float]
+    rotation_y: float
+
+
 #: The devkit's "not given" values of the columns a 2D label or result leaves out; they are
 #: written as integers (alpha -10 tells the devkit not to compute orientation similarity).
-NOT_GIVEN = {"truncated": -1.0, "occluded": -1, "alpha": -10.0, "dimensions": (-1.0, -1.0, -1.0),
-             "location": (-1000.0, -1000.0, -1000.0), "rotation_y": -10.0}
+NOT_GIVEN: _NotGiven = {"truncated": -1.0, "occluded": -1, "alpha": -10.0, "dimensions": (-1.0, -1.0, -1.0),
+                        "location": (-1000.0, -1000.0, -1000.0), "rotation_y": -10.0}
 _MARKERS = {-1.0, -10.0, -1000.0}
 #: At most this many bad lines are quoted in one error.
 MAX_QUOTED = 5

@@ -80,12 +80,15 @@ def kmeans_anchors(
     if len(boxes_wh) < count:
         raise ValueError(f"kmeans_anchors: {len(boxes_wh)} boxes cannot make {count} anchors")
     rng = np.random.default_rng(seed)
-    best, best_score = None, -1.0
+    best: np.ndarray | None = None
+    best_score = -1.0
     for _ in range(max(1, restarts)):
         centres = _lloyd(boxes_wh, _kmeans_plus_plus(boxes_wh, count, rng), iterations)
         score = mean_best_iou(boxes_wh, centres)
         if score > best_score:
             best, best_score = centres, score
+    # The first restart sets it: the mean IoU of finite boxes is >= 0 > -1.
+    assert best is not None
     return best[np.argsort(np.prod(best, axis=1), kind="stable")]
 
 

@@ -231,6 +231,9 @@ class InputPipeline:
                 lambda epoch, settings=settings: self._epoch(paths, tf.constant(seed, tf.int64) + epoch, settings,
                                                              batch_size=batch_size, training=training))
             dataset = segment if dataset is None else dataset.concatenate(segment)
+        # Every caller asks for at least one epoch (dataset() asks for [0], training for the
+        # epochs of a period that is not done yet), so the loop above made a dataset.
+        assert dataset is not None, "epochs: no epoch to read"
         options = tf.data.Options()
         options.deterministic = True
         # tf.data's autotuner measures and re-plans on threads of its own; on a small CPU they

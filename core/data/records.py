@@ -161,6 +161,8 @@ class ShardWriter:
             self._close()
             self._writer = tf.io.TFRecordWriter(str(self._temporary(len(self._counts))))
             self._counts.append(0)
+        # The first record (written == 0) opened a shard, and every full one opens the next.
+        assert self._writer is not None, "write after finish() or close()"
         self._writer.write(serialize(record))
         self._counts[-1] += 1
         self.written += 1

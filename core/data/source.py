@@ -159,6 +159,8 @@ def convert_item(reader: LabelReader, item: SourceItem, target: tuple[int, int],
         errors += check_boxes(objects, size)
     if errors:
         return Failed(item.key, str(path), tuple(errors))
+    # An image that cannot be read leaves an error: past the return above it was read.
+    assert image is not None and size is not None
 
     letterboxed, mapping = letterbox_image(image, target)
     png = io.BytesIO()

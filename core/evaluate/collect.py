@@ -32,11 +32,16 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
     """Ground truth and detections for every record of ``files``, in source pixels, and the
     first GRID_IMAGES letterboxed images with their predictions and truth drawn."""
     chain, settings = checked.chain, checked.plan.evaluation
+    image_spec = chain.image
+    # static_check fills in every link of a checked plan's chain.
+    assert image_spec is not None and chain.labels is not None
     names = list(chain.labels.classes)
     threshold = settings.eval_score_threshold if score_threshold is None else score_threshold
     parsed = tf.data.TFRecordDataset([str(f) for f in files]).map(records.parse_all)
-    truths, detections, drawn = [], [], []
-    detect = _detector(model, chain.image, settings.max_detections, settings.iou_threshold, threshold)
+    truths: list[ImageTruth] = []
+    detections: list[ImageDetections] = []
+    drawn: list[Image.Image] = []
+    detect = _detector(model, image_spec, settings.max_detections, settings.iou_threshold, threshold)
 
     def run(batch: list[dict[str, Any]]) -> None:
         images = tf.stack([tf.image.convert_image_dtype(tf.io.decode_png(r["png"], channels=3), tf.float32)
@@ -55,7 +60,7 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
             found_classes = found["classes"][index][:count].numpy()
             detections.append(ImageDetections(
                 image_id=image_id,
-                boxes=to_source_pixels(found["boxes"][index][:count], source_hw, chain.image).numpy(),
+                boxes=to_source_pixels(found["boxes"][index][:count], source_hw, image_spec).numpy(),
                 names=tuple(names[c] for c in found_classes), scores=found["scores"][index][:count].numpy(),
             ))
             if len(drawn) < GRID_IMAGES:
@@ -115,7 +120,9 @@ def plan_evaluator(checked: CheckedPlan) -> Any | None:
     if ref is None:
         return None
     item = checked.resolved[ref.key]
-    return build_evaluator(item.component, item.params, classes=tuple(checked.chain.labels.classes))
+    labels = checked.chain.labels
+    assert labels is not None  # static_check fills in every link of a checked plan's chain
+    return build_evaluator(item.component, item.params, classes=tuple(labels.classes))
 
 
 def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluator, files: Sequence[Path],

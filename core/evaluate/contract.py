@@ -36,11 +36,17 @@ def _boxes(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64).reshape(-1, 4)
 
 
-def _vector(dtype: type):
-    def convert(value: Any) -> np.ndarray | None:
-        return None if value is None else np.asarray(value, dtype=dtype).reshape(-1)
+def _vector(value: Any, dtype: type) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=dtype).reshape(-1)
 
-    return convert
+
+# attrs converters are named functions, one per dtype, so mypy's attrs plugin reads them.
+def _float_vector(value: Any) -> np.ndarray | None:
+    return _vector(value, np.float64)
+
+
+def _int_vector(value: Any) -> np.ndarray | None:
+    return _vector(value, np.int64)
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -63,8 +69,8 @@ class ImageTruth:
     image_id: str = attrs.field(converter=str)
     boxes: np.ndarray = attrs.field(converter=_boxes)
     names: tuple[str, ...] = attrs.field(converter=_names, validator=_same_length)
-    truncated: np.ndarray = attrs.field(default=None, converter=_vector(np.float64), validator=_same_length)
-    occluded: np.ndarray = attrs.field(default=None, converter=_vector(np.int64), validator=_same_length)
+    truncated: np.ndarray = attrs.field(default=None, converter=_float_vector, validator=_same_length)
+    occluded: np.ndarray = attrs.field(default=None, converter=_int_vector, validator=_same_length)
 
     def __attrs_post_init__(self) -> None:
         # Frozen: the defaults depend on the number of boxes, so they are filled in here.
@@ -81,7 +87,7 @@ class ImageDetections:
     image_id: str = attrs.field(converter=str)
     boxes: np.ndarray = attrs.field(converter=_boxes)
     names: tuple[str, ...] = attrs.field(converter=_names, validator=_same_length)
-    scores: np.ndarray = attrs.field(converter=_vector(np.float64), validator=_same_length)
+    scores: np.ndarray = attrs.field(converter=_float_vector, validator=_same_length)
 
     @classmethod
     def empty(cls, image_id: str) -> ImageDetections:

@@ -13,8 +13,9 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 TRUTH_COLOUR = (255, 255, 255)
 
 
-def draw_boxes(image: Image.Image, boxes: np.ndarray, names: Sequence[str], *, scores: Sequence[float] | None = None,
-               classes: Sequence[int] | None = None, truth: np.ndarray | None = None) -> Image.Image:
+def draw_boxes(image: Image.Image, boxes: np.ndarray, names: Sequence[str], *,
+               scores: Sequence[float] | np.ndarray | None = None, classes: Sequence[int] | np.ndarray | None = None,
+               truth: np.ndarray | None = None) -> Image.Image:
     """A copy of ``image`` with ``boxes`` (x1, y1, x2, y2 pixels) labelled ``name score``;
     ``truth`` boxes, if given, are drawn thin and white underneath."""
     canvas = image.convert("RGB").copy()

@@ -44,6 +44,9 @@ def build_model(checked: CheckedPlan) -> keras.Model:
 def build_parts(checked: CheckedPlan) -> DetectorParts:
     chain, resolved = checked.chain, checked.resolved
     image = chain.image
+    # static_check fills in every link of a checked plan's chain.
+    assert image is not None
+    assert chain.features is not None and chain.head is not None and chain.decoded is not None
     inputs = keras.Input((image.height, image.width, image.channels), name="image")
 
     backbone = build_component(resolved["model.backbone"], chain)

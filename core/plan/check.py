@@ -103,6 +103,7 @@ def _anchor_warnings(plan: Plan, pixels: Mapping[int, Any], image: Any) -> tuple
 def _check_assignment_reach(plan: Plan, decoder: Resolved, chain: Chain) -> None:
     """Neighbour-cell positives need a decoder that can put a box centre outside its cell."""
     needed = plan.assignment.reach_needed
+    assert chain.decoded is not None  # called once the decoder's link is in the chain
     short = {stride: spec.centre_reach for stride, spec in sorted(chain.decoded.items())
              if spec.centre_reach < needed}
     if short:
@@ -123,7 +124,7 @@ def _mismatch(plan: Plan, item: Resolved, error: SpecError, by_kind: Mapping[str
     if error.upstream == "anchors":
         there = f"the anchors '{plan.anchors}' (model.anchors)" if isinstance(plan.anchors, str) \
             else "the anchors (model.anchors)"
-    elif error.upstream in by_kind:
+    elif error.upstream is not None and error.upstream in by_kind:
         upstream = by_kind[error.upstream]
         there = f"{upstream.component.kind} '{upstream.component.name}' ({upstream.ref.key})"
     else:

@@ -49,11 +49,12 @@ def build_params(params_class: type, values: Mapping[str, Any]) -> Any:
         message = str(error.args[0]) if error.args else str(error)
         attribute = error.args[1] if len(error.args) > 1 else None
         quoted = re.match(r"'(\w+)'", message)
+        failed: str | None
         if isinstance(attribute, attrs.Attribute):
-            key = attribute.name
+            failed = attribute.name
         else:
-            key = quoted.group(1) if quoted and quoted.group(1) in fields else None
-        raise ParamsError(message, key) from None
+            failed = quoted.group(1) if quoted and quoted.group(1) in fields else None
+        raise ParamsError(message, failed) from None
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:

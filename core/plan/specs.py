@@ -3,7 +3,7 @@
 This module imports attrs only, never TensorFlow: `run.py --list` and the
 static check walk these types in milliseconds.
 
-The spec chain (DESIGN.md §3)::
+The spec chain, link by link (each component's spec function gives the next type)::
 
     dataset  -> DatasetSpec(ImageSpec(h, w, 3), LabelSpec(classes, max_boxes))
     backbone -> {stride: FeatureSpec(stride, channels)}
@@ -17,7 +17,7 @@ a :class:`Chain` that holds everything known upstream of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -73,12 +73,18 @@ class ImageSpec:
         return f"image {self.height}x{self.width}x{self.channels}"
 
 
+def name_tuple(names: Iterable[str]) -> tuple[str, ...]:
+    """The attrs converter for class names given as any iterable: a named function, as
+    mypy's attrs plugin cannot type ``tuple`` as a converter."""
+    return tuple(names)
+
+
 @frozen
 class LabelSpec:
     """What the labels hold: the class names (their order is the class index) and
     the most boxes one image carries after padding."""
 
-    classes: tuple[str, ...] = field(converter=tuple)
+    classes: tuple[str, ...] = field(converter=name_tuple)
     max_boxes: int = field(validator=_positive)
 
     @property
@@ -177,6 +183,11 @@ def _factory_string(instance: Any, attribute: attrs.Attribute, value: str) -> No
         raise ValueError(f"'factory' must look like 'package.module:callable' (got {value!r})")
 
 
+def _attrs_class(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not attrs.has(value):
+        raise TypeError(f"'params' must be an attrs class (got {value!r})")
+
+
 @frozen
 class Component:
     """One registered part.
@@ -193,16 +204,12 @@ class Component:
     kind: str = field(validator=validators.in_(KINDS))
     name: str = field(validator=validators.matches_re(r"^[a-z][a-z0-9_]*$"))
     summary: str
-    params: type = field(validator=lambda i, a, v: attrs.has(v) or _not_attrs(v))
+    params: type = field(validator=_attrs_class)
     spec: Callable[[Any, Chain], Any]
     factory: str = field(validator=_factory_string)
 
     def default_params(self) -> Any:
         return self.params()
-
-
-def _not_attrs(value: Any) -> None:
-    raise TypeError(f"'params' must be an attrs class (got {value!r})")
 
 
 @frozen

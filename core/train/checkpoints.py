@@ -54,7 +54,8 @@ class CheckpointStore:
 
     def state(self) -> dict[str, Any]:
         path = self.folder / STATE_FILE
-        empty = {"latest": None, "epoch": 0, "kept": [], "snapshots": [], "best": None, "checkpoints": {}}
+        empty: dict[str, Any] = {"latest": None, "epoch": 0, "kept": [], "snapshots": [], "best": None,
+                                 "checkpoints": {}}
         if not path.exists():
             return empty
         try:

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -56,7 +56,7 @@ class WorkerRole:
         return f"{self.task_type} {self.index} of {self.workers} processes"
 
 
-def worker_role(strategy: str, environ: dict[str, str] | None = None) -> WorkerRole:
+def worker_role(strategy: str, environ: Mapping[str, str] | None = None) -> WorkerRole:
     """The role ``TF_CONFIG`` gives this process under ``multi_worker``; the chief otherwise."""
     if strategy != "multi_worker":
         return WorkerRole()
@@ -90,7 +90,7 @@ def worker_role(strategy: str, environ: dict[str, str] | None = None) -> WorkerR
     return WorkerRole(task_type=task_type, index=index, workers=workers, has_chief=bool(cluster.get("chief")))
 
 
-def cpu_replicas(environ: dict[str, str] | None = None) -> int:
+def cpu_replicas(environ: Mapping[str, str] | None = None) -> int:
     """How many logical CPU devices ``DETPLUG_CPU_REPLICAS`` asks for (1 when unset)."""
     environ = os.environ if environ is None else environ
     text = environ.get(CPU_REPLICAS_VARIABLE, "").strip()

@@ -29,6 +29,8 @@ def model_description(checked: CheckedPlan) -> dict[str, Any]:
         return {"name": item.component.name, **json.loads(json.dumps(attrs.asdict(item.params), default=list))}
 
     chain = checked.chain
+    # static_check fills in every link of a checked plan's chain.
+    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
     return {
         "backbone": component("model.backbone"),
         "head": component("model.head"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,7 +144,10 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     registry.hook.detplug_train_start(run=run)
 
     # One input pipeline for the run: its traced steps serve every period's datasets.
-    pipeline = InputPipeline(image=checked.chain.image, labels=checked.chain.labels, anchors=checked.chain.anchors,
+    chain = checked.chain
+    # static_check fills in every link of a checked plan's chain.
+    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
+    pipeline = InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
                              assignment=plan.assignment)
     with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)):
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
@@ -187,6 +189,8 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     end_epoch = period_start + period.epochs
 
     augmentation = plan.train.augmentation
+    # static_check fills in every link of a checked plan's chain.
+    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
     pipeline = pipeline or InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
                                          assignment=plan.assignment)
 
@@ -257,6 +261,8 @@ def report_positives(run: RunContext, batches: Any) -> dict[str, int]:
     shown = "; ".join(f"{stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
     print(f"targets of epoch 1 ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
     ratios, image = run.checked.chain.anchors, run.checked.chain.image
+    # static_check fills in every link of a checked plan's chain.
+    assert ratios is not None and image is not None
     for stride, count in sorted(counts.items(), key=lambda item: int(item[0])):
         if count == 0:
             anchors = ", ".join(f"{w * image.width:.0f}x{h * image.height:.0f}" for h, w in ratios[int(stride)])

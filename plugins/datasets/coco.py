@@ -172,20 +172,17 @@ def coco_source(root: Path, params: CocoParams) -> Source:
     train_json, train_images = _under(root, params.annotations), _under(root, params.images)
     items = _image_items(train_json, train_images, root, classes)
     files = [train_json] + [Path(item.image) for item in items]
-    common = dict(
-        format="coco",
-        root=root,
-        classes=classes,
-        label_map={name: index for index, name in enumerate(classes)},
-        reader=InlineReader(),
-        notes={"annotations": str(train_json), "crowd": "ignore region"},
-    )
+    label_map = {name: index for index, name in enumerate(classes)}
+    reader = InlineReader()
+    notes = {"annotations": str(train_json), "crowd": "ignore region"}
     if not params.val_annotations:
-        return Source(**common, items=items, fingerprint_files=files)
+        return Source(format="coco", root=root, classes=classes, label_map=label_map, reader=reader, notes=notes,
+                      items=items, fingerprint_files=files)
     val_json = _under(root, params.val_annotations)
     val_items = _image_items(val_json, _under(root, params.val_images or params.images), root, classes)
     files += [val_json] + [Path(item.image) for item in val_items]
-    return Source(**common, splits={"train": items, "val": val_items}, fingerprint_files=files,
+    return Source(format="coco", root=root, classes=classes, label_map=label_map, reader=reader, notes=notes,
+                  splits={"train": items, "val": val_items}, fingerprint_files=files,
                   split_origin=f"{train_json}, {val_json}")
 
 

@@ -12,9 +12,9 @@ No TensorFlow at module level: worker processes import this module to unpickle t
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
@@ -158,13 +158,14 @@ def kitti_source(root: Path, params: RecordParams, *, class_map: Mapping[str, st
     }
     index = type_index(tuple(params.classes), class_map)
     fingerprint_files = [p for item in by_stem.values() for p in (Path(item.image), Path(item.label))]
-    common = dict(format="kitti", root=root, classes=params.classes, label_map=index,
-                  reader=KittiReader(index, tuple(params.classes)))
+    reader = KittiReader(index, tuple(params.classes))
     if not split_files:
-        return Source(**common, items=list(by_stem.values()), fingerprint_files=fingerprint_files)
+        return Source(format="kitti", root=root, classes=params.classes, label_map=index, reader=reader,
+                      items=list(by_stem.values()), fingerprint_files=fingerprint_files)
     splits, lists = _given_splits(root, split_files, by_stem)
     unlisted = len(by_stem) - len(splits["train"]) - len(splits["val"])
-    return Source(**common, splits=splits, split_origin=", ".join(map(str, lists)),
+    return Source(format="kitti", root=root, classes=params.classes, label_map=index, reader=reader,
+                  splits=splits, split_origin=", ".join(map(str, lists)),
                   fingerprint_files=fingerprint_files + lists, notes={"unlisted_images": unlisted})
 
 
@@ -180,6 +181,15 @@ def convert_kitti(root: Path, params: RecordParams, *, cache_dir: Path, dataset:
                           workers=workers)
 
 
+class _SampleSettings(TypedDict):
+    """The arguments that pick and draw a synthetic sample (sample_folder, generate_kitti_sample)."""
+
+    images: int
+    source_size: Sequence[int]
+    seed: int
+    classes: Sequence[str]
+
+
 def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_dir: str | Path,
                   skip_bad: bool = False, force: bool = False) -> PreparedData:
     """The ``kitti`` dataset factory (core/build.py's contract)."""
@@ -192,7 +202,7 @@ def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_di
                 "to a folder holding training/image_2 and training/label_2"
             )
         sample = SyntheticParams()
-        settings = {
+        settings: _SampleSettings = {
             "images": params.synthetic_images,
             "source_size": sample.source_size,
             "seed": sample.seed,
@@ -210,7 +220,7 @@ def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, 
                       skip_bad: bool = False, force: bool = False) -> PreparedData:
     """The ``synthetic`` dataset factory: draw the sample (once) then convert it as KITTI.
     ``data_root`` is not used: the sample lives in the cache."""
-    settings = {
+    settings: _SampleSettings = {
         "images": params.images,
         "source_size": params.source_size,
         "seed": params.seed,

@@ -208,9 +208,9 @@ def _draw_sample(
                 taken.append(box)
                 dont_cares.append(box)
 
-    objects = []
+    objects: list[tuple[str, tuple[int, ...]]] = []
     for _ in range(rng.integers(1, 7)):
-        kind = classes[rng.integers(len(classes))]
+        kind = classes[int(rng.integers(len(classes)))]
         object_size = _object_size(rng, kind, scale)
         box = _place(rng, object_size, size, taken, 0.3)
         if box is None and not objects:

@@ -88,15 +88,17 @@ def yolo_decoder_spec(params: NoParams, chain: Chain) -> dict[int, DecodedSpec]:
 def yolov4_decoder_spec(params: YoloV4DecoderParams, chain: Chain) -> dict[int, DecodedSpec]:
     """As 'yolo'; scale_xy must give one value, or one per head stride; centres reach (scale_xy - 1) / 2 cells out."""
     decoded = _decoded("yolov4", chain)
-    if len(params.scale_xy) not in (1, len(decoded)):
+    scale_xy = params.scale_xy
+    assert isinstance(scale_xy, tuple)  # _as_scales and _check_scales made it one
+    if len(scale_xy) not in (1, len(decoded)):
         raise SpecError(
             "needs one scale_xy, or one per head stride",
             field="scale_xy",
             expected=f"1 or {len(decoded)} values (strides {sorted(decoded)})",
-            found=len(params.scale_xy),
+            found=len(scale_xy),
             upstream="head",
         )
-    scales = scales_per_stride(params.scale_xy, tuple(decoded))
+    scales = scales_per_stride(scale_xy, tuple(decoded))
     return {stride: attrs.evolve(spec, centre_reach=(scales[stride] - 1.0) / 2.0) for stride, spec in decoded.items()}
 
 

@@ -119,7 +119,7 @@ class YoloV4Decoder(YoloDecoder):
     def __init__(
         self,
         anchors: Mapping[int | str, Sequence[Sequence[float]]],
-        scale_xy: Mapping[int | str, float],
+        scale_xy: Mapping[int, float] | Mapping[str, float],
         **kwargs: Any,
     ) -> None:
         super().__init__(anchors, **kwargs)
@@ -148,8 +148,10 @@ def yolov4_decoder_from_params(params: YoloV4DecoderParams, chain: Chain) -> Yol
     """The registry's decoder factory: a YoloV4Decoder with the plan's anchors and scale_xy."""
     anchors = chain.require("anchors", "decoder 'yolov4'")
     head = chain.require("head", "decoder 'yolov4'")
+    scale_xy = params.scale_xy
+    assert isinstance(scale_xy, tuple)  # YoloV4DecoderParams' converter and validator made it one
     return YoloV4Decoder(
         anchors=anchors,
-        scale_xy=scales_per_stride(params.scale_xy, tuple(head)),
+        scale_xy=scales_per_stride(scale_xy, tuple(head)),
         name="yolov4_decoder",
     )

@@ -1,4 +1,4 @@
-"""COCO box mAP, computed by pycocotools (DESIGN.md §6: no home-made metric where a
+"""COCO box mAP, computed by pycocotools (no home-made metric where a
 maintained library computes it).
 
 The ground truth is built in memory as a COCO dataset (one category per class,
@@ -25,6 +25,7 @@ import numpy as np
 
 from detplug.core.errors import DataError
 from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
+from detplug.core.plan.specs import name_tuple
 from detplug.plugins.evaluators import CocoMapParams
 
 
@@ -33,7 +34,8 @@ def coco_ground_truth(pairs: Sequence[tuple[ImageTruth, ImageDetections]], class
     """The COCO dataset dict of the truths: image ids 1..N in order, boxes as x, y, w, h."""
     category = {name.lower(): index + 1 for index, name in enumerate(classes)}
     ignored = {name.lower() for name in ignore_names}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_number, (truth, _) in enumerate(pairs, start=1):
         images.append({"id": image_number, "file_name": truth.image_id})
         for name, box in zip(truth.names, truth.boxes):
@@ -76,7 +78,7 @@ def _mean_defined(values: np.ndarray) -> float:
 
 @attrs.frozen
 class CocoMapEvaluator:
-    classes: tuple[str, ...] = attrs.field(converter=tuple)
+    classes: tuple[str, ...] = attrs.field(converter=name_tuple)
     params: CocoMapParams = attrs.field(factory=CocoMapParams)
 
     def evaluate(self, truths: Sequence[ImageTruth], detections: Sequence[ImageDetections]) -> EvaluationResult:

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import cast
 
 import attrs
 import numpy as np
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
-from detplug.core.plan.specs import SpecError
+from detplug.core.evaluate.contract import Cell, EvaluationResult, ImageDetections, ImageTruth, pair_by_image
+from detplug.core.plan.specs import SpecError, name_tuple
 from detplug.plugins.evaluators import KITTI_CLASSES, KittiAPParams, kitti_classes_of
 
 DIFFICULTIES = ("easy", "moderate", "hard")
@@ -157,7 +158,7 @@ class _Class:
 class KittiAPEvaluator:
     """KITTI AP for the given classes (any of Car, Pedestrian, Cyclist, any case)."""
 
-    classes: tuple[str, ...] = attrs.field(converter=tuple)
+    classes: tuple[str, ...] = attrs.field(converter=name_tuple)
     params: KittiAPParams = attrs.field(factory=KittiAPParams)
 
     def __attrs_post_init__(self) -> None:
@@ -177,10 +178,12 @@ class KittiAPEvaluator:
         if not pairs:
             raise DataError("kitti_ap was given no images to evaluate")
         metrics: dict[str, float] = {}
-        rows = []
+        rows: list[tuple[Cell, ...]] = []
         for cls in self._evaluated():
             images = [_ClassImage.of(cls, truth, found) for truth, found in pairs]
-            ap40, ap11, counts = [], [], []
+            ap40: list[float] = []
+            ap11: list[float] = []
+            counts: list[int] = []
             for difficulty, difficulty_name in enumerate(DIFFICULTIES):
                 frames = [image.frame(difficulty) for image in images]
                 n_gt = sum(frame.gt_ignored.count(0) for frame in frames)
@@ -196,8 +199,9 @@ class KittiAPEvaluator:
             for label in ("AP40", "AP11"):
                 values = [metrics[f"{cls.name}/{difficulty_name}/{label}"] for cls in self._evaluated()]
                 metrics[f"mAP_{difficulty_name}_{label}"] = _mean_defined(values)
-        mean_row = ("mean", *(metrics[f"mAP_{d}_AP40"] for d in DIFFICULTIES),
-                    *(metrics[f"mAP_{d}_AP11"] for d in DIFFICULTIES), sum(row[-1] for row in rows))
+        mean_row: tuple[Cell, ...] = ("mean", *(metrics[f"mAP_{d}_AP40"] for d in DIFFICULTIES),
+                                      *(metrics[f"mAP_{d}_AP11"] for d in DIFFICULTIES),
+                                      sum(int(row[-1]) for row in rows))
         columns = ("class", *(f"{d} AP40" for d in DIFFICULTIES), *(f"{d} AP11" for d in DIFFICULTIES),
                    "moderate GT")
         return EvaluationResult("kitti_ap", metrics, "mAP_moderate_AP40", columns, (*rows, mean_row))
@@ -236,7 +240,8 @@ class _ClassImage:
             # Devkit: boxoverlap(det, dontcare, 0), the intersection over the detection's area,
             # compared with the class's minimum overlap.
             overlap = box_overlap(found.boxes, dont_care, over_first_area=True)
-            in_dont_care = (overlap > evaluated.min_overlap).any(axis=1)
+            # One bool per detection: any() over an axis of a 2-D array gives an array.
+            in_dont_care = cast(np.ndarray, (overlap > evaluated.min_overlap).any(axis=1))
         else:
             in_dont_care = np.zeros(len(found.boxes), dtype=bool)
         return cls(

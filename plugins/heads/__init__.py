@@ -63,6 +63,7 @@ def _listed(strides: tuple[int, ...]) -> str:
 
 def _head_outputs(chain: Chain) -> dict[int, HeadSpec]:
     anchors, labels = chain.anchors, chain.labels
+    assert anchors is not None and labels is not None  # the spec functions' consumed_features required both
     return {stride: HeadSpec(stride, len(anchors[stride]), 5 + labels.num_classes) for stride in HEAD_STRIDES}
 
 

@@ -19,6 +19,7 @@ The neck uses LeakyReLU(0.1), as yolov4.cfg does; only the backbone uses Mish.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import keras
 from keras import layers
@@ -77,7 +78,8 @@ def pan(
     ``width`` scales every neck width (128/256/512 at 1); ``spp`` adds YOLOv4's
     spatial pyramid pooling on the /32 features.
     """
-    feature_shapes = {str(key): tuple(shape) for key, shape in feature_shapes.items()}
+    # A list shape (as a Keras config gives it) becomes the tuple the annotation names.
+    feature_shapes = {str(key): cast("tuple[int, int, int]", tuple(shape)) for key, shape in feature_shapes.items()}
     anchors_per_stride = {int(key): int(value) for key, value in anchors_per_stride.items()}
     for stride in HEAD_STRIDES:
         if str(stride) not in feature_shapes or stride not in anchors_per_stride:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import keras
 import numpy as np
@@ -95,7 +96,8 @@ def yolov3_fpn(
 
     The spatial sizes must be known: the per-anchor split is a static reshape.
     """
-    feature_shapes = {str(key): tuple(shape) for key, shape in feature_shapes.items()}
+    # A list shape (as a Keras config gives it) becomes the tuple the annotation names.
+    feature_shapes = {str(key): cast("tuple[int, int, int]", tuple(shape)) for key, shape in feature_shapes.items()}
     anchors_per_stride = {int(key): int(value) for key, value in anchors_per_stride.items()}
     for stride in STRIDES_COARSE_TO_FINE:
         if str(stride) not in feature_shapes or stride not in anchors_per_stride:
