@@ -248,12 +248,18 @@ def _check_hooks_have_specs(plugin_manager: pluggy.PluginManager, module: Any) -
 
 def load_factory(component: Component) -> Any:
     """Import and return the callable named by ``component.factory``."""
-    module_name, _, attribute = component.factory.partition(":")
+    return load_reference(component, component.factory, "factory")
+
+
+def load_reference(component: Component, reference: str, what: str) -> Any:
+    """Import and return the callable a component names by ``"module:callable"`` (its
+    ``factory``, its ``darknet`` layout)."""
+    module_name, _, attribute = reference.partition(":")
     module = importlib.import_module(module_name)
     try:
         return getattr(module, attribute)
     except AttributeError:
         raise RegistryError(
-            f"{component.kind} '{component.name}': its factory '{component.factory}' names "
+            f"{component.kind} '{component.name}': its {what} '{reference}' names "
             f"'{attribute}', which module {module_name} does not define"
         ) from None

@@ -177,10 +177,12 @@ class Chain:
         return value
 
 
-def _factory_string(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    module, _, attr = value.partition(":")
+def _factory_string(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is None and attribute.name != "factory":
+        return
+    module, _, attr = str(value).partition(":")
     if not module or not attr:
-        raise ValueError(f"'factory' must look like 'package.module:callable' (got {value!r})")
+        raise ValueError(f"'{attribute.name}' must look like 'package.module:callable' (got {value!r})")
 
 
 def _attrs_class(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -199,6 +201,11 @@ class Component:
     imported only when the component is built, so a manifest that declares
     components never imports TensorFlow. What the factory returns for each
     kind is stated in core/build.py.
+
+    ``darknet`` (backbones and heads that Darknet's cfg files also describe) is
+    ``"module:callable"``: ``callable(model) -> [(conv layer name, batch-norm layer
+    name or None), ...]``, the built part's convolutions in the order a Darknet
+    ``.weights`` file stores them (:mod:`detplug.core.model.darknet_weights`).
     """
 
     kind: str = field(validator=validators.in_(KINDS))
@@ -207,6 +214,7 @@ class Component:
     params: type = field(validator=_attrs_class)
     spec: Callable[[Any, Chain], Any]
     factory: str = field(validator=_factory_string)
+    darknet: str | None = field(default=None, kw_only=True, validator=_factory_string)
 
     def default_params(self) -> Any:
         return self.params()

@@ -84,6 +84,7 @@ DARKNET53 = Component(
     params=DarknetParams,
     spec=darknet53_spec,
     factory="detplug.plugins.backbones.darknet:darknet53_from_params",
+    darknet="detplug.plugins.backbones.darknet:darknet53_darknet_layout",
 )
 
 CSPDARKNET53 = Component(

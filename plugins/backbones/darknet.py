@@ -127,3 +127,20 @@ def darknet53_from_params(params: DarknetParams, chain: Chain) -> keras.Model:
         width=params.width,
         depth=params.depth,
     )
+
+
+# -- Darknet file layout --
+
+
+def darknet53_darknet_layout(model: keras.Model) -> list[tuple[str, str | None]]:
+    """The convolutions (conv, batch norm) in darknet53.cfg / yolov3.cfg order: the stem,
+    then per stage its downsampling conv and each residual block's 1x1 and 3x3 convs."""
+    names = {layer.name for layer in model.layers}
+    units = ["stem"]
+    for stage in range(1, len(DARKNET53_CHANNELS) + 1):
+        units.append(f"stage{stage}_down")
+        block = 1
+        while f"stage{stage}_block{block}_reduce_conv" in names:
+            units += [f"stage{stage}_block{block}_reduce", f"stage{stage}_block{block}_expand"]
+            block += 1
+    return [(f"{unit}_conv", f"{unit}_bn") for unit in units]

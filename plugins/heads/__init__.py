@@ -86,6 +86,7 @@ YOLOV3_FPN = Component(
     params=YoloV3HeadParams,
     spec=yolov3_fpn_spec,
     factory="detplug.plugins.heads.yolov3:yolov3_fpn_from_params",
+    darknet="detplug.plugins.heads.yolov3:yolov3_fpn_darknet_layout",
 )
 
 PAN = Component(

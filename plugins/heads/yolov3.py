@@ -163,3 +163,32 @@ def yolov3_fpn_from_params(params: YoloV3HeadParams, chain: Chain) -> keras.Mode
         num_classes=labels.num_classes,
         width=params.width,
     )
+
+
+# -- Darknet file layout --
+
+
+def darknet_output_order(anchors: int, channels_per_anchor: int) -> list[int]:
+    """Darknet's [yolo] output channels per anchor are x, y, w, h, objectness, classes; ours
+    are y, x, h, w, objectness, classes: the Darknet channel each of ours takes."""
+    order = []
+    for anchor in range(anchors):
+        base = anchor * channels_per_anchor
+        order += [base + 1, base, base + 3, base + 2, *range(base + 4, base + channels_per_anchor)]
+    return order
+
+
+def yolov3_fpn_darknet_layout(model: keras.Model) -> list[tuple]:
+    """The convolutions (conv, batch norm or None[, channel order]) in yolov3.cfg order: per
+    stride, coarse to fine, the five-conv set, the 3x3 prediction conv, the linear output
+    conv (bias, no batch norm; its channels reordered from Darknet's x, y, w, h), then the
+    lateral 1x1 conv that feeds the next finer stride."""
+    order: list[tuple] = []
+    for position, stride in enumerate(STRIDES_COARSE_TO_FINE):
+        units = [f"head{stride}_conv{index}" for index in range(1, 6)] + [f"head{stride}_pred"]
+        order += [(f"{unit}_conv", f"{unit}_bn") for unit in units]
+        anchors, channels_per_anchor = model.get_layer(f"head{stride}_out").target_shape[-2:]
+        order.append((f"head{stride}_out_conv", None, darknet_output_order(anchors, channels_per_anchor)))
+        if position + 1 < len(STRIDES_COARSE_TO_FINE):
+            order.append((f"head{stride}_lateral_conv", f"head{stride}_lateral_bn"))
+    return order
