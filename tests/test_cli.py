@@ -32,6 +32,8 @@ from detplug.run import parse_args
         (["--plan", "p", "--export", "exported"], ["export", "--plan", "p", "exported"]),
         (["--plan", "p", "--anchors", "--write"], ["anchors", "--plan", "p", "--write"]),
         (["--kitti-eval", "labels", "results", "--json", "k.json"], ["kitti-eval", "labels", "results", "--json", "k.json"]),
+        (["--plan", "p", "--import-weights", "yolov3.weights", "--out", "o.weights.h5"],
+         ["import-weights", "--plan", "p", "yolov3.weights", "--out", "o.weights.h5"]),
     ],
 )
 def test_an_older_flag_form_means_the_same_command_as_its_subcommand(old, new):
@@ -55,6 +57,7 @@ def test_evaluate_predict_and_export_together_run_one_after_the_other():
         (["--plan", "p", "--write"], "--write means nothing with training; it goes with --anchors"),
         (["--plan", "p", "--check", "--checkpoint", "best"], "--checkpoint means nothing with --check"),
         (["--list", "--plan", "p"], "--list takes no --plan"),
+        (["--plan", "p", "--import-weights", "yolov3.weights"], "--import-weights needs --out OUT.weights.h5"),
         (["--set", "a=1"], "give --plan NAME"),
         (["train", "--plan", "p", "--write"], "unrecognized arguments: --write"),
         (["check", "--checkpoint", "best", "--plan", "p"], "unrecognized arguments: --checkpoint"),

@@ -8,6 +8,7 @@
     detplug predict --plan P IMAGE_OR_FOLDER... [--checkpoint C] [--out DIR]
     detplug export --plan P DIR [--checkpoint C]
     detplug anchors --plan P [--write]
+    detplug import-weights --plan P FILE.weights --out OUT.weights.h5
     detplug kitti-eval LABEL_DIR RESULT_DIR [--json FILE]
 
 ``python run.py`` is the same program. The older flag forms (``run.py --plan P``
@@ -144,6 +145,13 @@ def _anchors_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write", action="store_true", help="write the new anchors into the plan file")
 
 
+def _import_weights_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser)
+    parser.add_argument("weights", type=Path, metavar="FILE.weights", help="a Darknet .weights file")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT.weights.h5",
+                        help="where the Keras weights of the plan's model go")
+
+
 def _kitti_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("label_dir", type=Path, metavar="LABEL_DIR")
     parser.add_argument("result_dir", type=Path, metavar="RESULT_DIR")
@@ -248,6 +256,12 @@ def anchors(args: argparse.Namespace) -> None:
                 cache_dir=args.cache_dir)
 
 
+def import_weights(args: argparse.Namespace) -> None:
+    from detplug.core.cli import use
+
+    use.import_weights(_checked(args, _registry(args)), weights=args.weights, out=args.out)
+
+
 def kitti_eval(args: argparse.Namespace) -> None:
     from detplug.core.cli.kitti_eval import run_kitti_eval
 
@@ -267,6 +281,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     "export": ("write a SavedModel serving uint8 images", _export_options, export),
     "anchors": ("fit anchors to the plan's data by k-means (IoU distance) and compare them", _anchors_options,
                 anchors),
+    "import-weights": ("read a Darknet .weights file into the plan's model and write its .weights.h5",
+                       _import_weights_options, import_weights),
     "kitti-eval": ("evaluate KITTI result files against KITTI label files, like the devkit; no plan needed",
                    _kitti_eval_options, kitti_eval),
 }
@@ -329,6 +345,8 @@ def legacy_parser() -> argparse.ArgumentParser:
     use.add_argument("--anchors", action="store_true",
                      help="compute anchors for the plan's dataset by k-means (IoU distance) and compare them")
     use.add_argument("--write", action="store_true", help="with --anchors: write the new anchors into the plan file")
+    use.add_argument("--import-weights", type=Path, metavar="FILE.weights",
+                     help="read a Darknet .weights file into the plan's model; --out names the .weights.h5 to write")
     use.add_argument("--kitti-eval", nargs=2, type=Path, metavar=("LABEL_DIR", "RESULT_DIR"),
                      help="evaluate KITTI result files against KITTI label files, like the devkit; no plan needed")
     return parser
@@ -336,8 +354,9 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 #: The flag that picks each job in the older form (training: none).
 _JOB_FLAGS = {"list": "--list", "kitti_eval": "--kitti-eval", "check": "--check", "prepare": "--prepare",
-              "anchors": "--anchors", "evaluate": "--evaluate", "predict": "--predict", "export": "--export"}
-_PLAN_JOBS = ("check", "prepare", "anchors", "evaluate", "predict", "export", "train")
+              "anchors": "--anchors", "evaluate": "--evaluate", "predict": "--predict", "export": "--export",
+    "import_weights": "--import-weights"}
+_PLAN_JOBS = ("check", "prepare", "anchors", "evaluate", "predict", "export", "import_weights", "train")
 #: The options of the older form, by the jobs that take them.
 _OPTION_JOBS = {
     "json": ("list", "kitti_eval", "evaluate"), "verbose": ("list",),
@@ -345,7 +364,7 @@ _OPTION_JOBS = {
     "strategy": ("check", "train"), "restart": ("train",),
     "workdir": _PLAN_JOBS, "data_root": _PLAN_JOBS, "cache_dir": _PLAN_JOBS,
     "skip_bad": ("prepare", "train"), "verify": ("prepare",), "force_prepare": ("prepare",),
-    "out": ("predict",), "checkpoint": ("evaluate", "predict", "export"), "write": ("anchors",),
+    "out": ("predict", "import_weights"), "checkpoint": ("evaluate", "predict", "export"), "write": ("anchors",),
 }
 #: --evaluate, --predict and --export together run one after the other, as they always did.
 _USE_JOBS = ("evaluate", "predict", "export")
@@ -376,8 +395,10 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         workdir=old.workdir, data_root=old.data_root, cache_dir=old.cache_dir, skip_bad=old.skip_bad,
         verify=old.verify, force=old.force_prepare, static=False, checkpoint=old.checkpoint or "latest",
         kind=old.list or None, verbose=old.verbose, images=old.predict, out=old.out, directory=old.export,
-        write=old.write, json=old.json,
+        write=old.write, json=old.json, weights=old.import_weights,
     )
+    if jobs[0] == "import_weights" and old.out is None:
+        parser.error("--import-weights needs --out OUT.weights.h5, the file to write")
     if old.kitti_eval:
         args.label_dir, args.result_dir = old.kitti_eval
     if jobs[0] != "list" and args.json is True:

@@ -125,3 +125,35 @@ def _write_anchors(path: Path, value: str) -> None:
     newline = "\n" if lines[anchors].endswith("\n") else ""
     lines[anchors] = f"anchors = {value}{newline}"
     write_atomically(path, "".join(lines))
+
+
+def import_weights(checked: CheckedPlan, *, weights: Path, out: Path) -> None:
+    """``import-weights``: read a Darknet ``.weights`` file into the plan's model and write
+    its Keras ``.weights.h5``; nothing is written when the file does not fit."""
+    import os
+
+    from detplug.core.model.assemble import build_parts
+    from detplug.core.model.darknet_weights import DarknetPart, layout, load_darknet
+    from detplug.registry import load_reference
+
+    if not out.name.endswith(".weights.h5"):
+        raise PlanError(f"--out {out}: Keras writes weights to a file named *.weights.h5; give such a name")
+    if not weights.is_file():
+        raise PlanError(f"--import-weights {weights}: no such file; give the path of a Darknet .weights file")
+    parts = build_parts(checked)
+    mapped: list[DarknetPart] = []
+    unmapped: list[str] = []
+    for key, model in (("model.backbone", parts.backbone), ("model.head", parts.head)):
+        component = checked.resolved[key].component
+        label = f"{component.kind} '{component.name}'"
+        if component.darknet is None or unmapped:
+            unmapped.append(label)
+            continue
+        mapped.append(layout(model, load_reference(component, component.darknet, "darknet layout")(model), label))
+    loaded = load_darknet(weights, mapped, unmapped=unmapped)
+    print(loaded.describe(weights))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name[:-len('.weights.h5')]}-{os.getpid()}.weights.h5")
+    parts.model.save_weights(partial)
+    os.replace(partial, out)
+    print(f"wrote {out} ({parts.model.count_params():,} parameters of plan '{checked.plan.name}')")
