@@ -20,6 +20,7 @@ from detplug.core.model.darknet_weights import (
     load_darknet,
     read_header,
 )
+from detplug.core.plan.plan_file import find_plan
 from detplug.plugins.backbones import (
     DARKNET53_BLOCKS,
     DARKNET53_CHANNELS,
@@ -270,18 +271,81 @@ def test_yolov3_coco_takes_yolov3_weights_and_darknet53_conv_74_by_their_sizes()
     162,482,580 (both with the 20-byte header of darknet 0.2)."""
     from detplug.core.model.assemble import build_parts
     from detplug.core.model.darknet_weights import expected_sizes
-    from detplug.core.plan.check import static_check
-    from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
-    from detplug.registry import Registry, load_reference
+    from detplug.core.model.init_from import darknet_parts
 
-    plan = load_plan(find_plan("yolov3_coco"))
-    checked = static_check(plan, resolve_components(plan, Registry.discover()))
+    checked = checked_plan(find_plan("yolov3_coco"))
     built = build_parts(checked)
-    parts = []
-    for key, model in (("model.backbone", built.backbone), ("model.head", built.head)):
-        component = checked.resolved[key].component
-        parts.append(layout(model, load_reference(component, component.darknet, "darknet layout")(model),
-                            component.name))
-    assert built.model.count_params() == 62_001_757
+    parts, unmapped = darknet_parts(checked, built)
+    assert built.model.count_params() == 62_001_757 and unmapped == []
     assert [len(part.convs) for part in parts] == [52, 23]
-    assert expected_sizes(parts, 20) == {"the whole model": 248_007_048, "darknet53 alone": 162_482_580}
+    assert expected_sizes(parts, 20) == {"the whole model": 248_007_048, "backbone 'darknet53' alone": 162_482_580}
+
+
+def checked_plan(path: Path, overrides: tuple[str, ...] = ()):
+    from detplug.core.plan.check import static_check
+    from detplug.core.plan.plan_file import load_plan, resolve_components
+    from detplug.registry import Registry
+
+    plan = load_plan(path, overrides=list(overrides))
+    return static_check(plan, resolve_components(plan, Registry.discover()))
+
+
+def test_init_from_a_darknet_file_of_another_class_count_carries_all_but_the_output_convolutions(tmp_path):
+    from detplug.core.model.assemble import build_parts
+    from detplug.core.model.init_from import darknet_parts, initialise
+
+    plan_path = write_tiny_plan(tmp_path)  # 3 classes
+    checked = checked_plan(plan_path)
+    built = build_parts(checked)
+    parts, _ = darknet_parts(checked, built)
+    # A 5-class file for the same network: each output conv has 3 anchors x (5 + 5) filters.
+    outputs = [conv for part in parts for conv in part.convs if conv.channel_order is not None]
+    fresh = sum(conv.parameters for conv in outputs)
+    floats = built.model.count_params() - fresh + sum(conv.parameters // 8 * 10 for conv in outputs)
+    values = np.abs(np.random.default_rng(6).normal(0, 0.05, floats)).astype(np.float32)
+    source = tmp_path / "five_classes.weights"
+    source.write_bytes(struct.pack("<3iq", 0, 2, 0, 0) + values.tobytes())
+
+    checked = checked_plan(plan_path, (f"model.init_from={str(source)!r}",))
+    built = build_parts(checked)
+    report = initialise(checked, built)
+    total = built.model.count_params()
+    assert (report.carried, report.total) == (total - fresh, total)
+    assert report.new == ("the 3 output convolutions head32_out_conv, head16_out_conv, head8_out_conv "
+                          "(5 -> 3 classes)",)
+    assert dict((label, carried) for label, carried, _ in report.parts)["backbone 'darknet53'"] == \
+        built.backbone.count_params()
+    stem = built.backbone.get_layer("stem_conv").kernel.numpy()  # after the stem's 4 x 8 batch-norm values
+    assert np.array_equal(stem, values[32: 32 + stem.size].reshape(8, 3, 3, 3).transpose(2, 3, 1, 0))
+    untouched = build_parts(checked_plan(plan_path)).head.get_layer("head8_out_conv").get_weights()[1]
+    assert np.array_equal(built.head.get_layer("head8_out_conv").get_weights()[1], untouched)  # the prior bias
+
+    result = run_cli("--plan", str(plan_path), "--check", "--set", f"model.init_from={str(source)!r}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"init_from {source}: {total - fresh:,} of {total:,} parameters carried over" in result.stdout
+    assert "new: the 3 output convolutions" in result.stdout
+
+
+def test_a_missing_init_from_is_one_clear_error_naming_the_path(tmp_path):
+    plan_path = write_tiny_plan(tmp_path)
+    result = run_cli("check", "--plan", str(plan_path), "--static", "--set", "model.init_from='gone/yolov3.weights'")
+    assert result.returncode == 2
+    assert "model.init_from: gone/yolov3.weights does not exist" in result.stderr
+
+
+@pytest.mark.slow(seconds=60)
+def test_init_from_a_runs_checkpoint_or_weights_h5_starts_a_new_run_from_it(finished, tmp_path):
+    plan, run, cache = finished
+    snapshot = run / "checkpoints" / "ep02"
+    for source in (snapshot, run / "checkpoints" / "ep02.weights.h5"):
+        result = run_cli("--plan", str(plan), "--check", "--set", f"model.init_from={str(source)!r}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"init_from {source}: " in result.stdout and "nothing starts fresh" in result.stdout
+    wider = run_cli("--plan", str(plan), "--check", "--set", f"model.init_from={str(snapshot)!r}",
+                    "--set", "model.backbone.width=0.25")
+    assert wider.returncode == 2 and f"model.init_from: {snapshot} does not fit the plan's model" in wider.stderr
+    result = run_cli("--plan", str(plan), "--workdir", str(tmp_path / "new"), "--cache-dir", str(cache),
+                     "--set", f"model.init_from={str(snapshot)!r}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"init_from {snapshot}: " in result.stdout
+    assert "val_loss" in result.stdout

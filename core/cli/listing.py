@@ -123,8 +123,12 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
     if not symbolic:
         print("symbolic Keras model: not built (--static)")
         return
-    from detplug.core.model.assemble import build_model, count_parameters
+    from detplug.core.model.assemble import build_parts, count_parameters
+    from detplug.core.model.init_from import initialise
 
-    model = build_model(checked)
+    parts = build_parts(checked)
     print("symbolic Keras model: every declared spec matches the built tensor shapes")
-    print(f"parameters: {count_parameters(model)}")
+    print(f"parameters: {count_parameters(parts.model)}")
+    report = initialise(checked, parts)
+    if report is not None:
+        print(report.describe())

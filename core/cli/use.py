@@ -133,23 +133,15 @@ def import_weights(checked: CheckedPlan, *, weights: Path, out: Path) -> None:
     import os
 
     from detplug.core.model.assemble import build_parts
-    from detplug.core.model.darknet_weights import DarknetPart, layout, load_darknet
-    from detplug.registry import load_reference
+    from detplug.core.model.darknet_weights import load_darknet
+    from detplug.core.model.init_from import darknet_parts
 
     if not out.name.endswith(".weights.h5"):
         raise PlanError(f"--out {out}: Keras writes weights to a file named *.weights.h5; give such a name")
     if not weights.is_file():
         raise PlanError(f"--import-weights {weights}: no such file; give the path of a Darknet .weights file")
     parts = build_parts(checked)
-    mapped: list[DarknetPart] = []
-    unmapped: list[str] = []
-    for key, model in (("model.backbone", parts.backbone), ("model.head", parts.head)):
-        component = checked.resolved[key].component
-        label = f"{component.kind} '{component.name}'"
-        if component.darknet is None or unmapped:
-            unmapped.append(label)
-            continue
-        mapped.append(layout(model, load_reference(component, component.darknet, "darknet layout")(model), label))
+    mapped, unmapped = darknet_parts(checked, parts)
     loaded = load_darknet(weights, mapped, unmapped=unmapped)
     print(loaded.describe(weights))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -126,10 +126,14 @@ class LoadedWeights:
     header: DarknetHeader
     parts: tuple[DarknetPart, ...]
     skipped: tuple[str, ...]  # parts the file does not cover
+    #: Class-dependent convolutions left as they were: the file has another class count.
+    new: tuple[DarknetConv, ...] = ()
+    #: (the file's classes, the model's) when they differ.
+    classes: tuple[int, int] | None = None
 
     @property
     def parameters(self) -> int:
-        return sum(part.parameters for part in self.parts)
+        return sum(part.parameters for part in self.parts) - sum(conv.parameters for conv in self.new)
 
     def describe(self, path: Path) -> str:
         loaded = "; ".join(f"{part.label} {part.parameters:,} ({len(part.convs)} convolutions)"
@@ -149,10 +153,35 @@ def expected_sizes(parts: Sequence[DarknetPart], header_size: int, *, whole: boo
     return sizes
 
 
-def load_darknet(path: str | Path, parts: Sequence[DarknetPart], *, unmapped: Sequence[str] = ()) -> LoadedWeights:
+def _file_classes(parts: Sequence[DarknetPart], size: int, header_size: int, num_classes: int) -> int | None:
+    """The class count for which the whole model's file would be ``size`` bytes, when only
+    the class-dependent convolutions (those whose channels a layout reorders: Darknet's
+    [yolo] outputs, anchors x (5 + classes) channels) differ; None when no count fits."""
+    fixed, per_class = 0, 0
+    for part in parts:
+        for conv in part.convs:
+            if conv.channel_order is None:
+                fixed += conv.parameters
+                continue
+            anchors = len(conv.channel_order) // (5 + num_classes)
+            weights_per_filter = conv.parameters // int(conv.conv.filters)  # kernel inputs + bias
+            fixed += 5 * anchors * weights_per_filter
+            per_class += anchors * weights_per_filter
+    floats, remainder = divmod(size - header_size, 4)
+    if remainder or per_class == 0 or (floats - fixed) % per_class or floats < fixed:
+        return None
+    return (floats - fixed) // per_class
+
+
+def load_darknet(path: str | Path, parts: Sequence[DarknetPart], *, unmapped: Sequence[str] = (),
+                 num_classes: int | None = None) -> LoadedWeights:
     """Read ``path`` into ``parts`` (in file order); every byte is checked to belong to a
     convolution before any weight is assigned. ``unmapped`` names parts with weights but
-    no Darknet layout: only a file of the parts before them fits then."""
+    no Darknet layout: only a file of the parts before them fits then.
+
+    With ``num_classes`` (``init_from``), a whole-model file of another class count fits
+    too: its class-dependent output convolutions are skipped, and those of the model stay
+    as they were (``LoadedWeights.new``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -164,6 +193,11 @@ def load_darknet(path: str | Path, parts: Sequence[DarknetPart], *, unmapped: Se
                                   f"({', '.join(unmapped)}); a Darknet file cannot be read into it")
     sizes = expected_sizes(parts, header.size, whole=not unmapped)
     covered = {size: key for key, size in reversed(list(sizes.items()))}
+    file_classes = None
+    if len(data) not in covered and num_classes is not None and not unmapped:
+        file_classes = _file_classes(parts, len(data), header.size, num_classes)
+        if file_classes is not None:
+            covered[len(data)] = "the whole model"
     if len(data) not in covered:
         options = ", or ".join(f"{size:,} bytes for {key}" for key, size in sizes.items())
         why = " (more bytes than the model holds)" if len(data) > max(sizes.values()) else ""
@@ -175,10 +209,19 @@ def load_darknet(path: str | Path, parts: Sequence[DarknetPart], *, unmapped: Se
     values = np.frombuffer(data, dtype="<f4", offset=header.size)
     offset = 0
     assignments = []
+    new = []
     for part in chosen:
         for conv in part.convs:
             kernel_shape = tuple(int(d) for d in conv.conv.kernel.shape)  # (h, w, in, out)
             filters = kernel_shape[-1]
+            if file_classes is not None and conv.channel_order is not None and num_classes is not None:
+                anchors = len(conv.channel_order) // (5 + num_classes)
+                file_filters = anchors * (5 + file_classes)
+                if file_filters != filters:  # another class count: the file's values are skipped
+                    per_filter = conv.parameters // filters
+                    offset += file_filters * per_filter
+                    new.append(conv)
+                    continue
             if conv.batch_norm is not None:
                 beta, gamma, mean, variance = (values[offset + i * filters: offset + (i + 1) * filters]
                                                for i in range(4))
@@ -205,4 +248,5 @@ def load_darknet(path: str | Path, parts: Sequence[DarknetPart], *, unmapped: Se
     for layer, weights in assignments:
         layer.set_weights([np.ascontiguousarray(weight, dtype=np.float32) for weight in weights])
     skipped = tuple(part.label for part in parts[len(chosen):]) + tuple(unmapped)
-    return LoadedWeights(header, tuple(chosen), skipped)
+    classes = (file_classes, num_classes) if new and file_classes is not None and num_classes is not None else None
+    return LoadedWeights(header, tuple(chosen), skipped, tuple(new), classes)

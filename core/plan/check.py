@@ -59,6 +59,11 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
         by_kind[item.component.kind] = item
         return output
 
+    if plan.init_from is not None and not plan.init_from.exists():
+        raise CheckError(
+            f"{plan.source}: model.init_from: {plan.init_from} does not exist (relative paths start at the "
+            f"current folder); give a Darknet .weights file, a Keras .weights.h5 or a run's checkpoint folder"
+        )
     model_dataset = plan.periods[0].dataset
     dataset_spec = visit(f"datasets.{model_dataset}", Chain())
     for key in plan.datasets:

@@ -105,6 +105,9 @@ class Plan:
     document: Mapping[str, Any]
     #: Which anchors and cells each box trains ([model] assign); the default is YOLOv3's.
     assignment: Assignment = Assignment()
+    #: Weights a new run starts from ([model] init_from): a Darknet .weights file, a Keras
+    #: .weights.h5 or a run's checkpoint folder; None: from scratch.
+    init_from: Path | None = None
 
     @property
     def total_epochs(self) -> int:
@@ -224,7 +227,7 @@ class _PlanReader:
     """Reads the TOML document into a Plan, naming the file and key path of every mistake."""
 
     TOP_KEYS = ("name", "model", "datasets", "loss_combos", "train", "periods", "evaluation")
-    MODEL_KEYS = ("backbone", "head", "decoder", "anchors", "assign")
+    MODEL_KEYS = ("backbone", "head", "decoder", "anchors", "assign", "init_from")
     TRAIN_KEYS = ("trainer", "augment", *RUN_SETTING_KEYS, *PERIOD_SETTING_KEYS)
     PERIOD_KEYS = ("dataset", "epochs", "learning_rate", "losses", "save", "trainer", *PERIOD_SETTING_KEYS)
 
@@ -308,6 +311,8 @@ class _PlanReader:
             periods=periods,
             document=document,
             assignment=self.assignment(model.get("assign", {})),
+            init_from=None if model.get("init_from") is None
+            else Path(self.typed(model["init_from"], "model.init_from", str)).expanduser(),
         )
 
     def loss_combo(self, value: Any, key: str) -> dict[str, tuple[float, ComponentRef]]:

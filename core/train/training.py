@@ -132,7 +132,14 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
             session.restore(prefix, meta)
 
         done, _ = source.restore(read)
-        print(f"resuming plan '{plan.name}' after epoch {done} from {source.folder}")
+        print(f"resuming plan '{plan.name}' after epoch {done} from {source.folder}"
+              + (f" (init_from {plan.init_from} is for a new run only)" if plan.init_from is not None else ""))
+    elif plan.init_from is not None:
+        from detplug.core.model.init_from import initialise
+
+        report = initialise(checked, session.parts)
+        assert report is not None
+        print(report.describe())
     if role.workers > 1:
         distribute.same_on_every_worker(
             strategy, done, "the epoch to resume after",
