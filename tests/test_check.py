@@ -12,7 +12,9 @@ SHIPPED_PLANS = sorted(path.stem for path in PLANS_DIR.glob("*.toml"))
 
 @pytest.mark.parametrize("plan", SHIPPED_PLANS)
 def test_check_passes_on_every_shipped_plan_and_reads_no_data(plan, tmp_path):
-    result = run_cli("--plan", plan, "--check", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    # A plan that starts from downloaded weights is checked from scratch here (nothing downloads).
+    from_scratch = ["--set", "model.init_from=''"] if "init_from" in (PLANS_DIR / f"{plan}.toml").read_text() else []
+    result = run_cli("--plan", plan, "--check", "--cache-dir", str(tmp_path / "cache"), *from_scratch, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for kind in ("dataset", "backbone", "head", "decoder", "loss"):
@@ -77,3 +79,9 @@ def test_neighbour_assignment_needs_a_decoder_that_reaches_the_neighbours(tmp_pa
     fixed = run_cli("--plan", str(plan), "--check", "--set", "model.assign.neighbours=true",
                     "--set", 'model.decoder={ name = "yolov4", scale_xy = 2.0 }')
     assert fixed.returncode == 0, fixed.stderr[-3000:]
+
+
+def test_kitti_from_coco_names_the_weights_file_it_needs(tmp_path):
+    result = run_cli("check", "--plan", "kitti_from_coco", "--static", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "model.init_from: weights/yolov3.weights does not exist" in result.stderr

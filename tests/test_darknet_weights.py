@@ -349,3 +349,18 @@ def test_init_from_a_runs_checkpoint_or_weights_h5_starts_a_new_run_from_it(fini
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"init_from {snapshot}: " in result.stdout
     assert "val_loss" in result.stdout
+
+
+@pytest.mark.slow(seconds=40)
+def test_kitti_from_coco_checks_with_a_yolov3_weights_sized_file_and_carries_all_but_the_outputs(tmp_path):
+    """A file the size of Darknet's yolov3.weights (zeros: only its layout matters here)."""
+    weights = tmp_path / "weights" / "yolov3.weights"
+    weights.parent.mkdir()
+    with weights.open("wb") as handle:
+        handle.write(struct.pack("<3iq", 0, 2, 0, 32013312))
+        handle.truncate(248_007_048)
+    result = run_cli("--plan", "kitti_from_coco", "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("init_from weights/yolov3.weights: 61,544,032 of 61,587,112 parameters carried over (backbone "
+            "'darknet53' 40,620,640 of 40,620,640; head 'yolov3_fpn' 20,923,392 of 20,966,472); new: the 3 output "
+            "convolutions head32_out_conv, head16_out_conv, head8_out_conv (80 -> 3 classes)") in result.stdout

@@ -311,8 +311,9 @@ class _PlanReader:
             periods=periods,
             document=document,
             assignment=self.assignment(model.get("assign", {})),
-            init_from=None if model.get("init_from") is None
-            else Path(self.typed(model["init_from"], "model.init_from", str)).expanduser(),
+            # An empty init_from (e.g. --set model.init_from='') starts from scratch.
+            init_from=Path(self.typed(model["init_from"], "model.init_from", str)).expanduser()
+            if model.get("init_from") else None,
         )
 
     def loss_combo(self, value: Any, key: str) -> dict[str, tuple[float, ComponentRef]]:
