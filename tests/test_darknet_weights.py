@@ -343,7 +343,14 @@ def test_init_from_a_runs_checkpoint_or_weights_h5_starts_a_new_run_from_it(fini
         assert f"init_from {source}: " in result.stdout and "nothing starts fresh" in result.stdout
     wider = run_cli("--plan", str(plan), "--check", "--set", f"model.init_from={str(snapshot)!r}",
                     "--set", "model.backbone.width=0.25")
-    assert wider.returncode == 2 and f"model.init_from: {snapshot} does not fit the plan's model" in wider.stderr
+    assert wider.returncode == 2 and f"model.init_from: {snapshot}: weight layers/" in wider.stderr
+    assert "does not depend on the class count" in wider.stderr
+    fewer = run_cli("--plan", str(plan), "--check", "--set", f"model.init_from={str(snapshot)!r}",
+                    "--set", 'datasets.synth.classes=["Car", "Pedestrian"]')
+    assert fewer.returncode == 0, fewer.stderr[-3000:]
+    new = fewer.stdout.split("new: ", 1)[1].splitlines()[0]
+    assert new.startswith("the 3 class-dependent layers ") and new.endswith(" (3 -> 2 classes)")
+    assert all(f"head{stride}_out_conv" in new for stride in (8, 16, 32))
     result = run_cli("--plan", str(plan), "--workdir", str(tmp_path / "new"), "--cache-dir", str(cache),
                      "--set", f"model.init_from={str(snapshot)!r}")
     assert result.returncode == 0, result.stderr[-3000:]

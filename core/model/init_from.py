@@ -4,17 +4,20 @@ The source is a Darknet ``.weights`` file, a Keras ``.weights.h5`` file or anoth
 run's checkpoint folder (``runs/coco/checkpoints/ep100``, ``.../best``). A Darknet
 file is matched convolution by convolution in the order the components' Darknet
 layouts give; one trained for another class count carries everything but the
-class-dependent output convolutions, which start fresh. A ``.weights.h5`` or a
-checkpoint is matched by Keras itself, layer by layer in the model's order, and
-must come from the same network (class count included).
+class-dependent output convolutions, which start fresh. A ``.weights.h5`` (or a
+checkpoint's snapshot ``.weights.h5``) is matched weight by weight in the model's
+layer order: one of another class count carries all but the layers whose shape
+depends on the class count; any other difference is an error naming the weight
+and both shapes. An every-epoch checkpoint must come from the same network.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
 
 from detplug.core.errors import CheckError
 from detplug.core.model.darknet_weights import DarknetPart, DarknetWeightsError, layout, load_darknet
@@ -92,22 +95,114 @@ def _from_darknet(checked: CheckedPlan, parts: DetectorParts, source: Path) -> I
     return InitReport(source, sum(row[1] for row in rows), int(parts.model.count_params()), rows, tuple(new))
 
 
+def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every weight of a Keras ``.weights.h5``, by its path in the file (Keras names each
+    layer by its class and place in its model, so the same network gives the same paths)."""
+    import h5py
+
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda key, item: arrays.__setitem__(key, item[()]) if isinstance(item, h5py.Dataset)
+                          else None)
+    return arrays
+
+
+def _class_dependent(checked: CheckedPlan, parts: DetectorParts) -> tuple[Any, dict[str, int]]:
+    """The model built again with one class more, sharing the backbone; and the names of the
+    head layers whose weights change shape with the class count, with their parameters."""
+    import keras
+
+    from detplug.core.build import build_model_part
+
+    chain = checked.chain
+    assert chain.labels is not None and chain.image is not None  # static_check fills every link
+    probe_chain = chain.evolve(labels=attrs.evolve(chain.labels, classes=(*chain.labels.classes, "_probe")))
+    head_item, decoder_item = checked.resolved["model.head"], checked.resolved["model.decoder"]
+    head = build_model_part(head_item.component, head_item.params, probe_chain)
+    decoder = build_model_part(decoder_item.component, decoder_item.params, probe_chain)
+    image = keras.Input((chain.image.height, chain.image.width, chain.image.channels), name="image")
+    probe = keras.Model(image, decoder(head(parts.backbone(image))), name=checked.plan.name)
+    changed = {}
+    for ours, theirs in zip(parts.head.layers, head.layers):
+        if [w.shape for w in ours.weights] != [w.shape for w in theirs.weights]:
+            changed[ours.name] = int(sum(np.prod(w.shape) for w in ours.weights))
+    return probe, changed
+
+
+def _from_keras_weights(checked: CheckedPlan, parts: DetectorParts, source: Path, weights: Path) -> InitReport:
+    """A ``.weights.h5`` matched to the model path by path, that is layer by layer in the model's
+    order; class-dependent layers of another shape start fresh, any other difference is an error."""
+    import tempfile
+
+    import h5py
+
+    with tempfile.TemporaryDirectory(prefix="detplug-init-") as scratch:
+        ours_path, probe_path = Path(scratch) / "ours.weights.h5", Path(scratch) / "probe.weights.h5"
+        parts.model.save_weights(str(ours_path))
+        probe, changed = _class_dependent(checked, parts)
+        probe.save_weights(str(probe_path))
+        ours, probe_arrays, theirs = _h5_arrays(ours_path), _h5_arrays(probe_path), _h5_arrays(weights)
+        dependent = {key for key, value in ours.items() if probe_arrays.get(key, value).shape != value.shape}
+        missing = sorted(set(ours) - set(theirs))
+        extra = sorted(set(theirs) - set(ours))
+        if missing or extra:
+            shown = ", ".join((missing or extra)[:3])
+            raise CheckError(f"model.init_from: {source} holds another network: {len(missing)} of the model's weights "
+                             f"are not in it and it has {len(extra)} the model lacks (e.g. {shown}); give weights "
+                             f"of the same backbone and head")
+        carried, fresh_shapes = 0, []
+        with h5py.File(ours_path, "r+") as handle:
+            for key, value in ours.items():
+                if theirs[key].shape == value.shape:
+                    handle[key][...] = theirs[key]
+                    carried += int(value.size)
+                elif key in dependent:
+                    fresh_shapes.append(theirs[key].shape)
+                else:
+                    raise CheckError(f"model.init_from: {source}: weight {key} is {tuple(theirs[key].shape)} there "
+                                     f"but {tuple(value.shape)} in the plan's model, and it does not depend on the "
+                                     f"class count; give weights of the same backbone and head at the same width")
+        parts.model.load_weights(str(ours_path))
+    new: tuple[str, ...] = ()
+    if fresh_shapes:
+        assert checked.chain.labels is not None
+        classes = checked.chain.labels.num_classes
+        # An output with A anchors x (5 + classes) channels has A x (5 + source classes) there.
+        ours_filters = next(value.shape[-1] for key, value in ours.items() if key in dependent)
+        anchors = ours_filters // (5 + classes) if ours_filters % (5 + classes) == 0 else 0
+        source_filters = int(fresh_shapes[0][-1])
+        from_classes = (f"{source_filters // anchors - 5} -> {classes} classes" if anchors
+                        and source_filters % anchors == 0 else f"another class count than {classes}")
+        new = (f"the {len(changed)} class-dependent layers {', '.join(changed)} ({from_classes})",)
+    fresh = sum(changed.values()) if fresh_shapes else 0
+    rows = []
+    for label, total in _part_counts(checked, parts):
+        rows.append((label, total - fresh if label.startswith("head") else total, total))
+    return InitReport(source, carried, int(parts.model.count_params()), tuple(rows), new)
+
+
 def _same_network(checked: CheckedPlan, parts: DetectorParts, source: Path) -> InitReport:
+    """A run's checkpoint folder: its snapshot ``.weights.h5`` when the run wrote one (a
+    period snapshot, best), matched layer by layer; else the TensorFlow checkpoint, which
+    must come from the same network and class count."""
     import tensorflow as tf
 
+    if not source.is_dir():
+        return _from_keras_weights(checked, parts, source, source)
+    snapshot = source.with_name(f"{source.name}.weights.h5")
+    if snapshot.is_file():
+        return _from_keras_weights(checked, parts, source, snapshot)
+    prefix = source / CHECKPOINT_PREFIX
+    if not Path(f"{prefix}.index").is_file():
+        raise CheckError(f"model.init_from: {source} holds no checkpoint ({prefix}.index); give a run's "
+                         f"checkpoint folder such as runs/NAME/checkpoints/ep10 or .../best")
     try:
-        if source.is_dir():
-            prefix = source / CHECKPOINT_PREFIX
-            if not Path(f"{prefix}.index").is_file():
-                raise CheckError(f"model.init_from: {source} holds no checkpoint ({prefix}.index); give a run's "
-                                 f"checkpoint folder such as runs/NAME/checkpoints/ep10 or .../best")
-            tf.train.Checkpoint(model=parts.model).read(str(prefix)).expect_partial()
-        else:
-            parts.model.load_weights(str(source))
+        tf.train.Checkpoint(model=parts.model).read(str(prefix)).expect_partial()
     except (ValueError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckError(f"model.init_from: {source} does not fit the plan's model ({message}); a .weights.h5 "
-                         f"or checkpoint must come from the same network and class count") from None
+        raise CheckError(f"model.init_from: {source} does not fit the plan's model ({message}); an every-epoch "
+                         f"checkpoint must come from the same network and class count (a period snapshot or best, "
+                         f"which have a .weights.h5, may differ in class count)") from None
     rows = tuple((label, total, total) for label, total in _part_counts(checked, parts))
     return InitReport(source, int(parts.model.count_params()), int(parts.model.count_params()), rows)
 
