@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from detplug.core.data import records
+from detplug.core.data.kitti_format import parse_kitti_file as parse_label_file
 from detplug.core.data.letterbox import PAD_VALUE, letterbox_image, letterbox_params
 from detplug.core.data.pipeline import count_steps, make_dataset
 from detplug.core.data.prepared import MANIFEST_NAME, read_prepared
@@ -23,7 +24,7 @@ from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.specs import ImageSpec, LabelSpec
 from detplug.plugins.datasets import KittiParams, SyntheticParams
-from detplug.plugins.datasets.kitti import convert_kitti, parse_label_file, prepare_kitti, prepare_synthetic
+from detplug.plugins.datasets.kitti import convert_kitti, prepare_kitti, prepare_synthetic
 from detplug.plugins.datasets.synthetic import generate_kitti_sample
 
 IMAGE = ImageSpec(64, 192)

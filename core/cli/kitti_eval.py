@@ -39,7 +39,7 @@ def run_kitti_eval(label_dir: str | Path, result_dir: str | Path, *, json_path: 
             raise DataError(f"the results in {result_folder(result_dir)} detect none of "
                             f"{', '.join(KITTI_CLASSES)}, so there is nothing to evaluate")
     component = (registry or Registry.discover()).get("evaluator", KITTI_EVALUATOR).component
-    evaluator = build_evaluator(component, component.params(), classes=tuple(classes))
+    evaluator = build_evaluator(component, component.default_params(), classes=tuple(classes))
     result = evaluator.evaluate(truths, detections)
     print(format_table(result))
     if json_path is not None:

@@ -75,10 +75,10 @@ def write_kitti_results(path: str | Path, detections: Sequence[ImageDetections])
     for image in detections:
         objects = []
         for name, box, score in zip(image.names, image.boxes, image.scores):
-            if not name or any(character.isspace() for character in name):
-                raise DataError(f"image '{image.image_id}': class name {name!r} cannot be written to a "
-                                f"KITTI result file (it must be one word)")
             x1, y1, x2, y2 = (float(value) for value in box)
             objects.append(KittiObject(name, -1.0, -1, (x1, y1, x2, y2), score=float(score)))
-        written.append(write_kitti_file(folder / f"{image.image_id}.txt", objects))
+        try:  # every line is formatted before the file is written
+            written.append(write_kitti_file(folder / f"{image.image_id}.txt", objects))
+        except DataError as error:
+            raise DataError(f"image '{image.image_id}': {error}") from None
     return written

@@ -177,9 +177,7 @@ class Chain:
         return value
 
 
-def _factory_string(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is None and attribute.name != "factory":
-        return
+def _factory_string(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     module, _, attr = str(value).partition(":")
     if not module or not attr:
         raise ValueError(f"'{attribute.name}' must look like 'package.module:callable' (got {value!r})")
@@ -214,7 +212,7 @@ class Component:
     params: type = field(validator=_attrs_class)
     spec: Callable[[Any, Chain], Any]
     factory: str = field(validator=_factory_string)
-    darknet: str | None = field(default=None, kw_only=True, validator=_factory_string)
+    darknet: str | None = field(default=None, kw_only=True, validator=validators.optional(_factory_string))
 
     def default_params(self) -> Any:
         return self.params()

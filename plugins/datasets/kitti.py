@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
-from detplug.core.data.kitti_format import DONT_CARE, KITTI_TYPES, KittiObject, parse_kitti_file, read_kitti_file
+from detplug.core.data.kitti_format import DONT_CARE, KITTI_TYPES, read_kitti_file
 from detplug.core.data.prepared import PreparedData
 from detplug.core.data.source import IGNORE_CLASS, SourceItem, SourceObject
 from detplug.core.errors import DataError
@@ -30,11 +30,6 @@ if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must 
 
 IMAGE_DIR = Path("training") / "image_2"
 LABEL_DIR = Path("training") / "label_2"
-
-
-def parse_label_file(path: Path) -> list[KittiObject]:
-    """The objects of one KITTI label file; DataError naming file and line(s) on bad input."""
-    return parse_kitti_file(path)
 
 
 def type_index(classes: tuple[str, ...], class_map: Mapping[str, str]) -> dict[str, int]:
