@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, shared_folder, write_learning_plan, write_tiny_plan
+from helpers import run_cli, shared_folder, write_learning_plan, write_switch_plan, write_tiny_plan
 
 
 @pytest.fixture
@@ -40,6 +40,20 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     folder, cache); its output is run folder/../stdout.txt. Copy the run folder to change it."""
     folder = shared_folder(tmp_path_factory, "finished", _trained(write_tiny_plan))
     return folder / "tiny.toml", folder / "run", folder / "cache"
+
+
+@pytest.fixture(scope="session")
+def switched(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """helpers.SWITCH_PLAN (5 classes at 64x96, then 3 at 96x128) trained once through the CLI
+    for the session, deterministic and with EMA; copy the run folder to change it."""
+    def write(folder: Path) -> Path:
+        plan = write_switch_plan(folder)
+        plan.write_text(plan.read_text().replace("seed = 0\n", "seed = 0\ndeterministic = true\nema = true\n"))
+        return plan
+
+    folder = shared_folder(tmp_path_factory, "switched", _trained(write))
+    return {"plan": folder / "switch.toml", "workdir": folder / "run", "cache": folder / "cache",
+            "folder": folder, "stdout": (folder / "stdout.txt").read_text()}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

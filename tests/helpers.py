@@ -106,6 +106,92 @@ save = true
 """
 
 
+#: Two periods on datasets of different classes and image sizes: five classes of shapes at
+#: 64x96 (a YOLO folder that write_yolo_shapes draws), then the synthetic KITTI sample's
+#: three at 96x128. The eager trainer: two steps an epoch cost less than tracing them.
+SWITCH_PLAN = """
+name = "switch"
+
+[model]
+backbone = {{ name = "darknet53", width = 0.125, depth = 0.34 }}
+head = {{ name = "yolov3_fpn", width = 0.125 }}
+decoder = {{ name = "yolo" }}
+anchors = {{ 8 = [[8, 8], [12, 16], [16, 12]], 16 = [[24, 24], [32, 20], [20, 32]], 32 = [[40, 40], [56, 40], [40, 56]] }}
+
+[datasets.shapes]
+name = "yolo_txt"
+root = "{root}"
+image_size = [64, 96]
+
+[datasets.synth]
+name = "synthetic"
+image_size = [96, 128]
+images = 10
+source_size = [96, 128]
+max_boxes = 12
+
+[loss_combos.standard]
+ciou = 1.0
+objectness = 1.0
+category = 1.0
+
+[train]
+trainer = "eager"
+batch_size = 4
+seed = 0
+
+[evaluation]
+evaluator = "coco_map"
+
+[[periods]]
+dataset = "shapes"
+epochs = 1
+learning_rate = 1e-3
+losses = "standard"
+save = true
+
+[[periods]]
+dataset = "synth"
+epochs = 2
+learning_rate = 1e-4
+losses = "standard"
+save = true
+"""
+
+SHAPE_NAMES = ("red", "green", "blue", "yellow", "cyan")
+
+
+def write_yolo_shapes(root: Path, *, train: int = 8, val: int = 2, seed: int = 0) -> Path:
+    """A YOLO folder (images/ and labels/ per split, data.yaml) of 96x64 images holding one to
+    three filled rectangles, each of one of SHAPE_NAMES' colours."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
+    for split, count in (("train", train), ("val", val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            image = Image.new("RGB", (96, 64), (90, 90, 90))
+            draw, lines = ImageDraw.Draw(image), []
+            for _ in range(int(rng.integers(1, 4))):
+                kind, w, h = int(rng.integers(5)), int(rng.integers(10, 40)), int(rng.integers(10, 40))
+                x, y = int(rng.integers(0, 96 - w)), int(rng.integers(0, 64 - h))
+                draw.rectangle([x, y, x + w, y + h], fill=colours[kind])
+                lines.append(f"{kind} {(x + w / 2) / 96:.5f} {(y + h / 2) / 64:.5f} {w / 96:.5f} {h / 64:.5f}")
+            image.save(root / "images" / split / f"{index:04d}.png")
+            (root / "labels" / split / f"{index:04d}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text(f"names: [{', '.join(SHAPE_NAMES)}]\n")
+    return root
+
+
+def write_switch_plan(folder: Path) -> Path:
+    path = folder / "switch.toml"
+    path.write_text(SWITCH_PLAN.format(root=write_yolo_shapes(folder / "shapes")))
+    return path
+
+
 def write_learning_plan(folder: Path) -> Path:
     path = folder / "learns.toml"
     path.write_text(LEARNING_PLAN)

@@ -49,7 +49,7 @@ def main(plan_path: str, cache_dir: str, out_path: str, mode: str, *overrides: s
         return TrainingSession(checked, strategy=strategy)
 
     def one_step(session: TrainingSession) -> dict:
-        trainer = session.use_period(period)
+        trainer = session.use_period(period, index=0)
         images, targets = next(iter(session.distribute(dataset)))
         return {name: float(value) for name, value in trainer.run_train_batch(images, targets).items()}
 
@@ -113,7 +113,7 @@ def main(plan_path: str, cache_dir: str, out_path: str, mode: str, *overrides: s
         writer.mark(epoch=1, period=0)
         prefix = writer.checkpoint().write(str(folder / name / "ckpt"))
         reader = session_under(reader_strategy)
-        reader.use_period(period)
+        reader.use_period(period, index=0)
         reader.restore(prefix, writer.checkpoint_meta())
         results[name] = {
             "weights_equal": all(np.array_equal(a, b) for a, b in zip(weights(writer), weights(reader))),

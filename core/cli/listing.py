@@ -104,31 +104,69 @@ def print_listing(registry: Any, *, kind: str | None, as_json: bool, verbose: bo
 
 
 def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
-    """The spec chain as a table, its warnings, then (``symbolic``) the Keras model built
-    and compared with every declared spec, and its parameter count."""
+    """The spec chain as a table, its warnings, each period's chain, then (``symbolic``) the
+    Keras model of each chain built and compared with every declared spec, its parameter
+    count, what init_from carries and what carries over where a period switches models."""
     plan = checked.plan
     print(f"plan '{plan.name}' ({plan.source})")
     print("spec chain (pure Python):")
-    rows = [("kind", "component", "provided by", "plan key", "output spec")] + [
-        (link.resolved.component.kind, link.resolved.component.name,
-         f"{link.resolved.provider.distribution} {link.resolved.provider.version}", link.resolved.ref.key,
-         describe_output(link.output))
-        for link in checked.links
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    for row in rows:
-        print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
+    _print_links(checked.links)
     for warning in checked.warnings:
         print(f"warning: {warning}")
+    changes = checked.model_changes()
+    if len(checked.chains) > 1:
+        for key in list(checked.chains)[1:]:
+            print(f"spec chain of dataset '{key}' (pure Python):")
+            _print_links([link for link in checked.for_dataset(key).links
+                          if link.resolved.component.kind != "dataset"])
+    for index, period in enumerate(plan.periods):
+        view = checked.for_period(index)
+        print(f"period {index + 1}: {period.dataset}: {_chain_words(view)}"
+              + ("; the model is rebuilt for it" if index in changes else ""))
     if not symbolic:
         print("symbolic Keras model: not built (--static)")
         return
     from detplug.core.model.assemble import build_parts, count_parameters
     from detplug.core.model.init_from import initialise
+    from detplug.core.model.transfer import plan_transfer
 
-    parts = build_parts(checked)
+    parts = build_parts(checked.first())
     print("symbolic Keras model: every declared spec matches the built tensor shapes")
     print(f"parameters: {count_parameters(parts.model)}")
-    report = initialise(checked, parts)
+    report = initialise(checked.first(), parts)
     if report is not None:
         print(report.describe())
+    models = {checked.model_dataset: parts.model}
+    for index in changes:
+        before, view = checked.for_period(index - 1), checked.for_period(index)
+        if view.model_dataset not in models:
+            models[view.model_dataset] = build_parts(view).model
+        assert before.chain.labels is not None and view.chain.labels is not None  # checked chains are complete
+        transfer, _ = plan_transfer(
+            models[before.model_dataset], models[view.model_dataset],
+            classes=(before.chain.labels.num_classes, view.chain.labels.num_classes),
+            where=f"{plan.source}: period {index + 1} ({view.model_dataset})")
+        print(f"period {index + 1} ({view.model_dataset}): symbolic Keras model matches its specs; "
+              f"from period {index}'s model: {transfer.describe()}")
+
+
+def _print_links(links: Any) -> None:
+    rows = [("kind", "component", "provided by", "plan key", "output spec")] + [
+        (link.resolved.component.kind, link.resolved.component.name,
+         f"{link.resolved.provider.distribution} {link.resolved.provider.version}", link.resolved.ref.key,
+         describe_output(link.output))
+        for link in links
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
+
+
+def _chain_words(view: CheckedPlan) -> str:
+    """One period's chain in a line: input, classes, and the output grid of each stride."""
+    chain = view.chain
+    assert chain.image is not None and chain.labels is not None and chain.decoded is not None
+    image = chain.image
+    grids = ", ".join(f"{image.height // stride}x{image.width // stride}x{spec.anchors} at stride {stride}"
+                      for stride, spec in sorted(chain.decoded.items()))
+    return f"{image}, {chain.labels.num_classes} classes ({', '.join(chain.labels.classes)}); outputs {grids}"

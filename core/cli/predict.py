@@ -22,10 +22,14 @@ from detplug.core.train.checkpoints import PREFIX, CheckpointStore
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def load_trained_model(checked: CheckedPlan, checkpoints: Path, checkpoint: str = "latest") -> keras.Model:
-    """The plan's model with the weights of ``checkpoint``: ``latest``, ``best`` or a snapshot
-    such as ``ep10``. A snapshot's ``.weights.h5`` (EMA weights when the plan uses EMA) is
-    preferred; the latest every-epoch checkpoint holds the raw weights."""
+def load_trained_model(checked: CheckedPlan, checkpoints: Path,
+                       checkpoint: str = "latest") -> tuple[keras.Model, CheckedPlan]:
+    """The model of the period that ``checkpoint`` (``latest``, ``best`` or a snapshot such
+    as ``ep10``) belongs to, with its weights; and the plan as that model sees it (its
+    dataset's image size and classes). A snapshot's ``.weights.h5`` (EMA weights when the
+    plan uses EMA) is preferred; the latest every-epoch checkpoint holds the raw weights."""
+    from detplug.core.train.training import period_index_at
+
     store = CheckpointStore(checkpoints)
     state = store.state()
     name = state["latest"] if checkpoint == "latest" else checkpoint
@@ -34,13 +38,14 @@ def load_trained_model(checked: CheckedPlan, checkpoints: Path, checkpoint: str 
         raise CheckpointError(
             f"no checkpoint '{checkpoint}' in {checkpoints}; available: {', '.join(available) or 'none (train first)'}"
         )
-    model = build_model(checked)
+    view = checked.for_period(period_index_at(checked.plan, max(store.epoch_of(name), 1) - 1))
+    model = build_model(view)
     weights = checkpoints / f"{name}.weights.h5"
     if weights.is_file():
         model.load_weights(str(weights))
     else:
         tf.train.Checkpoint(model=model).read(str(checkpoints / name / PREFIX)).expect_partial()
-    return model
+    return model, view
 
 
 def detector_module(checked: CheckedPlan, model: keras.Model) -> DetectorModule:

@@ -19,7 +19,8 @@ def _prepared(checked: CheckedPlan, key: str, *, data_root: Path | None, cache_d
                             keys=[key])[key]
 
 
-def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
+def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> tuple[Any, CheckedPlan]:
+    """The trained model of ``checkpoint``'s period, and the plan as that model sees it."""
     from detplug.core.cli.predict import load_trained_model
 
     return load_trained_model(checked, RunFolder(workdir).checkpoints, checkpoint)
@@ -27,20 +28,21 @@ def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> Any:
 
 def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: str, json_path: Path | None,
              data_root: Path | None, cache_dir: Path | None) -> Any:
-    """Evaluate ``checkpoint`` on the validation split of the plan's last period's dataset."""
+    """Evaluate ``checkpoint`` on the validation split of the dataset of the period it belongs to."""
     from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
     from detplug.core.evaluate.contract import format_table
 
-    evaluator = plan_evaluator(checked)
-    if evaluator is None:
+    if checked.plan.evaluator is None:
         raise PlanError(f"{checked.plan.source}: --evaluate needs an evaluator: add [evaluation] "
                         f"evaluator = \"kitti_ap\" (or coco_map) to the plan")
-    dataset = checked.plan.periods[-1].dataset
+    model, view = _model(checked, workdir, checkpoint)
+    evaluator = plan_evaluator(view)
+    assert evaluator is not None  # the plan names one
+    dataset = view.model_dataset
     prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
-    model = _model(checked, workdir, checkpoint)
     grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
     split = checked.plan.evaluation.split
-    result = evaluate_files(model, checked, evaluator, prepared.files(split), grid_path=grid_path)
+    result = evaluate_files(model, view, evaluator, prepared.files(split), grid_path=grid_path)
     print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
           f"({prepared.images(split)} images):")
     print(format_table(result))
@@ -54,13 +56,15 @@ def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: lis
     from detplug.core.cli.predict import detector_module, image_paths, predict_images
 
     paths = image_paths(images)  # a missing image is reported before the model is built
-    predict_images(detector_module(checked, _model(checked, workdir, checkpoint)), paths, out_dir)
+    model, view = _model(checked, workdir, checkpoint)
+    predict_images(detector_module(view, model), paths, out_dir)
 
 
 def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path) -> None:
     from detplug.core.cli.predict import detector_module, export_saved_model
 
-    export_saved_model(detector_module(checked, _model(checked, workdir, checkpoint)), directory)
+    model, view = _model(checked, workdir, checkpoint)
+    export_saved_model(detector_module(view, model), directory)
     print(f"exported a SavedModel to {directory}: signature serving_default(images: uint8 [B, H, W, 3]) -> "
           f"boxes (x1 y1 x2 y2 pixels), scores, classes, class_names, num_detections")
 

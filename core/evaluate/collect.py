@@ -15,11 +15,12 @@ from PIL import Image
 
 from detplug.core.build import build_evaluator
 from detplug.core.data import records
+from detplug.core.errors import CheckError
 from detplug.core.evaluate.contract import EvaluationResult, Evaluator, ImageDetections, ImageTruth
 from detplug.core.evaluate.drawing import draw_boxes, grid
 from detplug.core.model.inference import flatten_predictions, non_max_suppression, to_source_pixels
 from detplug.core.plan.check import CheckedPlan
-from detplug.core.plan.specs import ImageSpec
+from detplug.core.plan.specs import ImageSpec, SpecError
 
 #: How many validation images the drawn grid shows.
 GRID_IMAGES = 8
@@ -122,7 +123,11 @@ def plan_evaluator(checked: CheckedPlan) -> Any | None:
     item = checked.resolved[ref.key]
     labels = checked.chain.labels
     assert labels is not None  # static_check fills in every link of a checked plan's chain
-    return build_evaluator(item.component, item.params, classes=tuple(labels.classes))
+    try:
+        return build_evaluator(item.component, item.params, classes=tuple(labels.classes))
+    except SpecError as error:
+        raise CheckError(f"{checked.plan.source}: {ref.key}: evaluator '{ref.name}' cannot evaluate dataset "
+                         f"'{checked.model_dataset}': {error}; choose an evaluator for its classes") from None
 
 
 def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluator, files: Sequence[Path],

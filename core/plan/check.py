@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import frozen
+import attrs
+from attrs import field, frozen
 
 from detplug.core.errors import CheckError, PlanError
 from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
@@ -34,57 +35,109 @@ class Link:
 
 @frozen
 class CheckedPlan:
+    """A plan whose parts fit, with the chain of every dataset its periods train on.
+
+    ``chain`` and ``links`` are one dataset's: the model's (``model_dataset``, the first
+    period's) in the plan as checked, another's in the view :meth:`for_dataset` gives.
+    Everything that builds or feeds a model reads ``chain``, so it is handed the view of
+    the period at hand.
+    """
+
     plan: Plan
     resolved: Mapping[str, Resolved]
     chain: Chain
     links: tuple[Link, ...]
-    #: The dataset whose spec the model is built for (the first period's).
+    #: The dataset whose chain ``chain`` is (the first period's in the plan as checked).
     model_dataset: str
     #: Sentences about parts that fit but will not train as the user likely expects
     #: (a stride whose anchors cannot match any object); printed, never fatal.
     warnings: tuple[str, ...] = ()
+    #: Each dataset a period trains on -> its chain, and the links of the components walked for it.
+    chains: Mapping[str, Chain] = field(factory=dict)
+    chain_links: Mapping[str, tuple[Link, ...]] = field(factory=dict)
+
+    def for_dataset(self, key: str) -> CheckedPlan:
+        """The plan as the model of dataset ``key``'s periods sees it."""
+        if key == self.model_dataset:
+            return self
+        return attrs.evolve(self, chain=self.chains[key], links=self.chain_links[key], model_dataset=key)
+
+    def for_period(self, index: int) -> CheckedPlan:
+        return self.for_dataset(self.plan.periods[index].dataset)
+
+    def first(self) -> CheckedPlan:
+        """The view of the first period, which a new run's model is built for."""
+        return self.for_period(0)
+
+    def model_changes(self) -> list[int]:
+        """The indexes of the periods whose model differs from the previous period's
+        (another image size, classes or anchors): the model is rebuilt there."""
+        periods = self.plan.periods
+        return [index for index in range(1, len(periods))
+                if self.chains[periods[index].dataset] != self.chains[periods[index - 1].dataset]]
 
 
 def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
-    links: list[Link] = []
-    by_kind: dict[str, Resolved] = {}
-
-    def visit(key: str, chain: Chain) -> Any:
-        item = resolved[key]
-        try:
-            output = item.component.spec(item.params, chain)
-        except SpecError as error:
-            raise CheckError(_mismatch(plan, item, error, by_kind)) from None
-        links.append(Link(item, output))
-        by_kind[item.component.kind] = item
-        return output
-
+    """Walk the chain dataset -> backbone -> head -> decoder -> losses, trainers for each
+    dataset the periods train on (one model each, rebuilt where a period switches)."""
     if plan.init_from is not None and not plan.init_from.exists():
         raise CheckError(
             f"{plan.source}: model.init_from: {plan.init_from} does not exist (relative paths start at the "
             f"current folder); give a Darknet .weights file, a Keras .weights.h5 or a run's checkpoint folder"
         )
-    model_dataset = plan.periods[0].dataset
-    dataset_spec = visit(f"datasets.{model_dataset}", Chain())
-    for key in plan.datasets:
-        if key == model_dataset:
-            continue
-        other = visit(f"datasets.{key}", Chain())
-        if other.image != dataset_spec.image or other.labels.classes != dataset_spec.labels.classes:
-            raise CheckError(
-                f"{plan.source}: dataset '{key}' gives {other} but dataset '{model_dataset}' "
-                f"(the first period's, which the model is built for) gives {dataset_spec}; "
-                f"give every dataset of a plan the same image_size and classes"
-            )
     try:
         pixels = anchor_pixels(plan.anchors)
     except AnchorError as error:
         raise PlanError(f"{plan.source}: model.anchors: {error}") from None
-    chain = Chain(
-        image=dataset_spec.image,
-        labels=dataset_spec.labels,
-        anchors=anchors_to_ratios(pixels, dataset_spec.image),
-    )
+    dataset_links: list[Link] = []
+    dataset_specs = {}
+    for key in plan.datasets:
+        item = resolved[f"datasets.{key}"]
+        output = _visit(plan, item, Chain(), {})
+        dataset_links.append(Link(item, output))
+        dataset_specs[key] = output
+    chains: dict[str, Chain] = {}
+    chain_links: dict[str, tuple[Link, ...]] = {}
+    warnings: list[str] = []
+    trained = list(dict.fromkeys(period.dataset for period in plan.periods))
+    for key in trained:
+        spec = dataset_specs[key]
+        start = Chain(image=spec.image, labels=spec.labels, anchors=anchors_to_ratios(pixels, spec.image))
+        try:
+            chain, links = _walk_model(plan, resolved, start, resolved[f"datasets.{key}"])
+        except CheckError as error:
+            if len({(dataset_specs[k].image, dataset_specs[k].labels) for k in trained}) == 1:
+                raise
+            periods = ", ".join(str(i + 1) for i, p in enumerate(plan.periods) if p.dataset == key)
+            raise CheckError(f"{error} (in the model for dataset '{key}', {spec}, of period {periods})") from None
+        chains[key] = chain
+        chain_links[key] = (*dataset_links, *links)
+        warnings += [w for w in _anchor_warnings(plan, pixels, spec.image) if w not in warnings]
+    model_dataset = plan.periods[0].dataset
+    return CheckedPlan(plan, resolved, chains[model_dataset], chain_links[model_dataset], model_dataset,
+                       warnings=tuple(warnings), chains=chains, chain_links=chain_links)
+
+
+def _visit(plan: Plan, item: Resolved, chain: Chain, by_kind: dict[str, Resolved]) -> Any:
+    try:
+        output = item.component.spec(item.params, chain)
+    except SpecError as error:
+        raise CheckError(_mismatch(plan, item, error, by_kind)) from None
+    by_kind[item.component.kind] = item
+    return output
+
+
+def _walk_model(plan: Plan, resolved: Mapping[str, Resolved], chain: Chain,
+                dataset: Resolved) -> tuple[Chain, list[Link]]:
+    """backbone -> head -> decoder, then every loss and trainer, from one dataset's chain."""
+    links: list[Link] = []
+    by_kind: dict[str, Resolved] = {"dataset": dataset}
+
+    def visit(key: str, chain: Chain) -> Any:
+        output = _visit(plan, resolved[key], chain, by_kind)
+        links.append(Link(resolved[key], output))
+        return output
+
     chain = chain.evolve(features=visit("model.backbone", chain))
     chain = chain.evolve(head=visit("model.head", chain))
     chain = chain.evolve(decoded=visit("model.decoder", chain))
@@ -92,8 +145,7 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
     for key, item in resolved.items():
         if item.component.kind in ("loss", "trainer"):
             visit(key, chain)
-    return CheckedPlan(plan, resolved, chain, tuple(links), model_dataset,
-                       warnings=_anchor_warnings(plan, pixels, dataset_spec.image))
+    return chain, links
 
 
 def _anchor_warnings(plan: Plan, pixels: Mapping[int, Any], image: Any) -> tuple[str, ...]:

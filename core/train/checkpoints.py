@@ -72,6 +72,17 @@ class CheckpointStore:
         """How many epochs the latest checkpoint has trained (0 when there is none)."""
         return int(self.state()["epoch"])
 
+    def epoch_of(self, name: str) -> int:
+        """The epoch after which checkpoint ``name`` (``epoch-0003``, a snapshot ``ep10``, ``best``)
+        was written."""
+        state = self.state()
+        if name == "best" and state.get("best"):
+            return int(state["best"]["epoch"])
+        if name in state["checkpoints"]:
+            return int(state["checkpoints"][name]["epoch"])
+        digits = name.rpartition("-")[2] if name.startswith("epoch-") else name.removeprefix("ep")
+        return int(digits) if digits.isdigit() else int(state["epoch"])
+
     # -- restoring --
 
     def restore(self, read: Callable[[str, dict[str, Any]], None]) -> tuple[int, dict[str, Any]]:

@@ -28,7 +28,7 @@ def model_description(checked: CheckedPlan) -> dict[str, Any]:
         item = checked.resolved[key]
         return {"name": item.component.name, **json.loads(json.dumps(attrs.asdict(item.params), default=list))}
 
-    chain = checked.chain
+    chain = checked.first().chain
     # static_check fills in every link of a checked plan's chain.
     assert chain.image is not None and chain.labels is not None and chain.anchors is not None
     return {
@@ -39,6 +39,22 @@ def model_description(checked: CheckedPlan) -> dict[str, Any]:
         "classes": list(chain.labels.classes),
         "anchors": {str(stride): [list(pair) for pair in pairs] for stride, pairs in chain.anchors.items()},
     }
+
+
+def period_records(checked: CheckedPlan) -> list[dict[str, Any]]:
+    """Each period as plain values, to tell later whether it was changed. A period whose
+    dataset gives another model than the first period's also records that model's input
+    and classes, so a dataset changed under a started period is caught."""
+    records = []
+    for index, period in enumerate(checked.plan.periods):
+        record = period.record()
+        view = checked.for_period(index)
+        if view.chain != checked.first().chain:
+            assert view.chain.image is not None and view.chain.labels is not None  # checked chains are complete
+            record["image"] = [view.chain.image.height, view.chain.image.width, view.chain.image.channels]
+            record["classes"] = list(view.chain.labels.classes)
+        records.append(record)
+    return records
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -65,7 +81,7 @@ def check_resumable(state: Mapping[str, Any], checked: CheckedPlan, folder: Path
                 f"the checkpoints in {folder} were written by a different model ({'; '.join(changes)}); {hint}"
             )
     old_periods = state.get("periods") or []
-    new_periods = [period.record() for period in checked.plan.periods]
+    new_periods = period_records(checked)
     start = 0
     for index, old in enumerate(old_periods):
         if start >= done:

@@ -3,6 +3,7 @@ trainer, and what a checkpoint holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from detplug.core.build import build_trainer
 from detplug.core.model.assemble import DetectorParts, build_parts
+from detplug.core.model.transfer import Transfer, transfer_weights
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.plan.plan_file import Period
 from detplug.core.plan.settings import RunSettings
@@ -46,6 +48,13 @@ def set_batch_norm(layer: Any, **attributes: Any) -> int:
     return sum(set_batch_norm(inner, **attributes) for inner in getattr(layer, "layers", ()))
 
 
+def describe_inputs(view: CheckedPlan) -> str:
+    """A model's input and classes in words: ``96x320 images, 3 classes``."""
+    image, labels = view.chain.image, view.chain.labels
+    assert image is not None and labels is not None  # static_check fills in every link of a chain
+    return f"{image.height}x{image.width} images, {labels.num_classes} classes"
+
+
 def _as_stored(value: Any) -> Any:
     """A value as it reads back from state.json (tuples become lists)."""
     return json.loads(json.dumps(value))
@@ -59,6 +68,13 @@ class TrainingSession:
     starts a fresh one. Trainers are kept per (trainer, loss combination) so a
     period that repeats them reuses the traced step.
 
+    A period whose dataset gives another chain (image size, classes, anchors) gets a
+    model built for it: the previous model's weights are carried over by place and
+    shape (core/model/transfer.py), as its snapshot holds them (EMA weights when used);
+    the class-dependent layers start fresh when the classes change, and a fresh
+    optimizer starts with it. Its fresh layers are
+    initialised from (seed, period), so a resumed run builds them as an uninterrupted one.
+
     Everything with variables (model, optimizers, trainers) is created inside the
     strategy's scope, so each replica holds a mirror of it.
     """
@@ -66,22 +82,51 @@ class TrainingSession:
     def __init__(self, checked: CheckedPlan, *, strategy: Any = None) -> None:
         self.checked = checked
         self.strategy = strategy or tf.distribute.get_strategy()
-        run = checked.plan.train.run
         with self.strategy.scope():
-            self.parts: DetectorParts = build_parts(checked)
             self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self._period = tf.Variable(0, dtype=tf.int64, trainable=False, name="period")
+        #: The plan as the current model sees it (checked.for_dataset of the current period).
+        self.view: CheckedPlan = checked.first()
+        self.parts: DetectorParts = self._build(self.view)
         self.model = self.parts.model
-        if run.bn_momentum:
-            set_batch_norm(self.model, momentum=run.bn_momentum)
-        if run.sync_batch_norm and self.strategy.num_replicas_in_sync > 1:
-            set_batch_norm(self.model, synchronized=True)
         self.optimizer: keras.optimizers.Optimizer | None = None
         self.optimizer_key: Any = None
         self._trainers: dict[tuple[str, str], Any] = {}
 
-    def use_period(self, period: Period, *, announce: str | None = None) -> Any:
-        """Freeze what the period freezes, and return its trainer (with the right optimizer)."""
+    def _build(self, view: CheckedPlan) -> DetectorParts:
+        run = view.plan.train.run
+        with self.strategy.scope():
+            parts = build_parts(view)
+        if run.bn_momentum:
+            set_batch_norm(parts.model, momentum=run.bn_momentum)
+        if run.sync_batch_norm and self.strategy.num_replicas_in_sync > 1:
+            set_batch_norm(parts.model, synchronized=True)
+        return parts
+
+    def _switch_model(self, index: int) -> Transfer | None:
+        """Build period ``index``'s model when its chain differs from the current one, carrying
+        the weights over; returns what carried over (None when the model stays)."""
+        view = self.checked.for_period(index)
+        if view.chain == self.view.chain:
+            return None
+        keras.utils.set_random_seed(self.checked.plan.train.run.seed + index)
+        parts = self._build(view)
+        old, new = self.view.chain.labels, view.chain.labels
+        assert old is not None and new is not None  # static_check fills in every link of a chain
+        # The weights the previous period ends with, as evaluated and saved (EMA when used).
+        with self.strategy.scope(), self.evaluation_weights():
+            transfer = transfer_weights(
+                self.model, parts.model, classes=(old.num_classes, new.num_classes),
+                where=f"{self.checked.plan.source}: period {index + 1} ({view.model_dataset})")
+        self.view, self.parts, self.model = view, parts, parts.model
+        self.optimizer_key = None  # the new model's variables need an optimizer of their own
+        self._trainers.clear()
+        return transfer
+
+    def use_period(self, period: Period, *, index: int, announce: str | None = None) -> Any:
+        """Switch to the period's model if it has another, freeze what the period freezes, and
+        return its trainer (with the right optimizer)."""
+        transfer = self._switch_model(index)
         settings = period.settings
         for name in ("backbone", "head"):
             getattr(self.parts, name).trainable = name not in settings.freeze
@@ -99,10 +144,13 @@ class TrainingSession:
             item = self.checked.resolved[period.trainer.key]
             with self.strategy.scope():
                 self._trainers[trainer_key] = build_trainer(
-                    item.component, item.params, model=self.model, losses=build_losses(self.checked, period.losses),
+                    item.component, item.params, model=self.model, losses=build_losses(self.view, period.losses),
                     optimizer=self.optimizer, variables=self.model.trainable_variables,
                 )
         if announce:
+            if transfer is not None:
+                print(f"{announce}: the model is rebuilt for dataset '{period.dataset}' "
+                      f"({describe_inputs(self.view)}): {transfer.describe()}; a fresh optimizer starts")
             trained = sum(int(tf.size(v)) for v in self.model.trainable_variables)
             frozen = f" (frozen: {', '.join(settings.freeze)})" if settings.freeze else ""
             print(f"{announce}: training {trained:,} of {self.model.count_params():,} parameters{frozen}, "
@@ -143,6 +191,8 @@ class TrainingSession:
 
     def evaluation_weights(self) -> Any:
         """A context in which the model holds the weights to evaluate (EMA when used)."""
+        if self.optimizer is None:  # no period has started: the weights as built or restored
+            return contextlib.nullcontext()
         return ema_swapped(self.optimizer, self.model.trainable_variables)
 
     def write_weights(self, path: Path) -> None:

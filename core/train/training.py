@@ -22,7 +22,7 @@ from detplug.core.plan.check import CheckedPlan
 from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.checkpoints import CheckpointStore
 from detplug.core.train.distribute import WorkerRole, worker_role
-from detplug.core.train.resume import check_resumable, model_description
+from detplug.core.train.resume import check_resumable, model_description, period_records
 from detplug.core.train.run_folder import RunFolder
 
 if TYPE_CHECKING:
@@ -108,7 +108,6 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
         return run
 
     from detplug.core.data.datasets import prepare_datasets
-    from detplug.core.data.pipeline import InputPipeline
     from detplug.core.evaluate.collect import plan_evaluator
     from detplug.core.train import distribute
     from detplug.core.train.session import TrainingSession, configure_tensorflow
@@ -122,13 +121,15 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     # The model is built, and every declared spec compared with its tensors, before any data
     # is drawn or converted: a plan whose parts do not fit fails in seconds, not after minutes.
     session = TrainingSession(checked, strategy=strategy)
-    evaluator = plan_evaluator(checked)
     prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
                                 skip_bad=skip_bad,
                                 keys=dict.fromkeys(period.dataset for period in plan.periods))
     if done:
         def read(prefix: str, meta: dict[str, Any]) -> None:
-            session.use_period(plan.periods[period_index_at(plan, int(meta["epoch"]))])
+            # Into the model (and optimizer) of the period that wrote it; the loop below
+            # switches to the next period's as an uninterrupted run does.
+            index = period_index_at(plan, int(meta["epoch"]) - 1)
+            session.use_period(plan.periods[index], index=index)
             session.restore(prefix, meta)
 
         done, _ = source.restore(read)
@@ -137,7 +138,7 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     elif plan.init_from is not None:
         from detplug.core.model.init_from import initialise
 
-        report = initialise(checked, session.parts)
+        report = initialise(checked.first(), session.parts)
         assert report is not None
         print(report.describe())
     if role.workers > 1:
@@ -150,12 +151,12 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     run.model = session.model
     registry.hook.detplug_train_start(run=run)
 
-    # One input pipeline for the run: its traced steps serve every period's datasets.
-    chain = checked.chain
-    # static_check fills in every link of a checked plan's chain.
-    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
-    pipeline = InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                             assignment=plan.assignment)
+    # One input pipeline and evaluator per model of the run: their traced steps serve every
+    # period on a dataset of the same chain.
+    pipelines = {key: input_pipeline(checked.for_dataset(key)) for key in checked.chains}
+    evaluators = {period.dataset: plan_evaluator(checked.for_dataset(period.dataset))
+                  for period, (start, end) in zip(plan.periods, plan.period_bounds())
+                  if any(_evaluates(plan, epoch) for epoch in range(max(start, done) + 1, end + 1))}
     with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)):
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
             if end <= done:
@@ -164,7 +165,7 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
             registry.hook.detplug_period_start(run=run, period=period, index=index)
             train_by_period(run, registry, period, index=index, period_start=start,
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
-                            store=store, evaluator=evaluator, pipeline=pipeline)
+                            store=store, evaluator=evaluators.get(period.dataset), pipeline=pipelines[period.dataset])
     registry.hook.detplug_train_end(run=run)
     if role.is_chief:
         print_final_report(run)
@@ -176,38 +177,38 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
                     store: CheckpointStore,
                     evaluator: Evaluator | None = None, pipeline: InputPipeline | None = None) -> None:
     """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
-    InputPipeline (one is made for the plan's model input when not given)."""
+    InputPipeline for the period's model (one is made when not given)."""
     from detplug.core.data.integrity import guarded
-    from detplug.core.data.pipeline import InputPipeline, count_steps
+    from detplug.core.data.pipeline import count_steps
     from detplug.core.train.optimizers import learning_rate_at
 
     checked, plan = run.checked, run.plan
-    chain, settings = checked.chain, period.settings
-    trainer = session.use_period(period, announce=f"period {index + 1}")
+    settings = period.settings
+    trainer = session.use_period(period, index=index, announce=f"period {index + 1}")
+    run.model = session.model
     train_steps = count_steps(prepared.images("train"), settings.batch_size, training=True)
     val_steps = count_steps(prepared.images("val"), settings.batch_size, training=False)
     rate_at = partial(learning_rate_at, base=period.learning_rate, settings=settings,
                       total_steps=train_steps * period.epochs, steps_per_epoch=train_steps)
     state_updates = {
         "model": model_description(checked),
-        "periods": [p.record() for p in plan.periods],
+        "periods": period_records(checked),
         "seed": plan.train.run.seed,
     }
     end_epoch = period_start + period.epochs
 
     augmentation = plan.train.augmentation
-    # static_check fills in every link of a checked plan's chain.
-    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
-    pipeline = pipeline or InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                                         assignment=plan.assignment)
+    pipeline = pipeline or input_pipeline(session.view)
 
     def augment_for(epoch: int) -> Any:
         return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
 
     seed = plan.train.run.seed
-    if resume_after == 0:
-        report_positives(run, pipeline.dataset(prepared.train_files, batch_size=settings.batch_size, training=True,
-                                               seed=seed + 1, augment=augment_for(1)))
+    if resume_after == period_start and (index == 0 or index in checked.model_changes()):
+        report_positives(session.view, pipeline.dataset(prepared.train_files, batch_size=settings.batch_size,
+                                                        training=True, seed=seed + 1,
+                                                        augment=augment_for(period_start + 1)),
+                         epoch=period_start + 1)
     # One iterator for the period's training batches and one for validation, which repeats
     # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
     # takes exactly the batches an uninterrupted one does. A damaged shard stops training
@@ -258,22 +259,33 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
 POSITIVES_REPORT_IMAGES = 1024
 
 
-def report_positives(run: RunContext, batches: Any) -> dict[str, int]:
-    """Print how many positives each stride gets in the first epoch's targets; a stride
-    with none is a warning naming the command that fits anchors to the data."""
+def input_pipeline(view: CheckedPlan) -> InputPipeline:
+    """The tf.data pipeline that feeds the model of ``view`` (one dataset's chain)."""
+    from detplug.core.data.pipeline import InputPipeline
+
+    chain = view.chain
+    # static_check fills in every link of a checked plan's chain.
+    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
+    return InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
+                         assignment=view.plan.assignment)
+
+
+def report_positives(view: CheckedPlan, batches: Any, *, epoch: int = 1) -> dict[str, int]:
+    """Print how many positives each stride gets in the first epoch's targets of a period's
+    model (``view``); a stride with none is a warning naming the command that fits anchors."""
     from detplug.core.data.pipeline import positives_per_stride
 
-    plan = run.plan
+    plan = view.plan
     counts, images = positives_per_stride(batches, max_images=POSITIVES_REPORT_IMAGES)
     shown = "; ".join(f"{stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
-    print(f"targets of epoch 1 ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
-    ratios, image = run.checked.chain.anchors, run.checked.chain.image
+    print(f"targets of epoch {epoch} ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
+    ratios, image = view.chain.anchors, view.chain.image
     # static_check fills in every link of a checked plan's chain.
     assert ratios is not None and image is not None
     for stride, count in sorted(counts.items(), key=lambda item: int(item[0])):
         if count == 0:
             anchors = ", ".join(f"{w * image.width:.0f}x{h * image.height:.0f}" for h, w in ratios[int(stride)])
-            print(f"warning: stride {stride} received no positive in the targets of epoch 1's first {images} "
+            print(f"warning: stride {stride} received no positive in the targets of epoch {epoch}'s first {images} "
                   f"images: no object there is best matched by its anchors ({anchors} px, width x height), so "
                   f"that part of the head does not learn; fit anchors to the data with "
                   f"`run.py --plan {plan.name} --anchors --write`")
@@ -296,7 +308,7 @@ def evaluate_epoch(run: RunContext, registry: Registry, session: TrainingSession
 
     grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
     with session.evaluation_weights():
-        result = evaluate_files(session.model, run.checked, evaluator,
+        result = evaluate_files(session.model, session.view, evaluator,
                                 prepared.files(run.plan.evaluation.split), grid_path=grid)
     run.last_evaluation = (epoch, result, grid)
     if epoch < run.plan.total_epochs:
