@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from detplug.core.errors import DetplugError
-from detplug.core.plan.check import CheckedPlan, describe_output
+from detplug.core.plan.check import CheckedPlan, describe_output, training_sizes
 from detplug.core.plan.specs import KINDS
 
 if TYPE_CHECKING:
@@ -121,8 +121,11 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
                           if link.resolved.component.kind != "dataset"])
     for index, period in enumerate(plan.periods):
         view = checked.for_period(index)
+        sizes = training_sizes(checked, index)
         print(f"period {index + 1}: {period.dataset}: {_chain_words(view)}"
-              + ("; the model is rebuilt for it" if index in changes else ""))
+              + ("; the model is rebuilt for it" if index in changes else "")
+              + (f"; multi-scale every {period.settings.multi_scale_every} batches: "
+                 + ", ".join(f"{h}x{w}" for h, w in sizes) if sizes else ""))
     if not symbolic:
         print("symbolic Keras model: not built (--static)")
         return
@@ -131,7 +134,9 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
     from detplug.core.model.transfer import plan_transfer
 
     parts = build_parts(checked.first())
-    print("symbolic Keras model: every declared spec matches the built tensor shapes")
+    scales = {size for index in range(len(plan.periods)) for size in training_sizes(checked, index)}
+    print("symbolic Keras model: every declared spec matches the built tensor shapes"
+          + (f" at {len(scales)} multi-scale sizes" if scales else ""))
     print(f"parameters: {count_parameters(parts.model)}")
     report = initialise(checked.first(), parts)
     if report is not None:

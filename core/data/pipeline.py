@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import attrs
 import tensorflow as tf
 
 from detplug.core.data import augment_ops, records
@@ -100,6 +101,14 @@ def _shuffled_records(paths: list[str], seed: tf.Tensor) -> tf.data.Dataset:
         window, seed=permutation_seed(index + 1))).unbatch()
 
 
+@attrs.frozen
+class Scales:
+    """Multi-scale training's draw: one of ``sizes`` for every ``images`` consecutive images."""
+
+    sizes: tuple[tuple[int, int], ...]
+    images: int
+
+
 class InputPipeline:
     """Batches of one model input's ``(images, targets)``, from any record shards, epoch
     after epoch.
@@ -121,7 +130,7 @@ class InputPipeline:
                               tf.TensorSpec([max_boxes], tf.int32))
         self.decode = tf.function(self._decode, input_signature=[tf.TensorSpec([], tf.int64),
                                                                   tf.TensorSpec([], tf.string)])
-        self._augmenters: dict[Augmentation, tuple] = {}
+        self._augmenters: dict[tuple[Augmentation, Scales | None], tuple] = {}
 
     def _decode(self, position: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
         image, max_boxes = self.image, self.labels.max_boxes
@@ -132,17 +141,20 @@ class InputPipeline:
         boxes, classes = augment_ops.compact(boxes, classes, augment_ops.real_rows(boxes), max_boxes)
         return position, pixels, boxes, classes
 
-    def _functions(self, settings: Augmentation) -> tuple:
-        """(mosaic of a group, augment-and-assign of one example) for ``settings``, traced once each."""
-        if settings not in self._augmenters:
+    def _functions(self, settings: Augmentation, scales: Scales | None = None) -> tuple:
+        """(mosaic of a group, augment-and-assign of one example) for ``settings`` (and the
+        multi-scale draw ``scales``), traced once each."""
+        key = (settings, scales)
+        if key not in self._augmenters:
             seed_spec = tf.TensorSpec([], tf.int64)
             group = tuple(tf.TensorSpec([None, *spec.shape], spec.dtype) for spec in self._example_spec)
             mosaic = tf.function(lambda seed, *example: self._mosaic_group(settings, seed, *example),
                                  input_signature=[seed_spec, *group])
-            one = tf.function(lambda seed, *example: self._augment_and_assign(settings, seed, *example),
+            one = tf.function(lambda seed, *example: self._augment_and_assign(settings, seed, *example,
+                                                                                scales=scales),
                               input_signature=[seed_spec, *self._example_spec])
-            self._augmenters[settings] = (mosaic, one)
-        return self._augmenters[settings]
+            self._augmenters[key] = (mosaic, one)
+        return self._augmenters[key]
 
     @staticmethod
     def _seeds_of(seed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
@@ -176,7 +188,8 @@ class InputPipeline:
         return (positions, *stacked)
 
     def _augment_and_assign(self, settings: Augmentation, seed: tf.Tensor, position: tf.Tensor, pixels: tf.Tensor,
-                            boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, dict]:
+                            boxes: tf.Tensor, classes: tf.Tensor, *,
+                            scales: Scales | None = None) -> tuple[tf.Tensor, dict]:
         seeds = self._seeds_of(seed, position)
         if settings.geometric:
             pixels, boxes, classes = augment_ops.scale_translate(
@@ -190,8 +203,21 @@ class InputPipeline:
                                      value=settings.value)
         boxes_yxhw = tf.concat([(boxes[:, :2] + boxes[:, 2:]) / 2.0, boxes[:, 2:] - boxes[:, :2]], axis=-1)
         boxes_yxhw = tf.where(augment_ops.real_rows(boxes)[:, None], boxes_yxhw, 0.0)
-        targets = assign_targets(boxes_yxhw, classes, self.anchors, self.image, self.labels.num_classes,
-                                 self.assignment)
+        if scales is None:
+            return self._assign(pixels, boxes_yxhw, classes, self.image)
+        # The same size for every image of ``scales.images`` consecutive ones (whole batches):
+        # the letterboxed image is resized as a whole, so its boxes, ratios of it, stay put.
+        draw = tf.random.stateless_uniform([], seed=tf.stack([seed, -1 - position // scales.images]),
+                                           maxval=len(scales.sizes), dtype=tf.int32)
+        resized, targets = tf.switch_case(draw, [
+            lambda size=size: self._assign(tf.image.resize(pixels, size), boxes_yxhw, classes,
+                                           ImageSpec(size[0], size[1], 3))
+            for size in scales.sizes])
+        return resized, targets
+
+    def _assign(self, pixels: tf.Tensor, boxes_yxhw: tf.Tensor, classes: tf.Tensor,
+                image: ImageSpec) -> tuple[tf.Tensor, dict]:
+        targets = assign_targets(boxes_yxhw, classes, self.anchors, image, self.labels.num_classes, self.assignment)
         targets["boxes"] = boxes_yxhw
         return pixels, targets
 
@@ -213,7 +239,7 @@ class InputPipeline:
 
     def epochs(self, files: Sequence[str | Path], epochs: Sequence[int], *, batch_size: int, training: bool,
                seed: int = 0, augment_for: Callable[[int], bool | Augmentation | None] = lambda epoch: False,
-               ) -> tf.data.Dataset:
+               sizes: Sequence[tuple[int, int]] = (), size_every: int = 10) -> tf.data.Dataset:
         """The batches of several epochs, one epoch after the other, as one dataset: epoch
         ``e`` is exactly :meth:`dataset` with ``seed + e`` and ``augment_for(e)``.
 
@@ -227,9 +253,11 @@ class InputPipeline:
         dataset = None
         for settings, same in itertools.groupby(epochs, key=lambda epoch: self._settings(augment_for(epoch), training)):
             numbers = tf.data.Dataset.from_tensor_slices(tf.constant(list(same), tf.int64))
+            scales = Scales(tuple(sizes), batch_size * size_every) if sizes and training else None
             segment = numbers.flat_map(
-                lambda epoch, settings=settings: self._epoch(paths, tf.constant(seed, tf.int64) + epoch, settings,
-                                                             batch_size=batch_size, training=training))
+                lambda epoch, settings=settings, scales=scales: self._epoch(
+                    paths, tf.constant(seed, tf.int64) + epoch, settings, batch_size=batch_size, training=training,
+                    scales=scales))
             dataset = segment if dataset is None else dataset.concatenate(segment)
         # Every caller asks for at least one epoch (dataset() asks for [0], training for the
         # epochs of a period that is not done yet), so the loop above made a dataset.
@@ -249,9 +277,9 @@ class InputPipeline:
         return Augmentation() if augment is True else (augment or Augmentation.none())
 
     def _epoch(self, paths: list[str], seed: tf.Tensor, settings: Augmentation, *, batch_size: int,
-               training: bool) -> tf.data.Dataset:
+               training: bool, scales: Scales | None = None) -> tf.data.Dataset:
         """One epoch's batches; ``seed`` a tensor (this runs inside ``flat_map``)."""
-        mosaic_group, augment_and_assign = self._functions(settings)
+        mosaic_group, augment_and_assign = self._functions(settings, scales)
         parallel = {"num_parallel_calls": parallel_calls(), "deterministic": True}
         dataset = _shuffled_records(paths, seed) if training else tf.data.TFRecordDataset(paths)
         dataset = dataset.enumerate().map(self.decode, **parallel)

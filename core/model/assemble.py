@@ -15,10 +15,10 @@ import keras
 from detplug.core.build import build_loss, build_model_part
 from detplug.core.errors import CheckError
 from detplug.core.model.losses import LossCombination
-from detplug.core.plan.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Resolved
 from detplug.core.plan.shapes import expected_shapes, shape_mismatches
-from detplug.core.plan.specs import Chain
+from detplug.core.plan.specs import Chain, ImageSpec
 
 
 def build_component(item: Resolved, chain: Chain) -> Any:
@@ -59,7 +59,45 @@ def build_parts(checked: CheckedPlan) -> DetectorParts:
     decoded = decoder(head)
     _verify(resolved["model.decoder"], decoded, chain.decoded, image)
     model = keras.Model(inputs, decoded, name=checked.plan.name)
-    return DetectorParts(model=model, backbone=backbone, head=head_model, decoder=decoder)
+    parts = DetectorParts(model=model, backbone=backbone, head=head_model, decoder=decoder)
+    sizes = sorted({size for index, period in enumerate(checked.plan.periods)
+                    if period.dataset == checked.model_dataset for size in training_sizes(checked, index)})
+    if sizes:
+        _accept_any_size(model)
+        for size in sizes:
+            _verify_size(checked, parts, size)
+    return parts
+
+
+def _accept_any_size(layer: Any) -> None:
+    """Let a functional model (and those nested in it) take inputs of other spatial sizes
+    than it was built for: Keras checks the built shape otherwise. The layers themselves
+    must cope, which _verify_size checks."""
+    if isinstance(layer, keras.Model):
+        layer.input_spec = None
+        for inner in layer.layers:
+            _accept_any_size(inner)
+
+
+def _verify_size(checked: CheckedPlan, parts: DetectorParts, size: tuple[int, int]) -> None:
+    """The model run symbolically at a multi-scale ``size`` must give each stride's grid."""
+    chain = checked.chain
+    assert chain.image is not None and chain.head is not None  # static_check fills in every link
+    image = ImageSpec(size[0], size[1], chain.image.channels)
+    tensors: Any = keras.Input((image.height, image.width, image.channels), name="image")
+    for key, model in (("model.backbone", parts.backbone), ("model.head", parts.head),
+                       ("model.decoder", parts.decoder)):
+        item = checked.resolved[key]
+        try:
+            tensors = model(tensors)
+        except Exception as error:  # Keras raises several types for a shape it cannot take
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckError(f"{item.component.kind} '{item.component.name}' ({key}) cannot run at the "
+                             f"multi-scale size {image.height}x{image.width} ({message}); it is built for "
+                             f"{chain.image.height}x{chain.image.width} only: train it without multi_scale") from None
+    decoded_spec = chain.decoded
+    assert decoded_spec is not None
+    _verify(checked.resolved["model.decoder"], tensors, decoded_spec, image)
 
 
 def _verify(item: Resolved, outputs: Any, declared: Mapping[int, Any], image: Any) -> None:

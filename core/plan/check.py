@@ -17,8 +17,9 @@ from attrs import field, frozen
 
 from detplug.core.errors import CheckError, PlanError
 from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
+from detplug.core.plan.multi_scale import multi_scale_sizes
 from detplug.core.plan.plan_file import Plan, Resolved
-from detplug.core.plan.specs import Chain, SpecError
+from detplug.core.plan.specs import Chain, ImageSpec, SpecError
 
 
 @frozen
@@ -113,9 +114,42 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
         chains[key] = chain
         chain_links[key] = (*dataset_links, *links)
         warnings += [w for w in _anchor_warnings(plan, pixels, spec.image) if w not in warnings]
+    for index in range(len(plan.periods)):
+        _check_multi_scale(plan, resolved, index, chains[plan.periods[index].dataset])
     model_dataset = plan.periods[0].dataset
     return CheckedPlan(plan, resolved, chains[model_dataset], chain_links[model_dataset], model_dataset,
                        warnings=tuple(warnings), chains=chains, chain_links=chain_links)
+
+
+def training_sizes(checked: CheckedPlan, index: int) -> list[tuple[int, int]]:
+    """The input sizes period ``index`` trains at with multi_scale; empty without it."""
+    period = checked.plan.periods[index]
+    if not period.settings.multi_scale:
+        return []
+    chain = checked.chains[period.dataset]
+    assert chain.image is not None and chain.decoded is not None  # checked chains are complete
+    return multi_scale_sizes(chain.image, period.settings.multi_scale, max(chain.decoded))
+
+
+def _check_multi_scale(plan: Plan, resolved: Mapping[str, Resolved], index: int, chain: Chain) -> None:
+    """Every multi-scale size must hold whole cells of the largest stride and pass the model's chain."""
+    period = plan.periods[index]
+    if not period.settings.multi_scale:
+        return
+    assert chain.image is not None and chain.decoded is not None  # a walked chain is complete
+    where = f"{plan.source}: multi_scale of period {index + 1} ([train] or periods[{index}])"
+    largest = max(chain.decoded)
+    sizes = multi_scale_sizes(chain.image, period.settings.multi_scale, largest)
+    if not sizes:
+        raise CheckError(f"{where}: {list(period.settings.multi_scale)} holds no multiple of the largest stride "
+                         f"{largest}; widen the range of the long side (e.g. [{largest * 10}, {largest * 19}])")
+    for height, width in sizes:
+        start = Chain(image=ImageSpec(height, width, chain.image.channels), labels=chain.labels,
+                      anchors=chain.anchors)
+        try:
+            _walk_model(plan, resolved, start, resolved[f"datasets.{period.dataset}"])
+        except CheckError as error:
+            raise CheckError(f"{error} (at the multi-scale size {height}x{width}; {where})") from None
 
 
 def _visit(plan: Plan, item: Resolved, chain: Chain, by_kind: dict[str, Resolved]) -> Any:

@@ -19,6 +19,15 @@ MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
+def _size_range(instance: Any, attribute: attrs.Attribute, value: tuple) -> None:
+    if value == ():
+        return
+    if (len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            or value[0] > value[1]):
+        raise ValueError(f"'{attribute.name}' must be [smallest, largest] long side in pixels, two positive "
+                         f"integers, smallest first (got {list(value)!r}); [] turns it off")
+
+
 @frozen(kw_only=True)
 class PeriodSettings:
     """What ``[train]`` sets for every period and a ``[[periods]]`` entry may override."""
@@ -40,6 +49,12 @@ class PeriodSettings:
     #: Parts of the model whose weights this period does not train.
     freeze: tuple[str, ...] = field(default=(), converter=tuple,
                                     validator=validators.deep_iterable(validators.in_(FREEZABLE)))
+    #: Multi-scale training, as YOLOv3 trained: [smallest, largest] long side in pixels; every
+    #: multi_scale_every batches an input size is drawn whose long side is a multiple of the
+    #: largest stride in that range (the short side keeps the aspect, rounded up to a multiple
+    #: too; core/plan/multi_scale.py). Empty: the dataset's image_size throughout.
+    multi_scale: tuple[int, ...] = field(default=(), converter=tuple, validator=_size_range)
+    multi_scale_every: int = field(default=10, validator=validators.gt(0))
 
     def optimizer_state_key(self) -> tuple[Any, ...]:
         """Periods with equal keys carry the optimizer's state (moments, step) over;

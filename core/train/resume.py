@@ -16,14 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from detplug.core.errors import CheckpointError
 from detplug.core.plan.check import CheckedPlan
+from detplug.core.plan.settings import PeriodSettings
 
 
 def model_description(checked: CheckedPlan) -> dict[str, Any]:
     """What makes two models the same: their components, params, input and outputs."""
-    import attrs
-
     def component(key: str) -> dict[str, Any]:
         item = checked.resolved[key]
         return {"name": item.component.name, **json.loads(json.dumps(attrs.asdict(item.params), default=list))}
@@ -39,6 +40,10 @@ def model_description(checked: CheckedPlan) -> dict[str, Any]:
         "classes": list(chain.labels.classes),
         "anchors": {str(stride): [list(pair) for pair in pairs] for stride, pairs in chain.anchors.items()},
     }
+
+
+#: Each period setting's default, as a period record stores it.
+_DEFAULTS = json.loads(json.dumps(attrs.asdict(PeriodSettings()), default=list))
 
 
 def period_records(checked: CheckedPlan) -> list[dict[str, Any]]:
@@ -90,7 +95,8 @@ def check_resumable(state: Mapping[str, Any], checked: CheckedPlan, folder: Path
         if index >= len(new_periods):
             raise CheckpointError(f"{label} has trained (epochs {start + 1}-{min(done, start + old['epochs'])} in "
                                   f"{folder}) but the plan no longer has it; restore it in the plan, or {hint}")
-        new = new_periods[index]
+        # A setting added to detplug after the period started is unchanged at its default.
+        new = {k: v for k, v in new_periods[index].items() if k in old or v != _DEFAULTS.get(k, v)}
         changes = _differences({k: v for k, v in old.items() if k != "epochs"},
                                {k: v for k, v in new.items() if k != "epochs"})
         if changes:

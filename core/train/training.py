@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from detplug.core.plan.check import CheckedPlan
+from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.checkpoints import CheckpointStore
 from detplug.core.train.distribute import WorkerRole, worker_role
@@ -213,9 +213,11 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
     # takes exactly the batches an uninterrupted one does. A damaged shard stops training
     # with its name.
+    sizes = training_sizes(checked, index)
     train_batches = guarded(session.distribute(pipeline.epochs(
         prepared.train_files, range(resume_after + 1, end_epoch + 1), batch_size=settings.batch_size,
-        training=True, seed=seed, augment_for=augment_for)), prepared.train_files)
+        training=True, seed=seed, augment_for=augment_for, sizes=sizes, size_every=settings.multi_scale_every)),
+        prepared.train_files)
     val_batches = guarded(session.distribute(pipeline.dataset(
         prepared.val_files, batch_size=settings.batch_size, training=False).repeat()),
         prepared.val_files) if val_steps else None
@@ -224,6 +226,9 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epochs {resume_after + 1}-{end_epoch} of "
           f"{plan.total_epochs}, learning rate {period.learning_rate:g} ({settings.schedule}{warmup}), "
           f"losses '{period.losses}' ==")
+    if sizes:
+        print(f"multi-scale: every {settings.multi_scale_every} batches one of {len(sizes)} input sizes, "
+              + ", ".join(f"{h}x{w}" for h, w in sizes))
     for epoch in range(resume_after + 1, end_epoch + 1):
         first_step = (epoch - period_start - 1) * train_steps
         train = trainer.train_epoch(train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at,

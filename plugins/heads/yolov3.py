@@ -77,7 +77,28 @@ def prediction(
     output = layers.Conv2D(anchors * channels_per_anchor, 1, padding="same", use_bias=True, name=f"{name}_out_conv")
     x = output(x)
     output.bias.assign(prior_bias(grid, anchors, channels_per_anchor))
-    return layers.Reshape((*grid, anchors, channels_per_anchor), name=f"{name}_out")(x)
+    return AnchorSplit(anchors, channels_per_anchor, name=f"{name}_out")(x)
+
+
+@keras.saving.register_keras_serializable(package="detplug")
+class AnchorSplit(layers.Layer):
+    """(batch, H, W, anchors x channels) to (batch, H, W, anchors, channels), for any H and W:
+    the grid is read from the tensor, so the model also runs at other input sizes
+    (multi-scale training) than the one it was built for."""
+
+    def __init__(self, anchors: int, channels: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.anchors, self.channels = int(anchors), int(channels)
+
+    def call(self, x):
+        shape = keras.ops.shape(x)
+        return keras.ops.reshape(x, (shape[0], shape[1], shape[2], self.anchors, self.channels))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.anchors, self.channels)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "anchors": self.anchors, "channels": self.channels}
 
 
 # -- model --
@@ -94,7 +115,7 @@ def yolov3_fpn(
     """YOLOv3's head from ``{"8", "16", "32"}`` feature maps, each shaped (H/s, W/s, channels)
     without the batch, to ``{"8", "16", "32"}`` raw predictions (batch, H/s, W/s, anchors, 5 + classes).
 
-    The spatial sizes must be known: the per-anchor split is a static reshape.
+    Built for the feature sizes given; it also runs at other input sizes (see AnchorSplit).
     """
     # A list shape (as a Keras config gives it) becomes the tuple the annotation names.
     feature_shapes = {str(key): cast("tuple[int, int, int]", tuple(shape)) for key, shape in feature_shapes.items()}
