@@ -371,3 +371,36 @@ def test_kitti_from_coco_checks_with_a_yolov3_weights_sized_file_and_carries_all
     assert ("init_from weights/yolov3.weights: 61,544,032 of 61,587,112 parameters carried over (backbone "
             "'darknet53' 40,620,640 of 40,620,640; head 'yolov3_fpn' 20,923,392 of 20,966,472); new: the 3 output "
             "convolutions head32_out_conv, head16_out_conv, head8_out_conv (80 -> 3 classes)") in result.stdout
+
+
+def test_init_from_composes_with_a_keras_app_backbones_own_weights_and_the_report_names_both(tmp_path):
+    from detplug.core.model.assemble import build_parts
+    from detplug.core.model.init_from import initialise
+
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(64, 96, 3))
+    kernel = source.get_layer("Conv1").kernel
+    kernel.assign(np.full(kernel.shape, 0.125, "float32"))
+    own = tmp_path / "mobilenetv2_035_notop.weights.h5"
+    source.save_weights(own)
+    backbone = f"model.backbone={{ name = \"mobilenetv2\", width = 0.35, weights = \"{own}\" }}"
+    plan_path = write_tiny_plan(tmp_path)
+
+    def conv1(parts) -> np.ndarray:
+        trunk = parts.backbone.get_layer("mobilenetv2_trunk")
+        return keras.ops.convert_to_numpy(trunk.get_layer("Conv1").kernel)
+
+    # The backbone's own weights alone, then a run's weights over them: init_from replaces them.
+    alone = build_parts(checked_plan(plan_path, (backbone,)))
+    np.testing.assert_array_equal(conv1(alone), 0.125)
+    other = tmp_path / "other.weights.h5"
+    for weight in alone.backbone.weights:
+        weight.assign(np.full(weight.shape, 0.5, "float32"))
+    alone.model.save_weights(other)
+
+    checked = checked_plan(plan_path, (backbone, f"model.init_from=\"{other}\""))
+    parts = build_parts(checked)
+    report = initialise(checked, parts)
+    line = report.describe()
+    assert f"backbone 'mobilenetv2' loaded its own weights {own} (model.backbone.weights): init_from replaces " \
+           f"them all" in line and line.startswith(f"init_from {other}: ")
+    np.testing.assert_array_equal(conv1(parts), 0.5)

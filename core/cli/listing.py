@@ -130,7 +130,7 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
         print("symbolic Keras model: not built (--static)")
         return
     from detplug.core.model.assemble import build_parts, count_parameters
-    from detplug.core.model.init_from import initialise
+    from detplug.core.model.init_from import initialise, own_weights
     from detplug.core.model.transfer import plan_transfer
 
     parts = build_parts(checked.first())
@@ -141,6 +141,9 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
     report = initialise(checked.first(), parts)
     if report is not None:
         print(report.describe())
+    else:
+        for _, sentence in own_weights(checked):
+            print(sentence)
     models = {checked.model_dataset: parts.model}
     for index in changes:
         before, view = checked.for_period(index - 1), checked.for_period(index)

@@ -40,12 +40,35 @@ class InitReport:
     total: int
     parts: tuple[tuple[str, int, int], ...]  # (part, carried, of its parameters)
     new: tuple[str, ...] = ()
+    #: (part, sentence) of the parts that loaded weights of their own first (own_weights).
+    own: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         by_part = "; ".join(f"{label} {carried:,} of {total:,}" for label, carried, total in self.parts)
         fresh = f"new: {', '.join(self.new)}" if self.new else "nothing starts fresh"
-        return (f"init_from {self.source}: {self.carried:,} of {self.total:,} parameters carried over "
+        line = (f"init_from {self.source}: {self.carried:,} of {self.total:,} parameters carried over "
                 f"({by_part}); {fresh}")
+        carried = {label: (count, total) for label, count, total in self.parts}
+        for label, sentence in self.own:
+            count, total = carried.get(label, (0, 0))
+            after = ("init_from replaces them all" if count == total else "init_from keeps them" if count == 0
+                     else f"init_from replaces {count:,} of its {total:,} parameters")
+            line += f"; before it, {sentence}: {after}"
+        return line
+
+
+def own_weights(checked: CheckedPlan) -> tuple[tuple[str, str], ...]:
+    """The model parts whose params name a weights file of their own (the keras.applications
+    backbones' ``weights``), as (part, "backbone 'resnet50' loaded its own weights FILE
+    (model.backbone.weights)"); they load while the model is built, before init_from."""
+    found = []
+    for key in ("model.backbone", "model.head"):
+        item = checked.resolved[key]
+        weights = getattr(item.params, "weights", None)
+        if weights:
+            label = f"{item.component.kind} '{item.component.name}'"
+            found.append((label, f"{label} loaded its own weights {weights} ({key}.weights)"))
+    return tuple(found)
 
 
 def darknet_parts(checked: CheckedPlan, parts: DetectorParts) -> tuple[list[DarknetPart], list[str]]:
@@ -213,5 +236,7 @@ def initialise(checked: CheckedPlan, parts: DetectorParts) -> InitReport | None:
     if source is None:
         return None
     if source.name.endswith(".weights") and not source.is_dir():
-        return _from_darknet(checked, parts, source)
-    return _same_network(checked, parts, source)
+        report = _from_darknet(checked, parts, source)
+    else:
+        report = _same_network(checked, parts, source)
+    return attrs.evolve(report, own=own_weights(checked))
