@@ -208,8 +208,8 @@ def yolov3_fpn_darknet_layout(model: keras.Model) -> list[tuple]:
     for position, stride in enumerate(STRIDES_COARSE_TO_FINE):
         units = [f"head{stride}_conv{index}" for index in range(1, 6)] + [f"head{stride}_pred"]
         order += [(f"{unit}_conv", f"{unit}_bn") for unit in units]
-        anchors, channels_per_anchor = model.get_layer(f"head{stride}_out").target_shape[-2:]
-        order.append((f"head{stride}_out_conv", None, darknet_output_order(anchors, channels_per_anchor)))
+        split = model.get_layer(f"head{stride}_out")
+        order.append((f"head{stride}_out_conv", None, darknet_output_order(split.anchors, split.channels)))
         if position + 1 < len(STRIDES_COARSE_TO_FINE):
             order.append((f"head{stride}_lateral_conv", f"head{stride}_lateral_bn"))
     return order
