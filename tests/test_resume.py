@@ -33,9 +33,9 @@ def state(workdir: Path) -> dict:
 
 
 @pytest.mark.slow(seconds=155)
-@pytest.mark.parametrize("trainer", ["graph", "eager"])
-def test_resume_after_kill_equals_uninterrupted_bit_for_bit(trainer, tmp_path):
-    plan = write_tiny_plan(tmp_path, trainer=trainer, epochs1=2, epochs2=1)
+def test_resume_after_kill_equals_uninterrupted_bit_for_bit(tmp_path):
+    # The graph trainer; test_periods.py resumes the eager one bit for bit (across a model switch).
+    plan = write_tiny_plan(tmp_path, trainer="graph", epochs1=2, epochs2=1)
     cache = tmp_path / "cache"
     straight = train(plan, tmp_path / "straight", cache, *EXACT)
     assert straight.returncode == 0, straight.stderr[-3000:]
