@@ -80,6 +80,11 @@ class Clash:
                 f"with DETPLUG_DISABLE_PLUGINS=<plugin>")
 
 
+def plural(kind: str) -> str:
+    """``backbones``, ``losses``: a component kind in the plural."""
+    return f"{kind}es" if kind.endswith("s") else f"{kind}s"
+
+
 def _env_names(variable: str) -> set[str]:
     return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
 
@@ -185,19 +190,23 @@ class Registry:
         installed = [r.component.name for r in self.of_kind(kind)]
         close = difflib.get_close_matches(name, installed, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        broken = "".join(
-            f"; plugin '{e.provider.entry_point}' ({e.provider.distribution} {e.provider.version}) failed to "
-            f"load and may provide it: {e.last_line}"
-            for e in self.load_errors
-        )
+        broken = self.load_error_notes("it")
         disabled = "".join(
             f"; plugin '{p.entry_point}' ({p.distribution} {p.version}) is disabled and may provide it"
             for p in self.disabled
         )
         raise RegistryError(
-            f"unknown {kind} '{name}': {hint}installed {kind}s: {', '.join(installed) or 'none'}; "
+            f"unknown {kind} '{name}': {hint}installed {plural(kind)}: {', '.join(installed) or 'none'}; "
             f"if another package provides it, pip install that package "
             f"(see: python run.py --list){broken}{disabled}"
+        )
+
+    def load_error_notes(self, what: str) -> str:
+        """``; plugin 'x' (dist 1.0) failed to load and may provide <what>: <its error>`` per failed plugin."""
+        return "".join(
+            f"; plugin '{e.provider.entry_point}' ({e.provider.distribution} {e.provider.version}) failed to "
+            f"load and may provide {what}: {e.last_line}"
+            for e in self.load_errors
         )
 
     def raise_for_load_errors(self) -> None:

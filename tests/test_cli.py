@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import RUN_PY
+from helpers import RUN_PY, make_plugin_package, pythonpath_env, run_cli
 
 from detplug.core.cli import main as cli
 from detplug.run import parse_args
@@ -89,3 +89,13 @@ def test_list_and_check_static_print_what_they_found(capsys):
     assert cli.main(["check", "--plan", "kitti_simple", "--static"]) == 0
     out = capsys.readouterr().out
     assert "spec chain" in out and "not built (--static)" in out
+
+
+def test_a_plan_not_found_names_the_plugins_that_failed_to_load(tmp_path):
+    env = pythonpath_env(make_plugin_package(tmp_path / "site", "detplug-broken", {
+        "broken_plans": "raise ImportError('needs somelib, which is not installed')\n"}))
+    result = run_cli("--plan", "their_plan", "--check", env=env)
+    assert result.returncode != 0
+    assert "no plan named 'their_plan'" in result.stderr
+    assert ("plugin 'broken_plans' (detplug-broken 0.1) failed to load and may provide plan 'their_plan': "
+            "ImportError: needs somelib, which is not installed") in result.stderr

@@ -68,10 +68,37 @@ def test_wrong_type_and_out_of_range_values_name_file_key_expected_and_found(tmp
     path = write_tiny_plan(tmp_path)
     with pytest.raises(PlanError, match=r"model\.backbone\.width: expected float, found 'wide'"):
         checked(path, registry, ['model.backbone.width="wide"'])
-    with pytest.raises(PlanError, match=r"tiny\.toml: model\.backbone\.width: 'width' must be > 0"):
+    # A value given by --set is attributed to it, not to the file that lacks it.
+    with pytest.raises(PlanError, match=r"^--set model\.backbone\.width=-1 \(over .*tiny\.toml\): "
+                                        r"model\.backbone\.width: 'width' must be > 0"):
         checked(path, registry, ["model.backbone.width=-1"])
+    path.write_text(path.read_text().replace("width = 0.125, depth", "width = -1.0, depth"))
+    with pytest.raises(PlanError, match=r"^\S*tiny\.toml: model\.backbone\.width: 'width' must be > 0"):
+        checked(path, registry)
     with pytest.raises(PlanError, match=r"periods\[0\]\.epochs: must be > 0 \(got 0\)"):
         load_plan(path, ["periods=[{dataset='synth', epochs=0, learning_rate=1e-3, losses='standard', save=true}]"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("periods.0.learning_rate=nan", r"periods\[0\]\.learning_rate"),
+    ("loss_combos.standard.ciou=inf", r"loss_combos\.standard\.ciou"),
+    ("train.momentum=-inf", r"train\.momentum"),
+    ("model.backbone.width=nan", r"model\.backbone\.width"),
+    ("evaluation.iou_threshold=nan", r"evaluation\.iou_threshold"),
+])
+def test_nan_and_inf_are_refused_wherever_a_number_is_read_naming_the_key(tmp_path, registry, override, key):
+    with pytest.raises(PlanError, match=rf"{key}: must be a finite number, found (nan|inf|-inf)"):
+        checked(write_tiny_plan(tmp_path), registry, [override])
+
+
+def test_nan_anchors_are_refused(tmp_path, registry):
+    with pytest.raises(PlanError, match=r"model\.anchors: anchors for stride 8: need positive, finite"):
+        checked(write_tiny_plan(tmp_path), registry, ["model.anchors={8 = [[nan, 4]]}"])
+
+
+def test_unknown_loss_says_installed_losses(tmp_path, registry):
+    with pytest.raises(PlanError, match=r"installed losses: "):
+        checked(write_tiny_plan(tmp_path), registry, ["loss_combos.standard.cioux=1.0"])
 
 
 def test_unknown_component_lists_closest_and_installed_names(tmp_path, registry):

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detplug.core.errors import DetplugError
+from detplug.core.errors import DetplugError, PlanError
 from detplug.core.plan.settings import STRATEGIES
 
 if TYPE_CHECKING:
@@ -177,7 +177,12 @@ def _checked(args: argparse.Namespace, registry: Registry) -> CheckedPlan:
     plan_dirs = [Path(d) for dirs in registry.hook.detplug_plan_dirs() for d in dirs]
     strategy = getattr(args, "strategy", None)
     overrides = [*args.set, *([f"train.strategy={strategy}"] if strategy else [])]
-    plan = load_plan(find_plan(args.plan, plan_dirs), overrides=overrides)
+    try:
+        path = find_plan(args.plan, plan_dirs)
+    except PlanError as error:
+        # A plan shipped by a plugin that failed to load is not found: say which failed and why.
+        raise PlanError(f"{error}{registry.load_error_notes(f'plan {args.plan!r}')}") from None
+    plan = load_plan(path, overrides=overrides)
     return static_check(plan, resolve_components(plan, registry))
 
 

@@ -5,6 +5,7 @@ No TensorFlow here: the static check resolves anchors too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from detplug.core.plan.specs import AnchorRatios, ImageSpec
@@ -44,8 +45,9 @@ def anchor_pixels(anchors: str | Mapping[int | str, Sequence[Sequence[float]]]) 
                 f"anchors for stride {stride!r} must be a list of [width, height] pairs in pixels "
                 f"(got {pairs!r})"
             ) from None
-        if not table[stride_int] or any(w <= 0 or h <= 0 for w, h in table[stride_int]):
-            raise AnchorError(f"anchors for stride {stride}: need positive [width, height] pairs (got {pairs!r})")
+        if not table[stride_int] or any(not (0 < w < math.inf and 0 < h < math.inf) for w, h in table[stride_int]):
+            raise AnchorError(f"anchors for stride {stride}: need positive, finite [width, height] pairs "
+                              f"(got {pairs!r})")
     return table
 
 

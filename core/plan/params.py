@@ -7,6 +7,7 @@ run, so that the error names the key, the expected type and the found value.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -89,6 +90,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         return tuple(items) if origin is tuple else items
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ParamsError(f"must be a finite number, found {value!r}", key)
             return float(value)
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):

@@ -14,6 +14,8 @@ Errors are :class:`PlanError` sentences naming the file and the key.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,6 +107,8 @@ class Plan:
     document: Mapping[str, Any]
     #: Which anchors and cells each box trains ([model] assign); the default is YOLOv3's.
     assignment: Assignment = Assignment()
+    #: The ``--set`` overrides applied to the file, so that an error names the one it came from.
+    overrides: tuple[str, ...] = ()
     #: Weights a new run starts from ([model] init_from): a Darknet .weights file, a Keras
     #: .weights.h5 or a run's checkpoint folder; None: from scratch.
     init_from: Path | None = None
@@ -180,9 +184,10 @@ def load_plan(path: Path, overrides: Iterable[str] = ()) -> Plan:
         raise PlanError(f"cannot read plan file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"{path}: not valid TOML: {error}") from None
+    overrides = tuple(overrides)
     for override in overrides:
         apply_override(document, override, path)
-    return _PlanReader(path).read(document)
+    return _PlanReader(path, overrides).read(document)
 
 
 def apply_override(document: dict, override: str, path: Path) -> None:
@@ -231,11 +236,12 @@ class _PlanReader:
     TRAIN_KEYS = ("trainer", "augment", *RUN_SETTING_KEYS, *PERIOD_SETTING_KEYS)
     PERIOD_KEYS = ("dataset", "epochs", "learning_rate", "losses", "save", "trainer", *PERIOD_SETTING_KEYS)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overrides: tuple[str, ...] = ()) -> None:
         self.path = path
+        self.overrides = overrides
 
     def error(self, key: str, message: str) -> PlanError:
-        return PlanError(f"{self.path}: {key}: {message}")
+        return PlanError(f"{origin(self.path, self.overrides, key)}: {key}: {message}")
 
     def table(self, document: Mapping, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
         value = document if not key else document.get(key.rsplit(".", 1)[-1])
@@ -263,6 +269,8 @@ class _PlanReader:
             return float(value)
         if not ok:
             raise self.error(key, f"expected {kind.__name__}, found {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, found {value!r}")
         return value
 
     def positive(self, value: Any, key: str, kind: type) -> Any:
@@ -310,6 +318,7 @@ class _PlanReader:
             train=train,
             periods=periods,
             document=document,
+            overrides=self.overrides,
             assignment=self.assignment(model.get("assign", {})),
             # An empty init_from (e.g. --set model.init_from='') starts from scratch.
             init_from=Path(self.typed(model["init_from"], "model.init_from", str)).expanduser()
@@ -404,6 +413,16 @@ class _PlanReader:
         return tuple(periods)
 
 
+def origin(path: Path, overrides: Iterable[str], key: str) -> str:
+    """Where the value at ``key`` came from: the plan file, or the ``--set`` that gave it."""
+    dotted = re.sub(r"\[(\d+)\]", r".\1", key)
+    for override in overrides:
+        target = override.partition("=")[0].strip()
+        if dotted == target or dotted.startswith(f"{target}."):
+            return f"--set {override} (over {path})"
+    return str(path)
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -425,7 +444,7 @@ def resolve_components(plan: Plan, registry: Registry) -> dict[str, Resolved]:
         try:
             params = build_params(registered.component.params, ref.params)
         except ParamsError as error:
-            raise PlanError(f"{plan.source}: {ref.key}.{error.key}: {error.message}" if error.key
-                            else f"{plan.source}: {ref.key}: {error.message}") from None
+            key = f"{ref.key}.{error.key}" if error.key else ref.key
+            raise PlanError(f"{origin(plan.source, plan.overrides, key)}: {key}: {error.message}") from None
         resolved[ref.key] = Resolved(ref, registered.component, params, registered.provider)
     return resolved
