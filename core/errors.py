@@ -20,3 +20,7 @@ class DataError(DetplugError):
 
 class CheckpointError(DetplugError):
     """The run folder's checkpoints cannot be used."""
+
+
+class RunFolderBusy(DetplugError):
+    """Another process is training into the same run folder."""

@@ -1,6 +1,7 @@
 """The run folder: where one plan's checkpoints, logs and lock file live.
 
     runs/<plan>/
+      .writer.lock     held (flock) by the one process training into the folder; its PID and host
       plan.lock.toml   resolved plan + versions
       checkpoints/     see checkpoints.py
       history.csv      one row per epoch
@@ -9,15 +10,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import tomli_w
 
+from detplug.core.errors import RunFolderBusy
 from detplug.core.train.checkpoints import write_atomically
+
+#: The file a training run holds an exclusive flock on; it names the holder.
+WRITER_LOCK = ".writer.lock"
 
 
 @attrs.frozen
@@ -39,6 +48,38 @@ class RunFolder:
     @property
     def lock(self) -> Path:
         return self.path / "plan.lock.toml"
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the folder's writer lock while the block runs: one training run per folder.
+
+        An OS lock (flock) on ``.writer.lock``, which the holder's PID and host are written
+        into. A second process fails at once with a RunFolderBusy naming them; a process
+        that dies, even by kill -9, releases the lock with its file descriptors, so what it
+        left in the file is only a note. Readers (--evaluate, --predict, --export) take no
+        lock: checkpoints are renamed into place and state.json replaced atomically.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / WRITER_LOCK
+        with open(path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunFolderBusy(
+                    f"run folder {self.path} is being trained by {holder} (it holds {path}); wait for that run "
+                    f"to end or stop it, or train into another --workdir"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on host {socket.gethostname()} since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_lock(self, document: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,10 @@ def train_plan(checked: CheckedPlan, *, registry: Registry, workdir: Path, data_
     role = worker_role(checked.plan.train.run.strategy)
     folder = RunFolder(Path(workdir))
     if role.is_chief:
-        return _train(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
-                      data_root=data_root, cache_dir=cache_dir, restart=restart, skip_bad=skip_bad)
+        # Only the chief writes the (shared) run folder, so only the chief locks it.
+        with folder.writer():
+            return _train(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
+                          data_root=data_root, cache_dir=cache_dir, restart=restart, skip_bad=skip_bad)
     with tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch:
         print(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
         own = RunFolder(Path(scratch))
@@ -96,6 +98,10 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
         if moved:
             print(f"--restart: moved the previous checkpoints and logs to {moved}")
     store = CheckpointStore(folder.checkpoints, keep_last=plan.train.run.keep_last)
+    leftovers = store.remove_leftovers()
+    if leftovers:
+        print(f"removed {len(leftovers)} unfinished checkpoint file(s) a killed run left in {store.folder}: "
+              + ", ".join(path.name for path in leftovers[:3]) + (", ..." if len(leftovers) > 3 else ""))
     source = store if resume_from == folder else CheckpointStore(resume_from.checkpoints)
     state = source.state()
     check_resumable(state, checked, source.folder)
