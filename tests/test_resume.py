@@ -74,6 +74,9 @@ def test_killed_inside_a_checkpoint_write_resumes_from_the_previous_checkpoint(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
     assert state(workdir)["epoch"] == 3
+    # The half-written folder the kill left is removed at the next start, and said so.
+    assert "removed 1 unfinished checkpoint file(s) a killed run left in" in resumed.stdout
+    assert not any(p.name.startswith(".tmp-") for p in (workdir / "checkpoints").iterdir())
 
 
 def corrupt(checkpoint: Path) -> Path:

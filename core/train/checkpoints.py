@@ -112,6 +112,22 @@ class CheckpointStore:
             f"scratch: restore the files, or pass --restart to move them aside and start over"
         )
 
+    def remove_leftovers(self) -> list[Path]:
+        """Delete what a killed writer left half-done: ``.tmp-*`` checkpoint folders and weights
+        files, ``.old-*`` folders and ``.state.json.tmp-*``. Only the holder of the run
+        folder's writer lock calls this, so no live writer owns them. Returns what went."""
+        if not self.folder.is_dir():
+            return []
+        removed = []
+        for path in sorted(self.folder.iterdir()):
+            if path.name.startswith((".tmp-", ".old-", f".{STATE_FILE}.tmp-")):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
     # -- writing --
 
     def save(self, checkpoint: Any, epoch: int, *, meta: dict[str, Any], state_updates: dict[str, Any],
