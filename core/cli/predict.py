@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from detplug.core.data.images import IMAGE_SUFFIXES, read_rgb
 from detplug.core.errors import CheckpointError, DataError
 from detplug.core.evaluate.contract import ImageDetections
 from detplug.core.evaluate.drawing import draw_boxes
@@ -18,8 +19,6 @@ from detplug.core.model.assemble import build_model
 from detplug.core.model.inference import DetectorModule, valid_rows
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.checkpoints import PREFIX, CheckpointStore
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def load_trained_model(checked: CheckedPlan, checkpoints: Path,
@@ -71,8 +70,7 @@ def image_paths(inputs: Iterable[Path]) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), np.uint8)
+        return np.asarray(read_rgb(path), np.uint8)
     except OSError as error:
         raise DataError(f"cannot read image {path}: {error}") from None
 

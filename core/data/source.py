@@ -22,7 +22,9 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from detplug.core.data.images import read_rgb
 from detplug.core.data.letterbox import letterbox_image
+from detplug.core.errors import DataError
 
 #: The class index of an ignore region: no target, but it still masks objectness.
 IGNORE_CLASS = -1
@@ -133,8 +135,9 @@ def check_boxes(objects: Sequence[SourceObject], image_size: tuple[int, int]) ->
 
 def _open_image(path: Path) -> tuple[Image.Image | None, str | None]:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB"), None  # decodes it all: a truncated file fails here
+        return read_rgb(path), None
+    except DataError as error:
+        return None, str(error)
     except FileNotFoundError:
         return None, f"{path} is missing"
     except (OSError, ValueError, Image.DecompressionBombError) as error:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
+from detplug.core.data.images import IMAGE_SUFFIXES, is_image_file
 from detplug.core.data.kitti_format import DONT_CARE, KITTI_TYPES, read_kitti_file
 from detplug.core.data.prepared import PreparedData
 from detplug.core.data.source import IGNORE_CLASS, SourceItem, SourceObject
@@ -137,16 +138,18 @@ def _given_splits(root: Path, split_files: str, items: Mapping[str, SourceItem])
 
 def kitti_source(root: Path, params: RecordParams, *, class_map: Mapping[str, str] | None = None,
                  split_files: str = "") -> Source:
-    """List a KITTI folder: one item per training/image_2/*.png, its label file beside."""
+    """List a KITTI folder: one item per image in training/image_2 (.png, or any image suffix in
+    any case), its label file beside."""
     from detplug.core.data.convert import Source
 
     root = Path(root).absolute()
     class_map = dict(class_map or {})
     if DONT_CARE in params.classes or DONT_CARE in class_map:
         raise DataError(f"'{DONT_CARE}' cannot be a class or be mapped: KITTI uses it to mark ignore regions")
-    images = sorted((root / IMAGE_DIR).glob("*.png"))
+    folder = root / IMAGE_DIR
+    images = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
     if not images:
-        raise DataError(f"{root / IMAGE_DIR} holds no .png images")
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}, in any case)")
     by_stem = {
         path.stem: SourceItem(key=path.name, image=str(path), label=str(root / LABEL_DIR / f"{path.stem}.txt"))
         for path in images

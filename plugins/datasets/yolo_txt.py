@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from detplug.core.data.images import IMAGE_SUFFIXES, is_image_file
 from detplug.core.data.prepared import PreparedData
 from detplug.core.data.source import SourceItem, SourceObject
 from detplug.core.errors import DataError
@@ -30,7 +31,6 @@ from detplug.plugins.datasets import YoloTxtParams
 if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must not load
     from detplug.core.data.convert import Source
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 NAME_FILES = ("data.yaml", "dataset.yaml", "classes.txt", "obj.names")
 COLUMNS = ("class", "cx", "cy", "w", "h")
 
@@ -161,7 +161,7 @@ def label_path(image: Path, root: Path) -> Path:
 
 def _images(folder: Path, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in found if is_image_file(p) and p.is_file())
 
 
 def _items(images: list[Path], root: Path) -> list[SourceItem]:
