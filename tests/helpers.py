@@ -272,6 +272,25 @@ def kill_at(hook: str, condition: str) -> str:
     )
 
 
+def signal_at_step(signal_name: str, epoch: int, step: int) -> str:
+    """Plugin code that sends its own process a real ``signal_name`` (SIGTERM, SIGINT) just
+    before step ``step`` (from 0) of epoch ``epoch`` runs."""
+    return (
+        "import os, signal\n"
+        "from detplug.core.train import trainer\n"
+        "PLUGIN_API = 1\n"
+        "_train_epoch = trainer.Trainer.train_epoch\n"
+        "def train_epoch(self, dataset, steps, *, epoch, learning_rate_at=None, first_step=0, **kwargs):\n"
+        "    def rate(at):\n"
+        f"        if epoch == {epoch} and at - first_step == {step}:\n"
+        f"            os.kill(os.getpid(), signal.{signal_name})\n"
+        "        return learning_rate_at(at)\n"
+        "    return _train_epoch(self, dataset, steps, epoch=epoch, learning_rate_at=rate, first_step=first_step,\n"
+        "                        **kwargs)\n"
+        "trainer.Trainer.train_epoch = train_epoch\n"
+    )
+
+
 def kill_inside_checkpoint_write(name: str) -> str:
     """Plugin code that SIGKILLs run.py after ``name``'s checkpoint files are written
     into their temporary folder, before the folder is renamed into place."""

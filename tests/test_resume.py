@@ -16,6 +16,7 @@ from helpers import (
     read_weights,
     run_cli,
     shared_folder,
+    signal_at_step,
     write_tiny_plan,
 )
 
@@ -32,14 +33,40 @@ def state(workdir: Path) -> dict:
     return json.loads((workdir / "checkpoints" / "state.json").read_text())
 
 
-@pytest.mark.slow(seconds=155)
-def test_resume_after_kill_equals_uninterrupted_bit_for_bit(tmp_path):
-    # The graph trainer; test_periods.py resumes the eager one bit for bit (across a model switch).
-    plan = write_tiny_plan(tmp_path, trainer="graph", epochs1=2, epochs2=1)
-    cache = tmp_path / "cache"
-    straight = train(plan, tmp_path / "straight", cache, *EXACT)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+def _train_straight(folder: Path) -> None:
+    plan = write_tiny_plan(folder, trainer="graph", images=24, epochs1=2, epochs2=1)
+    result = train(plan, folder / "run", folder / "cache", *EXACT)
+    assert result.returncode == 0, result.stderr[-3000:]
 
+
+@pytest.fixture(scope="session")
+def straight(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The tiny plan (24 images: four steps an epoch, 2+1 epochs, graph trainer) trained without
+    a stop, deterministic and with EMA: (plan, run folder, cache)."""
+    folder = shared_folder(tmp_path_factory, "straight", _train_straight)
+    return folder / "tiny.toml", folder / "run", folder / "cache"
+
+
+def assert_same_run(expected_run: Path, found_run: Path) -> None:
+    """The period snapshots equal bit for bit, and history.csv row for row but for the times."""
+    for snapshot in ("ep02.weights.h5", "ep03.weights.h5"):
+        expected = read_weights(expected_run / "checkpoints" / snapshot)
+        found = read_weights(found_run / "checkpoints" / snapshot)
+        assert expected.keys() == found.keys() and len(expected) > 10
+        for key in expected:
+            assert np.array_equal(expected[key], found[key]), f"{snapshot}: {key} differs"
+    rows = [(run / "history.csv").read_text().splitlines() for run in (expected_run, found_run)]
+    header = rows[0][0].split(",")
+    seconds_columns = {i for i, name in enumerate(header) if name in ("seconds", "images_per_second")}
+    strip_seconds = lambda lines: [",".join(c for i, c in enumerate(line.split(",")) if i not in seconds_columns)
+                                   for line in lines]
+    assert strip_seconds(rows[0]) == strip_seconds(rows[1])
+
+
+@pytest.mark.slow(seconds=100)
+def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
+    # The graph trainer; test_periods.py resumes the eager one bit for bit (across a model switch).
+    plan, straight_run, cache = straight
     killer = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
     assert train(plan, tmp_path / "killed", cache, *EXACT, env=killer).returncode == -9
     resumed = train(plan, tmp_path / "killed", cache, *EXACT)
@@ -47,19 +74,28 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(tmp_path):
     assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
     assert "epoch 1/3:" not in resumed.stdout and "epoch 2/3:" in resumed.stdout
     assert state(tmp_path / "killed")["epoch"] == 3
+    assert_same_run(straight_run, tmp_path / "killed")
 
-    for snapshot in ("ep02.weights.h5", "ep03.weights.h5"):
-        expected = read_weights(tmp_path / "straight" / "checkpoints" / snapshot)
-        found = read_weights(tmp_path / "killed" / "checkpoints" / snapshot)
-        assert expected.keys() == found.keys() and len(expected) > 10
-        for key in expected:
-            assert np.array_equal(expected[key], found[key]), f"{snapshot}: {key} differs"
-    rows = [(tmp_path / run / "history.csv").read_text().splitlines() for run in ("straight", "killed")]
-    strip_seconds = lambda lines: [",".join(c for i, c in enumerate(line.split(",")) if i not in seconds_columns)
-                                   for line in lines]
-    header = rows[0][0].split(",")
-    seconds_columns = {i for i, name in enumerate(header) if name in ("seconds", "images_per_second")}
-    assert strip_seconds(rows[0]) == strip_seconds(rows[1])
+
+@pytest.mark.slow(seconds=100)
+def test_sigterm_mid_epoch_saves_that_step_and_the_resume_equals_an_uninterrupted_run(straight, tmp_path):
+    plan, straight_run, cache = straight
+    workdir = tmp_path / "stopped"
+    sender = hook_plugin_env(tmp_path / "plugin", "sender", signal_at_step("SIGTERM", epoch=2, step=1))
+    stopped = train(plan, workdir, cache, *EXACT, env=sender)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "received SIGTERM: finishing the step in progress, then saving a checkpoint" in stopped.stderr
+    assert (f"stopped on SIGTERM after step 2 of 4 in epoch 2: saved a checkpoint at that step in "
+            f"{workdir / 'checkpoints' / 'interrupted'}; resume with: python run.py --plan {plan} --workdir "
+            f"{workdir}") in stopped.stderr
+    assert state(workdir)["epoch"] == 1 and state(workdir)["interrupted"]["progress"]["steps"] == 2
+    assert len((workdir / "history.csv").read_text().splitlines()) == 2  # header and epoch 1: nothing ahead
+
+    resumed = train(plan, workdir, cache, *EXACT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming plan 'tiny' after step 2 of epoch 2" in resumed.stdout
+    assert "interrupted" not in state(workdir) and not (workdir / "checkpoints" / "interrupted").exists()
+    assert_same_run(straight_run, workdir)
 
 
 @pytest.mark.slow(seconds=90)

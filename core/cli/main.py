@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from detplug.core.errors import DetplugError, PlanError
 from detplug.core.plan.settings import STRATEGIES
+from detplug.core.train.preemption import Stopped
 
 if TYPE_CHECKING:
     from detplug.core.plan.check import CheckedPlan
@@ -431,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         for handler in args.handlers:
             handler(args)
         return 0
+    except Stopped as stop:  # SIGTERM or SIGINT, after the checkpoint: 143 or 130
+        print(stop, file=sys.stderr)
+        return stop.exit_code
     except DetplugError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ therefore still finds the previous checkpoint. Layout::
       epoch-0003/ckpt.*    every epoch; the last ``keep_last`` are kept
       ep10/ckpt.*          period snapshots (save = true), named by their end epoch
       best/ckpt.*          the epoch with the lowest best_metric so far
+      interrupted/ckpt.*   a run stopped by a signal, at the step it stopped after (core/train/preemption.py)
       ep10.weights.h5      a snapshot's model as plain Keras weights, for use outside detplug
 
 Reading the state needs no TensorFlow, so a finished run is recognised at once.
@@ -33,6 +34,8 @@ from detplug.core.errors import CheckpointError
 
 STATE_FILE = "state.json"
 PREFIX = "ckpt"
+#: The checkpoint a run stopped by SIGTERM or SIGINT writes at the step it stopped after.
+INTERRUPTED = "interrupted"
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -92,9 +95,24 @@ class CheckpointStore:
         the folder has no checkpoint.
         """
         state = self.state()
-        if not state["latest"]:
-            return 0, {}
         failures = []
+        interrupted = state.get("interrupted")
+        if interrupted and int(interrupted["in_epoch"]) == int(state["epoch"]) + 1:
+            # A run stopped by a signal mid-epoch: its checkpoint at that step comes first.
+            prefix = self.folder / INTERRUPTED / PREFIX
+            try:
+                read(str(prefix), interrupted)
+                return int(interrupted["epoch"]), interrupted
+            except Exception as error:  # TensorFlow raises several types for a bad file
+                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                failures.append(f"{prefix} ({reason})")
+                print(f"warning: checkpoint {prefix} cannot be read ({reason}); resuming from the epoch before it",
+                      file=sys.stderr)
+        if not state["latest"]:
+            if failures:
+                raise CheckpointError(f"the checkpoint {failures[0]} cannot be read and there is none before it; "
+                                      f"pass --restart to move it aside and start over")
+            return 0, {}
         for name in reversed(state["kept"]):
             meta = state["checkpoints"].get(name, {"epoch": state["epoch"]})
             prefix = self.folder / name / PREFIX
@@ -130,6 +148,18 @@ class CheckpointStore:
 
     # -- writing --
 
+    def save_interrupted(self, checkpoint: Any, *, in_epoch: int, meta: dict[str, Any],
+                         state_updates: dict[str, Any]) -> Path:
+        """The checkpoint of a run stopped inside epoch ``in_epoch``, with ``meta`` (its progress);
+        the next run restores it before any other, and the epoch's own checkpoint replaces it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write(checkpoint, INTERRUPTED)
+        state = self.state()
+        state.update(state_updates)
+        state["interrupted"] = {**meta, "epoch": in_epoch - 1, "in_epoch": in_epoch}
+        write_atomically(self.folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
+        return self.folder / INTERRUPTED
+
     def save(self, checkpoint: Any, epoch: int, *, meta: dict[str, Any], state_updates: dict[str, Any],
              snapshot: str | None = None, write_weights: Callable[[Path], None] | None = None) -> None:
         """Write the epoch's checkpoint (and the period snapshot), then name it in state.json."""
@@ -148,8 +178,9 @@ class CheckpointStore:
         checkpoints = {k: v for k, v in state["checkpoints"].items() if k in kept}
         checkpoints[name] = meta
         state.update(state_updates, latest=name, epoch=epoch, kept=kept, checkpoints=checkpoints)
+        state.pop("interrupted", None)  # this epoch's checkpoint supersedes one taken inside it
         write_atomically(self.folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
-        for old in dropped:
+        for old in [*dropped, INTERRUPTED]:
             shutil.rmtree(self.folder / old, ignore_errors=True)
 
     def save_best_if_better(self, checkpoint: Any, epoch: int, *, metric: str, value: float,

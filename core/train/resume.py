@@ -75,6 +75,8 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
 
 def check_resumable(state: Mapping[str, Any], checked: CheckedPlan, folder: Path) -> None:
     done = int(state.get("epoch", 0))
+    if state.get("interrupted"):  # a run stopped inside an epoch has started it
+        done = max(done, int(state["interrupted"].get("in_epoch", 0)))
     if done == 0:
         return
     hint = "train into another --workdir, or pass --restart to move the old checkpoints aside and start over"

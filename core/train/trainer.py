@@ -19,6 +19,7 @@ import tensorflow as tf
 from detplug.core.errors import DetplugError
 from detplug.core.model.losses import LossCombination
 from detplug.core.train.optimizers import ema_swapped
+from detplug.core.train.preemption import EpochProgress, Interrupted
 
 
 class NonFiniteLossError(DetplugError):
@@ -85,15 +86,21 @@ class Trainer:
         return parts
 
     def train_epoch(self, dataset: Iterable, steps: int, *, epoch: int,
-                    learning_rate_at: Callable[[int], float] | None = None, first_step: int = 0) -> dict[str, float]:
+                    learning_rate_at: Callable[[int], float] | None = None, first_step: int = 0,
+                    start: EpochProgress | None = None,
+                    stop_requested: Callable[[], bool] = lambda: False) -> dict[str, float]:
         """One epoch; ``learning_rate_at(step)`` is assigned before each step, counted
-        from ``first_step`` (the period's steps so far)."""
+        from ``first_step`` (the period's steps so far). ``start``: the progress of an epoch
+        interrupted before (``dataset`` then gives its remaining batches). When
+        ``stop_requested()`` turns true, the epoch stops after the step in progress with
+        :class:`Interrupted` carrying its progress."""
 
         def before_step(step: int) -> None:
             if learning_rate_at is not None:
                 self.optimizer.learning_rate.assign(learning_rate_at(first_step + step))
 
-        return self._run(self.run_train_batch, dataset, steps, epoch=epoch, label="train", before_step=before_step)
+        return self._run(self.run_train_batch, dataset, steps, epoch=epoch, label="train", before_step=before_step,
+                         start=start, stop_requested=stop_requested)
 
     def validate(self, dataset: Iterable, steps: int, *, epoch: int) -> dict[str, float]:
         """One pass over ``dataset`` without updates, on the EMA weights when there are any."""
@@ -101,7 +108,8 @@ class Trainer:
             return self._run(self.run_val_batch, dataset, steps, epoch=epoch, label="val")
 
     def _run(self, run_batch: StepFunction, dataset: Iterable, steps: int, *, epoch: int, label: str,
-             before_step: Callable[[int], None] = lambda step: None) -> dict[str, float]:
+             before_step: Callable[[int], None] = lambda step: None, start: EpochProgress | None = None,
+             stop_requested: Callable[[], bool] = lambda: False) -> dict[str, float]:
         # A bar that redraws itself only where a terminal shows it; in a log file (CI, nohup)
         # the epoch's one summary line is the progress.
         interactive = sys.stdout.isatty()
@@ -109,11 +117,12 @@ class Trainer:
                                        verbose=1 if interactive else 0)
         if interactive:
             print(f"{label} epoch {epoch}")
-        sums: dict[str, float] = {}
-        count = images_seen = 0
-        started = time.perf_counter()
+        start = start or EpochProgress()
+        sums: dict[str, float] = dict(start.sums)
+        count, images_seen = start.steps, start.images
+        started = time.perf_counter() - start.seconds
         # ``dataset`` may be an iterator that goes on into the next epoch: take this epoch's steps.
-        for step, (images, targets) in enumerate(itertools.islice(dataset, steps)):
+        for step, (images, targets) in enumerate(itertools.islice(dataset, steps - count), start=count):
             before_step(step)
             parts = {name: float(value) for name, value in run_batch(images, targets).items()}
             images_seen += self._images_in(images)
@@ -122,6 +131,8 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
             progress.update(step + 1, values=[("loss", parts["total"])])
+            if count < steps and stop_requested():
+                raise Interrupted(EpochProgress(count, images_seen, time.perf_counter() - started, sums))
         if count == 0:
             raise DetplugError(f"the {label} data gave no batch in epoch {epoch}; it has fewer images than one batch")
         means = {name: total / count for name, total in sums.items()}

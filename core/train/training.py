@@ -22,6 +22,7 @@ from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.checkpoints import CheckpointStore
 from detplug.core.train.distribute import WorkerRole, worker_role
+from detplug.core.train.preemption import EpochProgress, Interrupted, Stopped, StopSignals
 from detplug.core.train.resume import check_resumable, model_description, period_records
 from detplug.core.train.run_folder import RunFolder
 
@@ -130,16 +131,21 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
                                 skip_bad=skip_bad,
                                 keys=dict.fromkeys(period.dataset for period in plan.periods))
-    if done:
+    progress: EpochProgress | None = None
+    if done or state.get("interrupted"):
         def read(prefix: str, meta: dict[str, Any]) -> None:
-            # Into the model (and optimizer) of the period that wrote it; the loop below
-            # switches to the next period's as an uninterrupted run does.
-            index = period_index_at(plan, int(meta["epoch"]) - 1)
+            # Into the model (and optimizer) of the period that wrote it (for a run stopped
+            # inside an epoch, that epoch's); the loop below switches to the next period's as
+            # an uninterrupted run does.
+            index = period_index_at(plan, int(meta.get("in_epoch", meta["epoch"])) - 1)
             session.use_period(plan.periods[index], index=index)
             session.restore(prefix, meta)
 
-        done, _ = source.restore(read)
-        print(f"resuming plan '{plan.name}' after epoch {done} from {source.folder}"
+        done, meta = source.restore(read)
+        if meta.get("progress"):
+            progress = EpochProgress.from_json(meta["progress"])
+        where = f"step {progress.steps} of epoch {done + 1}" if progress else f"epoch {done}"
+        print(f"resuming plan '{plan.name}' after {where} from {source.folder}"
               + (f" (init_from {plan.init_from} is for a new run only)" if plan.init_from is not None else ""))
     elif plan.init_from is not None:
         from detplug.core.model.init_from import initialise
@@ -163,7 +169,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     evaluators = {period.dataset: plan_evaluator(checked.for_dataset(period.dataset))
                   for period, (start, end) in zip(plan.periods, plan.period_bounds())
                   if any(_evaluates(plan, epoch) for epoch in range(max(start, done) + 1, end + 1))}
-    with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)):
+    with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)), \
+            StopSignals() as signals:
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
             if end <= done:
                 print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
@@ -171,7 +178,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
             registry.hook.detplug_period_start(run=run, period=period, index=index)
             train_by_period(run, registry, period, index=index, period_start=start,
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
-                            store=store, evaluator=evaluators.get(period.dataset), pipeline=pipelines[period.dataset])
+                            store=store, evaluator=evaluators.get(period.dataset), pipeline=pipelines[period.dataset],
+                            signals=signals, progress=progress if start <= done < end else None)
     registry.hook.detplug_train_end(run=run)
     if role.is_chief:
         print_final_report(run)
@@ -181,9 +189,12 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
 def train_by_period(run: RunContext, registry: Registry, period: Period, *, index: int, period_start: int,
                     resume_after: int, prepared: PreparedData, session: TrainingSession,
                     store: CheckpointStore,
-                    evaluator: Evaluator | None = None, pipeline: InputPipeline | None = None) -> None:
+                    evaluator: Evaluator | None = None, pipeline: InputPipeline | None = None,
+                    signals: StopSignals | None = None, progress: EpochProgress | None = None) -> None:
     """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
-    InputPipeline for the period's model (one is made when not given)."""
+    InputPipeline for the period's model (one is made when not given). ``progress``: how far
+    epoch ``resume_after + 1`` got before a signal stopped the run. While ``signals`` are
+    caught, a SIGTERM or SIGINT stops after the step in progress with a checkpoint there."""
     from detplug.core.data.integrity import guarded
     from detplug.core.data.pipeline import count_steps
     from detplug.core.train.optimizers import learning_rate_at
@@ -210,7 +221,7 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
         return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
 
     seed = plan.train.run.seed
-    if resume_after == period_start and (index == 0 or index in checked.model_changes()):
+    if resume_after == period_start and progress is None and (index == 0 or index in checked.model_changes()):
         report_positives(session.view, pipeline.dataset(prepared.train_files, batch_size=settings.batch_size,
                                                         training=True, seed=seed + 1,
                                                         augment=augment_for(period_start + 1)),
@@ -222,8 +233,8 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     sizes = training_sizes(checked, index)
     train_batches = guarded(session.distribute(pipeline.epochs(
         prepared.train_files, range(resume_after + 1, end_epoch + 1), batch_size=settings.batch_size,
-        training=True, seed=seed, augment_for=augment_for, sizes=sizes, size_every=settings.multi_scale_every)),
-        prepared.train_files)
+        training=True, seed=seed, augment_for=augment_for, sizes=sizes, size_every=settings.multi_scale_every
+    ).skip(progress.steps if progress else 0)), prepared.train_files)
     val_batches = guarded(session.distribute(pipeline.dataset(
         prepared.val_files, batch_size=settings.batch_size, training=False).repeat()),
         prepared.val_files) if val_steps else None
@@ -237,8 +248,18 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
               + ", ".join(f"{h}x{w}" for h, w in sizes))
     for epoch in range(resume_after + 1, end_epoch + 1):
         first_step = (epoch - period_start - 1) * train_steps
-        train = trainer.train_epoch(train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at,
-                                    first_step=first_step)
+        try:
+            train = trainer.train_epoch(train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at,
+                                        first_step=first_step, start=progress if epoch == resume_after + 1 else None,
+                                        stop_requested=lambda: signals is not None and signals.requested)
+        except Interrupted as stop:
+            assert signals is not None
+            session.mark(epoch=epoch - 1, period=index)
+            saved = store.save_interrupted(session.checkpoint(), in_epoch=epoch, state_updates=state_updates,
+                                           meta={**session.checkpoint_meta(), "progress": stop.progress.to_json()})
+            raise Stopped(f"stopped on {signals.name()} after step {stop.progress.steps} of {train_steps} in epoch "
+                          f"{epoch}: saved a checkpoint at that step in {saved}; resume with: "
+                          f"{resume_command(run)}", signals.exit_code()) from None
         logs = {"period": index + 1, "learning_rate": rate_at(first_step + train_steps - 1), **train}
         if val_steps:
             val = trainer.validate(val_batches, val_steps, epoch=epoch)
@@ -263,6 +284,10 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
         if metric in logs:
             store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
                                       higher_is_better=higher, write_weights=session.write_weights)
+        if signals is not None and signals.requested and (epoch < end_epoch or index + 1 < len(plan.periods)):
+            # The signal came during validation, evaluation or the save: the epoch is safe.
+            raise Stopped(f"stopped on {signals.name()} after epoch {epoch}, whose checkpoint is saved in "
+                          f"{store.folder}; resume with: {resume_command(run)}", signals.exit_code())
 
 
 #: The images of epoch 1 whose targets the positives report counts: enough to be
@@ -332,7 +357,6 @@ def print_final_report(run: RunContext) -> None:
     """The last lines of a run: the final evaluation's table, where its drawn predictions
     are, and the commands that use the result."""
     from detplug.core.evaluate.contract import format_table
-    from detplug.core.plan.plan_file import PLANS_DIR
 
     plan = run.plan
     if run.last_evaluation is not None:
@@ -341,13 +365,21 @@ def print_final_report(run: RunContext) -> None:
         print(format_table(result))
         if grid.is_file():
             print(f"drawn {plan.evaluation.split} predictions: {grid}")
-    plan_argument = plan.name if plan.source.parent == PLANS_DIR else str(plan.source)
-    workdir = "" if run.folder.path == Path("runs") / plan.name else f" --workdir {run.folder.path}"
-    command = f"python run.py --plan {plan_argument}{workdir}"
+    command = resume_command(run)
     print("use the result:")
     print(f"  {command} --evaluate [--checkpoint best]     # {plan.evaluation.split} split, evaluator's table")
     print(f"  {command} --predict IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
     print(f"  {command} --export DIR                       # SavedModel taking uint8 images")
+
+
+def resume_command(run: RunContext) -> str:
+    """``python run.py --plan P [--workdir W]``: the command that continues (or uses) this run."""
+    from detplug.core.plan.plan_file import PLANS_DIR
+
+    plan = run.plan
+    plan_argument = plan.name if plan.source.parent == PLANS_DIR else str(plan.source)
+    workdir = "" if run.folder.path == Path("runs") / plan.name else f" --workdir {run.folder.path}"
+    return f"python run.py --plan {plan_argument}{workdir}"
 
 
 def epoch_summary(epoch: int, total_epochs: int, logs: dict[str, float]) -> str:

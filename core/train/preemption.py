@@ -1,0 +1,100 @@
+"""SIGTERM and SIGINT end a run with a checkpoint at the step in progress, not a loss.
+
+Cluster schedulers and preemptible machines send SIGTERM, then SIGKILL a little later.
+While :class:`StopSignals` is active, the first SIGTERM or SIGINT only sets a flag: the
+trainer finishes the step in progress, the run writes a checkpoint at that step (model,
+optimizer, and where in the epoch it stopped) and exits with 128 + the signal's number
+(143, 130) after printing the command that resumes. A second signal stops at once.
+
+The data's position needs no iterator state: an epoch's batches are a function of (seed,
+epoch) alone (core/data/pipeline.py), so the resumed run skips the batches already
+trained. A ``tf.train.Checkpoint`` of the tf.data iterator would save the same position
+together with its shuffle and prefetch buffers.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+import attrs
+
+from detplug.core.errors import DetplugError
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+@attrs.define
+class EpochProgress:
+    """How far an epoch got: its steps done, images seen, seconds, and the sums of each loss part."""
+
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    sums: dict[str, float] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> EpochProgress:
+        return cls(int(value["steps"]), int(value["images"]), float(value["seconds"]),
+                   {str(k): float(v) for k, v in value["sums"].items()})
+
+
+class Interrupted(Exception):  # noqa: N818 -- control flow inside the epoch loop, not an error
+    """Raised by the trainer between steps when a stop was requested."""
+
+    def __init__(self, progress: EpochProgress) -> None:
+        super().__init__(f"stopped after step {progress.steps}")
+        self.progress = progress
+
+
+class Stopped(DetplugError):
+    """The run stopped on a signal after saving its checkpoint; run.py exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopSignals:
+    """A context in which SIGTERM and SIGINT request a stop instead of ending the process."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
+
+    def exit_code(self) -> int:
+        return 128 + int(self.received or 0)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:  # the second one: stop at once, as without us
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+        print(f"\nreceived {signal.Signals(signum).name}: finishing the step in progress, then saving a checkpoint "
+              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+            for signum in HANDLED:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
