@@ -233,7 +233,10 @@ def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_p
     assert len(first.files) == len(second.files) > 0
     assert all(np.array_equal(first[name], second[name]) for name in first.files)
 
-    # Only the chief's checkpoints are in the run folder; worker 1's temporary folder is gone.
-    assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints", "history.csv", "plan.lock.toml", "tb"]
+    # Only the chief's checkpoints (and its writer lock: only the chief locks the shared folder)
+    # are in the run folder; worker 1's temporary folder is gone.
+    assert sorted(p.name for p in workdir.iterdir()) == [".writer.lock", "checkpoints", "history.csv",
+                                                         "plan.lock.toml", "tb"]
+    assert "pid " in (workdir / ".writer.lock").read_text()
     scratch = outputs[1].split("this worker's copies go to ")[1].split()[0]
     assert "detplug-worker1-" in scratch and not Path(scratch).exists()
