@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from detplug.core.data.images import IMAGE_SUFFIXES, read_rgb
+from detplug.core.disk import writing
 from detplug.core.errors import CheckpointError, DataError
 from detplug.core.evaluate.contract import ImageDetections
 from detplug.core.evaluate.drawing import draw_boxes
@@ -78,7 +79,8 @@ def read_image(path: Path) -> np.ndarray:
 def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path) -> list[Path]:
     """For each image: ``<stem>.png`` with the boxes drawn at its original size, and a
     KITTI-format result file ``<stem>.txt`` (16 columns, the score last)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing("the predictions folder", out_dir.parent):
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
         pixels = read_image(path)
@@ -86,9 +88,10 @@ def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path) -> 
         names = [name.decode() for name in found["class_names"]]
         drawn = draw_boxes(Image.fromarray(pixels), found["boxes"], names, scores=found["scores"],
                            classes=found["classes"])
-        drawn.save(out_dir / f"{path.stem}.png")
-        write_kitti_results(out_dir, [ImageDetections(
-            image_id=path.stem, boxes=found["boxes"], names=tuple(names), scores=found["scores"])])
+        with writing(f"the predictions for {path.name}", out_dir):
+            drawn.save(out_dir / f"{path.stem}.png")
+            write_kitti_results(out_dir, [ImageDetections(
+                image_id=path.stem, boxes=found["boxes"], names=tuple(names), scores=found["scores"])])
         print(f"{path}: {len(names)} detections -> {out_dir / (path.stem + '.png')}")
         written.append(out_dir / f"{path.stem}.png")
     return written
@@ -98,5 +101,7 @@ def export_saved_model(module: DetectorModule, directory: Path) -> Path:
     """A SavedModel whose ``serving_default`` takes uint8 images (B, H, W, 3) of any size."""
     if directory.exists() and any(directory.iterdir()):
         raise DataError(f"--export {directory}: the folder is not empty; give a new or empty folder")
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve.get_concrete_function()})
+    with writing("the SavedModel", directory):
+        tf.saved_model.save(module, str(directory),
+                            signatures={"serving_default": module.serve.get_concrete_function()})
     return directory

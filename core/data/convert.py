@@ -33,6 +33,7 @@ from detplug.core.data.letterbox import PAD_VALUE
 from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, SPLITS, PreparedData, read_prepared
 from detplug.core.data.source import Failed, LabelReader, SourceItem, convert_chunk, convert_item
 from detplug.core.data.staging import staging
+from detplug.core.disk import writing
 from detplug.core.errors import DataError
 from detplug.core.plan.specs import name_tuple
 
@@ -206,7 +207,7 @@ def convert_source(
     started = time.perf_counter()
     skipped: list[dict[str, Any]] = []
     beyond_max_boxes = empty_boxes = 0
-    with staging(final, replace=force) as folder:
+    with writing(f"the records of dataset '{dataset}'", final.parent), staging(final, replace=force) as folder:
         writers = {split: records.ShardWriter(folder, split, source.classes) for split in SPLITS}
         results = _convert_all(source, [item for _, item in ordered], params, workers)
         bar = tqdm(total=len(ordered), desc=dataset, unit="img", mininterval=0.5, disable=None, leave=False)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from detplug.core.build import build_evaluator
 from detplug.core.data import records
+from detplug.core.disk import writing
 from detplug.core.errors import CheckError
 from detplug.core.evaluate.contract import EvaluationResult, Evaluator, ImageDetections, ImageTruth
 from detplug.core.evaluate.drawing import draw_boxes, grid
@@ -134,6 +135,7 @@ def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluato
                    grid_path: Path | None = None) -> EvaluationResult:
     truths, detections, drawn = collect(model, checked, files)
     if grid_path is not None and drawn:
-        grid_path.parent.mkdir(parents=True, exist_ok=True)
-        grid(drawn).save(grid_path)
+        with writing(f"the drawn predictions {grid_path.name}", grid_path.parent):
+            grid_path.parent.mkdir(parents=True, exist_ok=True)
+            grid(drawn).save(grid_path)
     return evaluator.evaluate(truths, detections)

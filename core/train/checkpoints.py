@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from detplug.core.disk import writing
 from detplug.core.errors import CheckpointError
 
 STATE_FILE = "state.json"
@@ -41,11 +42,16 @@ INTERRUPTED = "interrupted"
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with writing(path.name, path.parent):
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
 
 class CheckpointStore:
@@ -163,7 +169,8 @@ class CheckpointStore:
     def save(self, checkpoint: Any, epoch: int, *, meta: dict[str, Any], state_updates: dict[str, Any],
              snapshot: str | None = None, write_weights: Callable[[Path], None] | None = None) -> None:
         """Write the epoch's checkpoint (and the period snapshot), then name it in state.json."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing("the checkpoints folder", self.folder.parent):
+            self.folder.mkdir(parents=True, exist_ok=True)
         state = self.state()
         name = f"epoch-{epoch:04d}"
         self._write(checkpoint, name)
@@ -211,8 +218,13 @@ class CheckpointStore:
     def _write(self, checkpoint: Any, name: str) -> None:
         temporary = self.folder / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
-        checkpoint.write(str(temporary / PREFIX))
-        self._put_in_place(temporary, name)
+        with writing(f"checkpoint '{name}'", self.folder):
+            try:
+                checkpoint.write(str(temporary / PREFIX))
+            except BaseException:
+                shutil.rmtree(temporary, ignore_errors=True)  # nothing half-written stays
+                raise
+            self._put_in_place(temporary, name)
 
     def _link(self, source: str, name: str) -> None:
         """Checkpoint ``name`` as a copy of checkpoint ``source``: hard links where the file
@@ -226,8 +238,13 @@ class CheckpointStore:
             except OSError:
                 shutil.copy2(from_path, to_path)
 
-        shutil.copytree(self.folder / source, temporary, copy_function=link_or_copy)
-        self._put_in_place(temporary, name)
+        with writing(f"checkpoint '{name}'", self.folder):
+            try:
+                shutil.copytree(self.folder / source, temporary, copy_function=link_or_copy)
+            except BaseException:
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise
+            self._put_in_place(temporary, name)
 
     def _put_in_place(self, temporary: Path, name: str) -> None:
         final = self.folder / name
@@ -243,5 +260,10 @@ class CheckpointStore:
     def _write_weights(self, write_weights: Callable[[Path], None], name: str) -> None:
         weights = self.folder / f"{name}.weights.h5"
         temporary = weights.with_name(f".tmp-{os.getpid()}-{weights.name}")
-        write_weights(temporary)
-        os.replace(temporary, weights)
+        with writing(weights.name, self.folder):
+            try:
+                write_weights(temporary)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+            os.replace(temporary, weights)

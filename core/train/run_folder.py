@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import tomli_w
 
+from detplug.core.disk import writing
 from detplug.core.errors import RunFolderBusy
 from detplug.core.train.checkpoints import write_atomically
 
@@ -59,9 +60,11 @@ class RunFolder:
         left in the file is only a note. Readers (--evaluate, --predict, --export) take no
         lock: checkpoints are renamed into place and state.json replaced atomically.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / WRITER_LOCK
-        with open(path, "a+", encoding="utf-8") as handle:
+        with writing(f"the writer lock {WRITER_LOCK}", self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding="utf-8")  # closed by the with below
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

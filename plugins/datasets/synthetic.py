@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from detplug.core.data.kitti_format import DONT_CARE, KittiObject, format_kitti_line
 from detplug.core.data.staging import staging
+from detplug.core.disk import writing
 from detplug.core.errors import DataError
 
 DRAWABLE_CLASSES = ("Car", "Pedestrian", "Cyclist")
@@ -253,7 +254,7 @@ def generate_kitti_sample(
         raise DataError(f"the synthetic sample needs source_size of at least 32x32 pixels (got {list(source_size)})")
     # Drawn aside and moved into place when complete: processes that share the cache (the
     # workers of a multi-worker run) never read a sample another one is still writing.
-    with staging(folder, done_marker=MARKER) as building:
+    with writing("the synthetic sample", folder.parent), staging(folder, done_marker=MARKER) as building:
         image_dir, label_dir = building / "training" / "image_2", building / "training" / "label_2"
         image_dir.mkdir(parents=True)
         label_dir.mkdir(parents=True)
