@@ -360,8 +360,14 @@ def kitti_folders(tmp_path: Path, detected: int) -> tuple[Path, Path]:
 
 
 def test_kitti_eval_reads_both_folders_prints_and_writes_json(tmp_path: Path, capsys):
-    labels, results = kitti_folders(tmp_path, detected=40)  # 40 result files missing: no detections
-    result = run_kitti_eval(labels, results, json_path=tmp_path / "out" / "kitti.json")
+    labels, results = kitti_folders(tmp_path, detected=40)  # 40 result files missing
+    # As the devkit does, a label file without its result file is refused ...
+    with pytest.raises(DataError, match=r"40 of the 80 label files in .* have no result file in .* \(000040\.txt, "
+                                        r"000041\.txt, 000042\.txt, \.\.\.\); the devkit refuses such a submission"):
+        run_kitti_eval(labels, results)
+    assert not (tmp_path / "out").exists()
+    # ... unless --missing-as-empty counts those images as without detections.
+    result = run_kitti_eval(labels, results, json_path=tmp_path / "out" / "kitti.json", missing_as_empty=True)
     # Only Car is detected, so only Car is evaluated, as the devkit does.
     assert result.metrics["Car/moderate/AP40"] == 0.5 and "Pedestrian/moderate/AP40" not in result.metrics
     printed = capsys.readouterr().out
@@ -381,3 +387,16 @@ def test_kitti_eval_refuses_results_of_other_images(tmp_path: Path):
     (labels / "000079.txt").unlink()
     with pytest.raises(DataError, match=r"1 image\(s\) without ground truth \(000079\)"):
         run_kitti_eval(labels, results)
+
+
+def test_few_moderate_objects_are_noted_under_the_table_with_why_the_ap_is_capped():
+    truths, found = images(3)
+    result = kitti_ap_evaluator(KittiAPParams(), classes=("Car",)).evaluate(truths, found)
+    # Three perfect detections: the devkit's sampling gives recall points at 1/3, 2/3 and 1 only.
+    assert result.metrics["Car/moderate/AP40"] < 0.1
+    assert result.notes == ("Car has 3 moderate objects, fewer than the devkit's 40 recall points: it samples at "
+                            "most one score threshold per object, so its AP is capped far below 100 even for perfect "
+                            "detections; evaluate on more images for a figure to compare",)
+    assert "\nnote: Car has 3 moderate objects" in format_table(result)
+    many, found = images(80)
+    assert kitti_ap_evaluator(KittiAPParams(), classes=("Car",)).evaluate(many, found).notes == ()

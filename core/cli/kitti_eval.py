@@ -22,16 +22,25 @@ KITTI_EVALUATOR = "kitti_ap"
 
 
 def run_kitti_eval(label_dir: str | Path, result_dir: str | Path, *, json_path: str | Path | None = None,
-                   classes: Sequence[str] | None = None, registry: Registry | None = None) -> EvaluationResult:
+                   classes: Sequence[str] | None = None, registry: Registry | None = None,
+                   missing_as_empty: bool = False) -> EvaluationResult:
     """Evaluate KITTI result files against KITTI label files as the devkit does, print
     the table and write the JSON to ``json_path`` if given.
 
-    An image without a result file has no detections. ``classes`` defaults to the
-    KITTI classes (Car, Pedestrian, Cyclist) that occur in the results, as the
-    devkit evaluates only the classes a submission detects.
+    A label file without its result file is refused, as the devkit refuses such a
+    submission, unless ``missing_as_empty`` counts the image as one without detections.
+    ``classes`` defaults to the KITTI classes (Car, Pedestrian, Cyclist) that occur in the
+    results, as the devkit evaluates only the classes a submission detects.
     """
     truths = read_kitti_labels(label_dir)
     detections = read_kitti_results(result_dir)
+    answered = {image.image_id for image in detections}
+    missing = [truth.image_id for truth in truths if truth.image_id not in answered]
+    if missing and not missing_as_empty:
+        shown = ", ".join(f"{name}.txt" for name in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise DataError(f"{len(missing)} of the {len(truths)} label files in {label_dir} have no result file in "
+                        f"{result_folder(result_dir)} ({shown}); the devkit refuses such a submission: write an "
+                        f"empty result file for an image without detections, or pass --missing-as-empty")
     if classes is None:
         detected = {name.lower() for image in detections for name in image.names}
         classes = tuple(name for name in KITTI_CLASSES if name.lower() in detected)

@@ -91,6 +91,12 @@ def _json_file(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
 
 
+def _missing_as_empty(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--missing-as-empty", action="store_true",
+                        help="count a label file without its result file as an image without detections (the "
+                             "devkit refuses such a submission)")
+
+
 def _train_options(parser: argparse.ArgumentParser) -> None:
     _plan(parser)
     _strategy(parser)
@@ -157,6 +163,7 @@ def _kitti_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("label_dir", type=Path, metavar="LABEL_DIR")
     parser.add_argument("result_dir", type=Path, metavar="RESULT_DIR")
     _json_file(parser)
+    _missing_as_empty(parser)
 
 
 # -- what each command does ----------------------------------------------------------
@@ -271,7 +278,7 @@ def import_weights(args: argparse.Namespace) -> None:
 def kitti_eval(args: argparse.Namespace) -> None:
     from detplug.core.cli.kitti_eval import run_kitti_eval
 
-    run_kitti_eval(args.label_dir, args.result_dir, json_path=args.json)
+    run_kitti_eval(args.label_dir, args.result_dir, json_path=args.json, missing_as_empty=args.missing_as_empty)
 
 
 Handler = Callable[[argparse.Namespace], None]
@@ -355,6 +362,7 @@ def legacy_parser() -> argparse.ArgumentParser:
                      help="read a Darknet .weights file into the plan's model; --out names the .weights.h5 to write")
     use.add_argument("--kitti-eval", nargs=2, type=Path, metavar=("LABEL_DIR", "RESULT_DIR"),
                      help="evaluate KITTI result files against KITTI label files, like the devkit; no plan needed")
+    _missing_as_empty(parser)
     return parser
 
 
@@ -365,7 +373,7 @@ _JOB_FLAGS = {"list": "--list", "kitti_eval": "--kitti-eval", "check": "--check"
 _PLAN_JOBS = ("check", "prepare", "anchors", "evaluate", "predict", "export", "import_weights", "train")
 #: The options of the older form, by the jobs that take them.
 _OPTION_JOBS = {
-    "json": ("list", "kitti_eval", "evaluate"), "verbose": ("list",),
+    "json": ("list", "kitti_eval", "evaluate"), "verbose": ("list",), "missing_as_empty": ("kitti_eval",),
     "set": _PLAN_JOBS,
     "strategy": ("check", "train"), "restart": ("train",),
     "workdir": _PLAN_JOBS, "data_root": _PLAN_JOBS, "cache_dir": _PLAN_JOBS,
@@ -407,6 +415,7 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         parser.error("--import-weights needs --out OUT.weights.h5, the file to write")
     if old.kitti_eval:
         args.label_dir, args.result_dir = old.kitti_eval
+        args.missing_as_empty = old.missing_as_empty
     if jobs[0] != "list" and args.json is True:
         parser.error(f"{_JOB_FLAGS[jobs[0]]} --json needs a FILE to write")
     if jobs[0] != "list" and isinstance(args.json, str):

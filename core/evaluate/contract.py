@@ -113,6 +113,8 @@ class EvaluationResult:
     headline: str
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[Cell, ...], ...] = ()
+    #: Sentences about how far to trust the figures (e.g. too few objects), printed under the table.
+    notes: tuple[str, ...] = ()
 
     @property
     def headline_value(self) -> float:
@@ -160,6 +162,7 @@ def format_table(result: EvaluationResult) -> str:
                                    for i, cell in enumerate(row)).rstrip())
             if number == 0:
                 lines.append("  ".join("-" * width for width in widths))
+    lines += [f"note: {note}" for note in result.notes]
     lines.append(f"{result.evaluator} {result.headline}: {show(float(result.headline_value))}"
                  f" (AP in %)")
     return "\n".join(lines)

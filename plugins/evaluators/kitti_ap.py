@@ -47,6 +47,9 @@ from detplug.core.plan.specs import SpecError, name_tuple
 from detplug.plugins.evaluators import KITTI_CLASSES, KittiAPParams, kitti_classes_of
 
 DIFFICULTIES = ("easy", "moderate", "hard")
+#: Below this many moderate objects of a class, the devkit's 40 recall points cannot all be
+#: sampled (one score threshold per object at most): its AP is capped, and a note says so.
+FEW_OBJECTS = 40
 MIN_HEIGHT = (40.0, 25.0, 25.0)  # pixels, ground truth and detections
 MAX_OCCLUSION = (0, 1, 2)
 MAX_TRUNCATION = (0.15, 0.30, 0.50)
@@ -204,7 +207,13 @@ class KittiAPEvaluator:
                                       sum(int(row[-1]) for row in rows))
         columns = ("class", *(f"{d} AP40" for d in DIFFICULTIES), *(f"{d} AP11" for d in DIFFICULTIES),
                    "moderate GT")
-        return EvaluationResult("kitti_ap", metrics, "mAP_moderate_AP40", columns, (*rows, mean_row))
+        few = [(str(row[0]), int(row[-1])) for row in rows if 0 < int(row[-1]) < FEW_OBJECTS]
+        notes = tuple(
+            f"{name} has {count} moderate object{'s' if count != 1 else ''}, fewer than the devkit's {FEW_OBJECTS} "
+            f"recall points: it samples at most one score threshold per object, so its AP is capped far below "
+            f"100 even for perfect detections; evaluate on more images for a figure to compare"
+            for name, count in few)
+        return EvaluationResult("kitti_ap", metrics, "mAP_moderate_AP40", columns, (*rows, mean_row), notes)
 
 
 def _mean_defined(values: list[float]) -> float:
