@@ -308,3 +308,22 @@ def test_coco_and_yolo_txt_meet_the_dataset_contract(tmp_path):
     check_dataset_prepares(COCO, CocoParams(**COCO_PARAMS, root=str(coco)), cache_dir=tmp_path / "cache")
     yolo = write_yolo(tmp_path / "yolo", YOLO_LABELS)
     check_dataset_prepares(YOLO_TXT, YoloTxtParams(image_size=(32, 64), root=str(yolo)), cache_dir=tmp_path / "cache")
+
+
+def test_dropped_boxes_and_labels_without_images_are_counted_on_the_console_with_file_names(tmp_path, capsys):
+    root = write_yolo(tmp_path / "yolo", {
+        "a.png": "0 0.5 0.5 0.0 0.2\n1 0.25 0.25 0.25 0.25\n",  # a zero-width box, then a real one
+        "b.png": "".join("0 0.5 0.5 0.2 0.2\n" for _ in range(4)),  # four boxes, max_boxes 3
+        "c.png": "",
+    })
+    (root / "labels" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # its image is missing
+    prepared = prepare_yolo_txt(YoloTxtParams(image_size=(32, 64), max_boxes=3), data_root=root,
+                                cache_dir=tmp_path / "cache")
+    printed = capsys.readouterr().out
+    assert "yolo_txt: 1 boxes beyond max_boxes=3 were left out, in 1 images (images/b.png)" in printed
+    assert ("yolo_txt: 1 boxes of zero width or height (after clipping to the image) were left out, in 1 images "
+            "(images/a.png)") in printed
+    assert "yolo_txt: 1 label files have no image and were left out (labels/orphan.txt)" in printed
+    assert prepared.manifest["labels_without_images"] == ["labels/orphan.txt"]
+    assert prepared.manifest["dropped_boxes"]["images"] == {"beyond_max_boxes": ["images/b.png"],
+                                                            "empty_after_clipping": ["images/a.png"]}

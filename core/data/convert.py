@@ -72,6 +72,8 @@ class Source:
     fingerprint_files: Sequence[Path] = ()
     #: Format-specific entries for the manifest's "source".
     notes: Mapping[str, Any] = attrs.field(factory=dict)
+    #: Label files whose image is missing: nothing of them is converted, and the run says so.
+    unmatched_labels: Sequence[str] = ()
 
 
 def conversion_params(params: Any, source: Source) -> dict[str, Any]:
@@ -207,6 +209,7 @@ def convert_source(
     started = time.perf_counter()
     skipped: list[dict[str, Any]] = []
     beyond_max_boxes = empty_boxes = 0
+    dropped_in: dict[str, list[str]] = {"beyond_max_boxes": [], "empty_after_clipping": []}
     with writing(f"the records of dataset '{dataset}'", final.parent), staging(final, replace=force) as folder:
         writers = {split: records.ShardWriter(folder, split, source.classes) for split in SPLITS}
         results = _convert_all(source, [item for _, item in ordered], params, workers)
@@ -222,6 +225,10 @@ def convert_source(
                 writers[split].write(result.record)
                 beyond_max_boxes += result.beyond_max_boxes
                 empty_boxes += result.empty_boxes
+                for kind, count in (("beyond_max_boxes", result.beyond_max_boxes),
+                                    ("empty_after_clipping", result.empty_boxes)):
+                    if count:
+                        dropped_in[kind].append(result.key)
         finally:
             bar.close()
             results.close()  # stops the workers when conversion stopped early
@@ -247,7 +254,9 @@ def convert_source(
             "label_map": dict(source.label_map),
             "conversion": conversion_params(params, source),
             "splits": split_entries,
-            "dropped_boxes": {"beyond_max_boxes": beyond_max_boxes, "empty_after_clipping": empty_boxes},
+            "dropped_boxes": {"beyond_max_boxes": beyond_max_boxes, "empty_after_clipping": empty_boxes,
+                              "images": dropped_in},
+            "labels_without_images": list(source.unmatched_labels),
         }
         if skip_bad:
             manifest["skip_bad"] = True
@@ -255,6 +264,11 @@ def convert_source(
         records.write_manifest(folder, manifest)
     _report(dataset, source, params, manifest, time.perf_counter() - started, workers)
     return read_prepared(final)
+
+
+def first_few(names: Sequence[str], count: int = 3) -> str:
+    """``a.png, b.png, c.png, ...``: the first few of a list of names."""
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
 
 
 def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: float, workers: int) -> None:
@@ -268,10 +282,22 @@ def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: 
         + f", {sum(s['ignore_regions'] for s in splits)} ignore regions"
     )
     if manifest.get("skipped"):
-        print(f"{dataset}: skipped {len(manifest['skipped'])} bad images; manifest.json lists them under 'skipped'")
-    beyond = manifest["dropped_boxes"]["beyond_max_boxes"]
-    if beyond:
-        print(f"{dataset}: {beyond} boxes beyond max_boxes={params.max_boxes} were left out")
+        names = [Path(entry["image"]).name for entry in manifest["skipped"]]
+        print(f"{dataset}: skipped {len(names)} bad images ({first_few(names)}); manifest.json lists them with their "
+              f"reasons under 'skipped'")
+    dropped = manifest["dropped_boxes"]
+    in_images = dropped.get("images", {})
+    if dropped["beyond_max_boxes"]:
+        names = in_images.get("beyond_max_boxes", [])
+        print(f"{dataset}: {dropped['beyond_max_boxes']} boxes beyond max_boxes={params.max_boxes} were left out, in "
+              f"{len(names)} images ({first_few(names)}); raise the dataset's max_boxes to keep them")
+    if dropped["empty_after_clipping"]:
+        names = in_images.get("empty_after_clipping", [])
+        print(f"{dataset}: {dropped['empty_after_clipping']} boxes of zero width or height (after clipping to the "
+              f"image) were left out, in {len(names)} images ({first_few(names)})")
+    if manifest.get("labels_without_images"):
+        names = manifest["labels_without_images"]
+        print(f"{dataset}: {len(names)} label files have no image and were left out ({first_few(names)})")
     missing = [name for name, count in seen.items() if count == 0]
     if missing:
         print(f"{dataset}: warning: no boxes of class {', '.join(missing)} in {source.root}; check the plan's classes")

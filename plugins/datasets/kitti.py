@@ -154,17 +154,20 @@ def kitti_source(root: Path, params: RecordParams, *, class_map: Mapping[str, st
         path.stem: SourceItem(key=path.name, image=str(path), label=str(root / LABEL_DIR / f"{path.stem}.txt"))
         for path in images
     }
+    labels = root / LABEL_DIR
+    unmatched = sorted(p.name for p in labels.glob("*.txt") if p.stem not in by_stem) if labels.is_dir() else []
     index = type_index(tuple(params.classes), class_map)
     fingerprint_files = [p for item in by_stem.values() for p in (Path(item.image), Path(item.label))]
     reader = KittiReader(index, tuple(params.classes))
     if not split_files:
         return Source(format="kitti", root=root, classes=params.classes, label_map=index, reader=reader,
-                      items=list(by_stem.values()), fingerprint_files=fingerprint_files)
+                      items=list(by_stem.values()), fingerprint_files=fingerprint_files, unmatched_labels=unmatched)
     splits, lists = _given_splits(root, split_files, by_stem)
     unlisted = len(by_stem) - len(splits["train"]) - len(splits["val"])
     return Source(format="kitti", root=root, classes=params.classes, label_map=index, reader=reader,
                   splits=splits, split_origin=", ".join(map(str, lists)),
-                  fingerprint_files=fingerprint_files + lists, notes={"unlisted_images": unlisted})
+                  fingerprint_files=fingerprint_files + lists, notes={"unlisted_images": unlisted},
+                  unmatched_labels=unmatched)
 
 
 def convert_kitti(root: Path, params: RecordParams, *, cache_dir: Path, dataset: str = "kitti",

@@ -191,6 +191,10 @@ def yolo_source(root: Path, params: YoloTxtParams) -> Source:
     if not items:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) in images/ or at its top level")
     unlabelled = sum(not Path(item.label).is_file() for item in items)
+    expected = {Path(item.label) for item in items}
+    labels = root / "labels"
+    candidates = labels.rglob("*.txt") if labels.is_dir() else ()
+    unmatched = sorted(p.relative_to(root).as_posix() for p in candidates if p not in expected)
     return Source(
         format="yolo_txt",
         root=root,
@@ -199,6 +203,7 @@ def yolo_source(root: Path, params: YoloTxtParams) -> Source:
         reader=YoloReader(tuple(classes.index(n) if n in classes else None for n in names), tuple(names)),
         fingerprint_files=[p for item in items for p in (Path(item.image), Path(item.label))],
         notes={"names": list(names), "images_without_labels": unlabelled},
+        unmatched_labels=unmatched,
         **layout,
     )
 
