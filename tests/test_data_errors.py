@@ -271,6 +271,16 @@ def test_a_truncated_shard_stops_iteration_with_a_data_error_naming_it(prepared)
         list(batches(prepared))
 
 
+def test_a_shard_truncated_after_conversion_is_caught_when_the_records_are_opened(prepared):
+    damaged = prepared.train_files[0]
+    size = damaged.stat().st_size
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    with pytest.raises(DataError, match=re.escape(f"shard {damaged} is {size - 100:,} bytes but "
+                                                  f"{prepared.directory / 'manifest.json'} says {size:,}: it changed "
+                                                  f"after conversion")):
+        read_prepared(prepared.directory)
+
+
 def test_guarded_iteration_of_good_shards_yields_every_batch(prepared):
     assert len(list(batches(prepared))) == 4
 
@@ -334,7 +344,10 @@ def test_prepare_datasets_converts_the_plans_datasets_skips_bad_images_and_verif
     prepared = prepare_datasets(checked, data_root=None, cache_dir=tmp_path / "cache", skip_bad=True, verify=True)
     street = prepared["street"]
     assert (street.images("train"), street.images("val"), len(street.skipped)) == (1, 1, 1)
-    street.val_files[0].write_bytes(street.val_files[0].read_bytes()[:-5])
+    # A byte flipped in place keeps the shard's size, so only --verify's checksum finds it.
+    data = bytearray(street.val_files[0].read_bytes())
+    data[-10] ^= 0x01
+    street.val_files[0].write_bytes(bytes(data))
     with pytest.raises(DataError, match=re.escape(f"dataset 'street': 2 problems in {street.directory}")):
         prepare_datasets(checked, data_root=None, cache_dir=tmp_path / "cache", verify=True)
     forced = prepare_datasets(checked, data_root=None, cache_dir=tmp_path / "cache", skip_bad=True, force=True,

@@ -97,9 +97,17 @@ def read_prepared(directory: str | Path) -> PreparedData:
         if not isinstance(entry, dict) or "images" not in entry or "shards" not in entry:
             raise DataError(f"{path} has no valid '{split}' split; delete {directory} and run again")
         for shard in entry["shards"]:
-            if not (directory / shard["file"]).is_file():
+            shard_path = directory / shard["file"]
+            if not shard_path.is_file():
                 raise DataError(
                     f"{path} lists shard {shard['file']}, which is missing from {directory}; "
                     f"delete the folder and run again"
+                )
+            # A shard changed after conversion (truncated by a full disk, a copy cut short) is
+            # caught by its size when the records are opened; --verify checks every byte.
+            if "bytes" in shard and shard_path.stat().st_size != shard["bytes"]:
+                raise DataError(
+                    f"shard {shard_path} is {shard_path.stat().st_size:,} bytes but {path} says {shard['bytes']:,}: "
+                    f"it changed after conversion; delete {directory} and run again (or --prepare --force)"
                 )
     return PreparedData(directory, manifest)

@@ -185,7 +185,8 @@ class ShardWriter:
         for index, count in enumerate(self._counts):
             name = shard_name(self.split, index, len(self._counts))
             os.replace(self._temporary(index), self.directory / name)
-            shards.append({"file": name, "records": count, "sha256": file_sha256(self.directory / name)})
+            shards.append({"file": name, "records": count, "bytes": (self.directory / name).stat().st_size,
+                           "sha256": file_sha256(self.directory / name)})
         return {
             "images": self.written,
             "boxes_per_class": self.boxes_per_class,
