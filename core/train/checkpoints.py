@@ -95,33 +95,22 @@ class CheckpointStore:
     # -- restoring --
 
     def restore(self, read: Callable[[str, dict[str, Any]], None]) -> tuple[int, dict[str, Any]]:
-        """Restore the newest readable kept checkpoint with ``read(prefix, meta)``.
+        """Restore the newest readable checkpoint with ``read(prefix, meta)``: the one a run
+        stopped by a signal wrote inside the next epoch, if any, then the kept ones, newest first.
 
         Returns its epoch and meta (what ``save`` was given), or (0, {}) when
         the folder has no checkpoint.
         """
         state = self.state()
-        failures = []
+        candidates = [(self.folder / name / PREFIX, state["checkpoints"].get(name, {"epoch": state["epoch"]}))
+                      for name in reversed(state["kept"])] if state["latest"] else []
         interrupted = state.get("interrupted")
         if interrupted and int(interrupted["in_epoch"]) == int(state["epoch"]) + 1:
-            # A run stopped by a signal mid-epoch: its checkpoint at that step comes first.
-            prefix = self.folder / INTERRUPTED / PREFIX
-            try:
-                read(str(prefix), interrupted)
-                return int(interrupted["epoch"]), interrupted
-            except Exception as error:  # TensorFlow raises several types for a bad file
-                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-                failures.append(f"{prefix} ({reason})")
-                print(f"warning: checkpoint {prefix} cannot be read ({reason}); resuming from the epoch before it",
-                      file=sys.stderr)
-        if not state["latest"]:
-            if failures:
-                raise CheckpointError(f"the checkpoint {failures[0]} cannot be read and there is none before it; "
-                                      f"pass --restart to move it aside and start over")
+            candidates.insert(0, (self.folder / INTERRUPTED / PREFIX, interrupted))
+        if not candidates and not state["latest"]:
             return 0, {}
-        for name in reversed(state["kept"]):
-            meta = state["checkpoints"].get(name, {"epoch": state["epoch"]})
-            prefix = self.folder / name / PREFIX
+        failures = []
+        for prefix, meta in candidates:
             try:
                 read(str(prefix), meta)
             except Exception as error:  # TensorFlow raises several types for a bad file
