@@ -2,6 +2,14 @@
 key or component at fault and says what to do; run.py prints it and exits 2."""
 
 
+from collections.abc import Sequence
+
+
+def first_few(names: Sequence[str], count: int = 3) -> str:
+    """``a.png, b.png, c.png, ...``: the first few of a list of names, for a message."""
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
 class DetplugError(Exception):
     """Base of every error caused by the user's input rather than by a bug."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from detplug.core.build import build_evaluator
 from detplug.core.data.kitti_format import KITTI_CLASSES
-from detplug.core.errors import DataError
+from detplug.core.errors import DataError, first_few
 from detplug.core.evaluate.contract import EvaluationResult, format_table
 from detplug.core.evaluate.kitti_files import read_kitti_labels, read_kitti_results, result_folder
 from detplug.registry import Registry
@@ -37,7 +37,7 @@ def run_kitti_eval(label_dir: str | Path, result_dir: str | Path, *, json_path: 
     answered = {image.image_id for image in detections}
     missing = [truth.image_id for truth in truths if truth.image_id not in answered]
     if missing and not missing_as_empty:
-        shown = ", ".join(f"{name}.txt" for name in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        shown = first_few([f"{name}.txt" for name in missing])
         raise DataError(f"{len(missing)} of the {len(truths)} label files in {label_dir} have no result file in "
                         f"{result_folder(result_dir)} ({shown}); the devkit refuses such a submission: write an "
                         f"empty result file for an image without detections, or pass --missing-as-empty")

@@ -34,7 +34,7 @@ from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, SPLITS, Pr
 from detplug.core.data.source import Failed, LabelReader, SourceItem, convert_chunk, convert_item
 from detplug.core.data.staging import staging
 from detplug.core.disk import writing
-from detplug.core.errors import DataError
+from detplug.core.errors import DataError, first_few
 from detplug.core.plan.specs import name_tuple
 
 #: Below this many images one process is faster than starting a pool.
@@ -264,11 +264,6 @@ def convert_source(
         records.write_manifest(folder, manifest)
     _report(dataset, source, params, manifest, time.perf_counter() - started, workers)
     return read_prepared(final)
-
-
-def first_few(names: Sequence[str], count: int = 3) -> str:
-    """``a.png, b.png, c.png, ...``: the first few of a list of names."""
-    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
 
 
 def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: float, workers: int) -> None:

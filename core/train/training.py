@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from detplug.core.errors import first_few
 from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.checkpoints import CheckpointStore
@@ -102,7 +103,7 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     leftovers = store.remove_leftovers()
     if leftovers:
         print(f"removed {len(leftovers)} unfinished checkpoint file(s) a killed run left in {store.folder}: "
-              + ", ".join(path.name for path in leftovers[:3]) + (", ..." if len(leftovers) > 3 else ""))
+              + first_few([path.name for path in leftovers]))
     source = store if resume_from == folder else CheckpointStore(resume_from.checkpoints)
     state = source.state()
     check_resumable(state, checked, source.folder)
