@@ -250,12 +250,12 @@ class InputPipeline:
         """
         paths = _check_files(files, self.image)
         epochs = list(epochs)
+        scales = Scales(tuple(sizes), batch_size * size_every) if sizes and training else None
         dataset = None
         for settings, same in itertools.groupby(epochs, key=lambda epoch: self._settings(augment_for(epoch), training)):
             numbers = tf.data.Dataset.from_tensor_slices(tf.constant(list(same), tf.int64))
-            scales = Scales(tuple(sizes), batch_size * size_every) if sizes and training else None
             segment = numbers.flat_map(
-                lambda epoch, settings=settings, scales=scales: self._epoch(
+                lambda epoch, settings=settings: self._epoch(
                     paths, tf.constant(seed, tf.int64) + epoch, settings, batch_size=batch_size, training=training,
                     scales=scales))
             dataset = segment if dataset is None else dataset.concatenate(segment)
