@@ -186,6 +186,20 @@ def write_yolo_shapes(root: Path, *, train: int = 8, val: int = 2, seed: int = 0
     return root
 
 
+def write_mobilenet_weights(folder: Path, input_shape: tuple[int, int, int]) -> Path:
+    """A local Keras weights file of MobileNetV2 (alpha 0.35, no top) whose first convolution's
+    kernel is all 0.125, as a keras.applications backbone's ``weights`` param takes one."""
+    import keras
+    import numpy as np
+
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=input_shape)
+    kernel = source.get_layer("Conv1").kernel
+    kernel.assign(np.full(kernel.shape, 0.125, "float32"))
+    path = folder / "mobilenetv2_035_notop.weights.h5"
+    source.save_weights(path)
+    return path
+
+
 def write_switch_plan(folder: Path) -> Path:
     path = folder / "switch.toml"
     path.write_text(SWITCH_PLAN.format(root=write_yolo_shapes(folder / "shapes")))

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import run_cli, write_tiny_plan
+from helpers import run_cli, write_mobilenet_weights, write_tiny_plan
 
 from detplug.core.model.darknet_weights import (
     DARKNET_BN_EPSILON,
@@ -377,11 +377,7 @@ def test_init_from_composes_with_a_keras_app_backbones_own_weights_and_the_repor
     from detplug.core.model.assemble import build_parts
     from detplug.core.model.init_from import initialise
 
-    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(64, 96, 3))
-    kernel = source.get_layer("Conv1").kernel
-    kernel.assign(np.full(kernel.shape, 0.125, "float32"))
-    own = tmp_path / "mobilenetv2_035_notop.weights.h5"
-    source.save_weights(own)
+    own = write_mobilenet_weights(tmp_path, (64, 96, 3))
     backbone = f"model.backbone={{ name = \"mobilenetv2\", width = 0.35, weights = \"{own}\" }}"
     plan_path = write_tiny_plan(tmp_path)
 

@@ -14,7 +14,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from helpers import run_cli, write_tiny_plan
+from helpers import run_cli, write_mobilenet_weights, write_tiny_plan
 
 from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.params import ParamsError, build_params
@@ -270,12 +270,7 @@ def test_efficientnet_wrapper_drops_keras_own_normalisation_stem():
 
 
 def test_keras_app_loads_weights_from_a_local_file(tmp_path):
-    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(64, 64, 3))
-    kernel = source.get_layer("Conv1").kernel
-    kernel.assign(np.full(kernel.shape, 0.125, "float32"))
-    path = tmp_path / "mobilenetv2_035_notop.weights.h5"
-    source.save_weights(path)
-
+    path = write_mobilenet_weights(tmp_path, (64, 64, 3))
     params = build_params(MobileNetV2Params, {"weights": str(path), "width": 0.35})
     backbone = load_factory(MOBILENETV2)(params, _chain(64, 64))
     loaded = backbone.get_layer("mobilenetv2_trunk").get_layer("Conv1").kernel
