@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import RUN_PY, kill_at, make_plugin_package, run_cli, write_tiny_plan
+from helpers import RUN_PY, kill_at, make_plugin_package, run_cli, signal_at_step, write_tiny_plan
 
 from detplug.core.train.distribute import DistributeError, WorkerRole, cpu_replicas, worker_role
 
@@ -202,7 +202,7 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
 
 
 @pytest.mark.slow(seconds=215)
-def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_path):
+def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_stop_together_and_resume(tmp_path):
     plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
     workdir = tmp_path / "run"
     weights = make_plugin_package(tmp_path / "weights", "weights_plugin", {"weights_plugin": WEIGHTS_PLUGIN})
@@ -218,13 +218,23 @@ def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_and_resume(tmp_p
     assert saved == 1  # the chief wrote epoch 1 before it waited for its peer
     assert f"is after epoch {saved}" in outputs[0]
 
+    # Started again, the pair resumes; a real SIGTERM reaches worker 1 only, before step 0 of
+    # epoch 2. Both workers agree to stop after that step, save there (the chief into the run
+    # folder) and exit 143: neither waits forever for the other.
+    sigterm = make_plugin_package(tmp_path / "sigterm", "sigterm", {"sigterm": signal_at_step("SIGTERM", 2, 0)})
+    codes, outputs = run_workers(tmp_path, plan, workdir, extra_env=[{}, {"PYTHONPATH": str(sigterm)}])
+    assert codes == [143, 143], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "stopped on SIGTERM after step 1 of 2 in epoch 2" in outputs[1]
+    assert "stopped on another worker's stop signal after step 1 of 2 in epoch 2" in outputs[0]
+    assert json.loads((workdir / "checkpoints" / "state.json").read_text())["interrupted"]
+
     # Started again, the pair resumes from the chief's last checkpoint and trains to the end.
     files = [tmp_path / f"weights{index}.npz" for index in range(2)]
     codes, outputs = run_workers(tmp_path, plan, workdir, extra_env=[
         {"PYTHONPATH": str(weights), "TEST_WEIGHTS_FILE": str(files[index])} for index in range(2)])
     assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     for output in outputs:
-        assert f"resuming plan 'tiny' after epoch {saved} from {workdir / 'checkpoints'}" in output
+        assert f"resuming plan 'tiny' after step 1 of epoch 2 from {workdir / 'checkpoints'}" in output
     assert "strategy 'multi_worker': 2 replicas (2 workers; this one, worker 0" in outputs[0]
     assert json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"] == 2
 

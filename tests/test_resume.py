@@ -78,7 +78,7 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
 
 
 @pytest.mark.slow(seconds=100)
-def test_sigterm_mid_epoch_saves_that_step_and_the_resume_equals_an_uninterrupted_run(straight, tmp_path):
+def test_sigterm_then_sigint_mid_epoch_save_that_step_and_the_resume_equals_an_uninterrupted_run(straight, tmp_path):
     plan, straight_run, cache = straight
     workdir = tmp_path / "stopped"
     sender = hook_plugin_env(tmp_path / "plugin", "sender", signal_at_step("SIGTERM", epoch=2, step=1))
@@ -91,9 +91,17 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_resume_equals_an_uninterrupte
     assert state(workdir)["epoch"] == 1 and state(workdir)["interrupted"]["progress"]["steps"] == 2
     assert len((workdir / "history.csv").read_text().splitlines()) == 2  # header and epoch 1: nothing ahead
 
+    # Resumed, it stops again on a SIGINT (Ctrl-C) in epoch 3: the same, with exit code 130.
+    ctrl_c = hook_plugin_env(tmp_path / "plugin2", "ctrl_c", signal_at_step("SIGINT", epoch=3, step=0))
+    stopped = train(plan, workdir, cache, *EXACT, env=ctrl_c)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "resuming plan 'tiny' after step 2 of epoch 2" in stopped.stdout
+    assert "stopped on SIGINT after step 1 of 4 in epoch 3: saved a checkpoint at that step" in stopped.stderr
+    assert state(workdir)["epoch"] == 2 and state(workdir)["interrupted"]["progress"]["steps"] == 1
+
     resumed = train(plan, workdir, cache, *EXACT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming plan 'tiny' after step 2 of epoch 2" in resumed.stdout
+    assert "resuming plan 'tiny' after step 1 of epoch 3" in resumed.stdout
     assert "interrupted" not in state(workdir) and not (workdir / "checkpoints" / "interrupted").exists()
     assert_same_run(straight_run, workdir)
 

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -194,6 +194,22 @@ def same_on_every_worker(strategy: Any, value: int, what: str, hint: str) -> Non
     replicas = strategy.num_replicas_in_sync
     if abs(total - replicas * value) > 0.5 or abs(squares - replicas * value * value) > 0.5:
         raise DistributeError(f"the workers disagree on {what} (this one has {value}); {hint}")
+
+
+def any_worker(strategy: Any) -> Callable[[bool], bool]:
+    """A function that every worker calls at the same point of its loop with its own flag,
+    and that returns True on all of them when any one passed True (an all-reduce of the
+    flags). The workers of a multi-worker run agree with it on the step to stop at."""
+    import tensorflow as tf
+
+    @tf.function
+    def total(flag: Any) -> Any:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flag)), axis=None)
+
+    def agree(flag: bool) -> bool:
+        return float(total(tf.constant(1.0 if flag else 0.0))) > 0
+
+    return agree
 
 
 def check_xla_fits(strategy: Any) -> None:

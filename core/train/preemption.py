@@ -6,6 +6,11 @@ trainer finishes the step in progress, the run writes a checkpoint at that step 
 optimizer, and where in the epoch it stopped) and exits with 128 + the signal's number
 (143, 130) after printing the command that resumes. A second signal stops at once.
 
+Under ``multi_worker`` a signal reaches one worker, but every worker must stop after the
+same step, or the others would wait forever in the next step's all-reduce. There the
+workers check together (:meth:`StopSignals.agree_with`, an all-reduce of their flags
+between steps) and all stop, with exit code 143, when any of them was signalled.
+
 The data's position needs no iterator state: an epoch's batches are a function of (seed,
 epoch) alone (core/data/pipeline.py), so the resumed run skips the batches already
 trained. A ``tf.train.Checkpoint`` of the tf.data iterator would save the same position
@@ -17,6 +22,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -67,16 +73,35 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._agree: Callable[[bool], bool] | None = None
+        self._agreed = False
 
     @property
     def requested(self) -> bool:
+        """A signal reached this process."""
         return self.received is not None
 
+    def agree_with(self, agree: Callable[[bool], bool]) -> None:
+        """Decide together with the other workers: ``agree(flag)`` is called by every worker
+        at the same point and is True on all when any one's flag is
+        (core/train/distribute.any_worker)."""
+        self._agree = agree
+
+    def should_stop(self) -> bool:
+        """Stop now? Called between steps (by every worker at the same steps)."""
+        if self._agree is None:
+            return self.requested
+        self._agreed = self._agreed or self._agree(self.requested)
+        return self._agreed
+
     def name(self) -> str:
-        return signal.Signals(self.received).name if self.received is not None else ""
+        if self.received is None:
+            return "another worker's stop signal" if self._agreed else ""
+        return signal.Signals(self.received).name
 
     def exit_code(self) -> int:
-        return 128 + int(self.received or 0)
+        """128 + the signal's number; 143 (SIGTERM's) on a worker stopped by another's."""
+        return 128 + int(self.received or signal.SIGTERM)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:  # the second one: stop at once, as without us

@@ -172,6 +172,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
                   if any(_evaluates(plan, epoch) for epoch in range(max(start, done) + 1, end + 1))}
     with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)), \
             StopSignals() as signals:
+        if role.workers > 1:
+            signals.agree_with(distribute.any_worker(strategy))
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
             if end <= done:
                 print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
@@ -252,7 +254,7 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
         try:
             train = trainer.train_epoch(train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at,
                                         first_step=first_step, start=progress if epoch == resume_after + 1 else None,
-                                        stop_requested=lambda: signals is not None and signals.requested)
+                                        stop_requested=signals.should_stop if signals is not None else lambda: False)
         except Interrupted as stop:
             assert signals is not None
             session.mark(epoch=epoch - 1, period=index)
@@ -285,7 +287,7 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
         if metric in logs:
             store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
                                       higher_is_better=higher, write_weights=session.write_weights)
-        if signals is not None and signals.requested and (epoch < end_epoch or index + 1 < len(plan.periods)):
+        if signals is not None and (epoch < end_epoch or index + 1 < len(plan.periods)) and signals.should_stop():
             # The signal came during validation, evaluation or the save: the epoch is safe.
             raise Stopped(f"stopped on {signals.name()} after epoch {epoch}, whose checkpoint is saved in "
                           f"{store.folder}; resume with: {resume_command(run)}", signals.exit_code())
