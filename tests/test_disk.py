@@ -74,3 +74,19 @@ def test_a_full_cache_disk_stops_the_conversion_with_one_sentence(finished, smal
     assert result.returncode == 2, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]
     assert "the disk is full" in line and line.startswith("error: cannot write ") and "Traceback" not in result.stderr
+
+
+def test_a_read_only_tensorboard_folder_is_one_sentence(small_disk):
+    from types import SimpleNamespace
+
+    from detplug.core.disk import DiskError
+    from detplug.core.train.run_folder import RunFolder
+    from detplug.plugins.loggers import tensorboard
+
+    folder = RunFolder(small_disk / "run")
+    folder.path.mkdir()
+    remount_read_only(small_disk)
+    with pytest.raises(DiskError) as raised:
+        tensorboard.detplug_epoch_end(run=SimpleNamespace(folder=folder), epoch=1, logs={"total": 1.0})
+    assert str(raised.value).startswith(
+        f"cannot write the TensorBoard log in {folder.tensorboard}: the file system is read-only; write somewhere else")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from detplug import hookimpl
+from detplug.core.disk import writing
 
 PLUGIN_API = 1
 
@@ -24,11 +25,12 @@ def _writer(folder: Path) -> Any:
 def detplug_epoch_end(run: Any, epoch: int, logs: dict[str, float]) -> None:
     import tensorflow as tf
 
-    writer = _writer(run.folder.tensorboard)
-    with writer.as_default(step=epoch):
-        for name, value in logs.items():
-            tf.summary.scalar(name, float(value))
-    writer.flush()
+    with writing("the TensorBoard log", run.folder.tensorboard):
+        writer = _writer(run.folder.tensorboard)
+        with writer.as_default(step=epoch):
+            for name, value in logs.items():
+                tf.summary.scalar(name, float(value))
+        writer.flush()
 
 
 @hookimpl
@@ -41,10 +43,11 @@ def detplug_evaluation_end(run: Any, epoch: int, metrics: dict[str, float], grid
         return
     with Image.open(grid) as image:
         pixels = np.asarray(image.convert("RGB"))[None]
-    writer = _writer(run.folder.tensorboard)
-    with writer.as_default(step=epoch):
-        tf.summary.image("validation predictions", pixels)
-    writer.flush()
+    with writing("the TensorBoard log", run.folder.tensorboard):
+        writer = _writer(run.folder.tensorboard)
+        with writer.as_default(step=epoch):
+            tf.summary.image("validation predictions", pixels)
+        writer.flush()
 
 
 @hookimpl
