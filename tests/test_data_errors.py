@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from detplug.core.data import records
 from detplug.core.data.datasets import prepare_datasets
 from detplug.core.data.integrity import guarded, verify_prepared
 from detplug.core.data.pipeline import make_dataset
-from detplug.core.data.prepared import read_prepared
+from detplug.core.data.prepared import count_records, read_prepared
 from detplug.core.errors import DataError
 from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.check import static_check
@@ -278,6 +279,37 @@ def test_a_shard_truncated_after_conversion_is_caught_when_the_records_are_opene
     with pytest.raises(DataError, match=re.escape(f"shard {damaged} is {size - 100:,} bytes but "
                                                   f"{prepared.directory / 'manifest.json'} says {size:,}: it changed "
                                                   f"after conversion")):
+        read_prepared(prepared.directory)
+
+
+def test_count_records_walks_the_tfrecord_framing(tmp_path):
+    path = tmp_path / "three.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for payload in (b"", b"a" * 5, b"b" * 300):
+            writer.write(payload)
+    # 16 bytes of framing per record: 3 * 16 + 0 + 5 + 300
+    assert path.stat().st_size == 353 and count_records(path) == 3
+    path.write_bytes(path.read_bytes()[:-1])
+    assert count_records(path) is None
+    path.write_bytes(b"")
+    assert count_records(path) == 0
+
+
+def test_a_shard_that_lost_whole_records_is_caught_by_its_count_when_opened(prepared):
+    # A manifest without byte sizes (written before they were recorded), and a shard that
+    # lost its last record cleanly: only the count of records tells.
+    manifest_path = prepared.directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for shard in manifest["splits"]["train"]["shards"]:
+        shard.pop("bytes")
+    manifest_path.write_text(json.dumps(manifest))
+    damaged = prepared.train_files[0]
+    listed = manifest["splits"]["train"]["shards"][0]["records"]
+    kept = list(tf.data.TFRecordDataset(str(damaged)).as_numpy_iterator())[:-1]
+    with tf.io.TFRecordWriter(str(damaged)) as writer:
+        for record in kept:
+            writer.write(record)
+    with pytest.raises(DataError, match=re.escape(f"shard {damaged} holds {listed - 1:,} record")):
         read_prepared(prepared.directory)
 
 

@@ -104,10 +104,37 @@ def read_prepared(directory: str | Path) -> PreparedData:
                     f"delete the folder and run again"
                 )
             # A shard changed after conversion (truncated by a full disk, a copy cut short) is
-            # caught by its size when the records are opened; --verify checks every byte.
+            # caught by its size and its count of records when the records are opened;
+            # --verify checks every byte.
+            redo = f"it changed after conversion; delete {directory} and run again (or --prepare --force)"
             if "bytes" in shard and shard_path.stat().st_size != shard["bytes"]:
-                raise DataError(
-                    f"shard {shard_path} is {shard_path.stat().st_size:,} bytes but {path} says {shard['bytes']:,}: "
-                    f"it changed after conversion; delete {directory} and run again (or --prepare --force)"
-                )
+                raise DataError(f"shard {shard_path} is {shard_path.stat().st_size:,} bytes but {path} says "
+                                f"{shard['bytes']:,}: {redo}")
+            count = count_records(shard_path)
+            if count != shard["records"]:
+                found = ("is not a whole TFRecord file" if count is None
+                         else f"holds {count:,} record{'' if count == 1 else 's'}")
+                raise DataError(f"shard {shard_path} {found} but {path} lists {shard['records']:,}: {redo}")
     return PreparedData(directory, manifest)
+
+
+#: A TFRecord is framed as: length (uint64, little-endian), the length's CRC (4 bytes), the
+#: data, the data's CRC (4 bytes).
+_LENGTH_BYTES, _CRC_BYTES = 8, 4
+
+
+def count_records(path: Path) -> int | None:
+    """How many records the uncompressed TFRecord file ``path`` holds, from its framing alone
+    (a seek per record, none of the data read); None when the framing does not end exactly at
+    the end of the file. The CRCs are not checked: ``--verify`` reads every record."""
+    size = path.stat().st_size
+    count, offset = 0, 0
+    with open(path, "rb") as handle:
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(_LENGTH_BYTES)
+            if len(header) < _LENGTH_BYTES:
+                return None
+            offset += _LENGTH_BYTES + _CRC_BYTES + int.from_bytes(header, "little") + _CRC_BYTES
+            count += 1
+    return count if offset == size else None
