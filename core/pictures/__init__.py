@@ -1,0 +1,40 @@
+"""Pictures a detection engineer looks at: training curves, PR curves, the data as the
+trainer sees it. Drawn with matplotlib's Agg backend (no display needed, the fonts it
+ships) and Pillow, never while TensorFlow waits on them inside the training loop.
+
+Each module draws one kind of picture; this one holds what they share: a figure that
+needs no display, and a PNG written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from detplug.core.disk import writing
+
+
+def figure(width: float, height: float) -> tuple[Any, Any]:
+    """A matplotlib Figure of ``width`` x ``height`` inches and its canvas, on the Agg
+    backend: no display, no global pyplot state, safe in any thread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return fig, FigureCanvasAgg(fig)
+
+
+def save_png(fig: Any, path: Path, what: str) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, whole or not at all (a temporary file renamed
+    into place); a disk fault is one sentence naming ``what``."""
+    path = Path(path)
+    with writing(what, path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        try:
+            fig.savefig(temporary, format="png")
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return path
