@@ -69,6 +69,13 @@ def detplug_period_start(run: RunContext, period: Period, index: int) -> None:
 
 
 @hookspec
+def detplug_period_end(run: RunContext, period: Period, index: int) -> None:
+    """A period has trained its last epoch, and that epoch's checkpoint is written. The
+    results plot (plugins/loggers/results_plot.py) is redrawn here: between periods,
+    where nothing waits on it."""
+
+
+@hookspec
 def detplug_epoch_end(run: RunContext, epoch: int, logs: dict[str, float]) -> None:
     """An epoch has ended; its checkpoint is written right after. ``epoch`` is 1-based over
     the whole plan; ``logs`` maps names (``period``, ``learning_rate``, each

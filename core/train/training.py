@@ -183,6 +183,7 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
                             store=store, evaluator=evaluators.get(period.dataset), pipeline=pipelines[period.dataset],
                             signals=signals, progress=progress if start <= done < end else None)
+            registry.hook.detplug_period_end(run=run, period=period, index=index)
     registry.hook.detplug_train_end(run=run)
     if role.is_chief:
         print_final_report(run)
