@@ -72,6 +72,7 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
     resumed = train(plan, tmp_path / "killed", cache, *EXACT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
+    assert f"drew the training curves: {tmp_path / 'killed' / 'results.png'}" in resumed.stdout
     assert "epoch 1/3:" not in resumed.stdout and "epoch 2/3:" in resumed.stdout
     assert state(tmp_path / "killed")["epoch"] == 3
     assert_same_run(straight_run, tmp_path / "killed")

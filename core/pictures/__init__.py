@@ -14,6 +14,9 @@ from typing import Any
 
 from detplug.core.disk import writing
 
+#: Pixels per inch of every picture: a figure of W x H inches is a PNG of 100 W x 100 H pixels.
+DPI = 100
+
 
 def figure(width: float, height: float) -> tuple[Any, Any]:
     """A matplotlib Figure of ``width`` x ``height`` inches and its canvas, on the Agg
@@ -21,7 +24,7 @@ def figure(width: float, height: float) -> tuple[Any, Any]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     return fig, FigureCanvasAgg(fig)
 
 
