@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,26 +219,19 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     }
     end_epoch = period_start + period.epochs
 
-    augmentation = plan.train.augmentation
     pipeline = pipeline or input_pipeline(session.view)
-
-    def augment_for(epoch: int) -> Any:
-        return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
-
-    seed = plan.train.run.seed
     if resume_after == period_start and progress is None and (index == 0 or index in checked.model_changes()):
         report_positives(session.view, pipeline.dataset(prepared.train_files, batch_size=settings.batch_size,
-                                                        training=True, seed=seed + 1,
-                                                        augment=augment_for(period_start + 1)),
+                                                        training=True, seed=plan.train.run.seed + 1,
+                                                        augment=epoch_augmentation(plan, period_start + 1)),
                          epoch=period_start + 1)
     # One iterator for the period's training batches and one for validation, which repeats
     # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
     # takes exactly the batches an uninterrupted one does. A damaged shard stops training
     # with its name.
     sizes = training_sizes(checked, index)
-    train_batches = guarded(session.distribute(pipeline.epochs(
-        prepared.train_files, range(resume_after + 1, end_epoch + 1), batch_size=settings.batch_size,
-        training=True, seed=seed, augment_for=augment_for, sizes=sizes, size_every=settings.multi_scale_every
+    train_batches = guarded(session.distribute(training_batches(
+        checked, index, pipeline, prepared.train_files, range(resume_after + 1, end_epoch + 1)
     ).skip(progress.steps if progress else 0)), prepared.train_files)
     val_batches = guarded(session.distribute(pipeline.dataset(
         prepared.val_files, batch_size=settings.batch_size, training=False).repeat()),
@@ -297,6 +291,25 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
 #: The images of epoch 1 whose targets the positives report counts: enough to be
 #: representative, few enough to take a second on a CPU.
 POSITIVES_REPORT_IMAGES = 1024
+
+
+def epoch_augmentation(plan: Plan, epoch: int) -> Any:
+    """The augmentation of ``epoch`` (mosaic turns off for the last ones), or False."""
+    augmentation = plan.train.augmentation
+    return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
+
+
+def training_batches(checked: CheckedPlan, index: int, pipeline: InputPipeline, files: Sequence[Path],
+                     epochs: Iterable[int]) -> Any:
+    """The training batches of period ``index``'s ``epochs``, one epoch after the other, as the
+    trainer takes them (before a strategy distributes them): augmented, at the multi-scale
+    sizes, each epoch's order a function of (seed, epoch) alone. ``run.py --show-data``
+    draws these same batches."""
+    plan = checked.plan
+    settings = plan.periods[index].settings
+    return pipeline.epochs(files, list(epochs), batch_size=settings.batch_size, training=True,
+                           seed=plan.train.run.seed, augment_for=partial(epoch_augmentation, plan),
+                           sizes=training_sizes(checked, index), size_every=settings.multi_scale_every)
 
 
 def input_pipeline(view: CheckedPlan) -> InputPipeline:
