@@ -124,19 +124,12 @@ def read_boxes_wh(prepared: Any, *, split: str = "train", image_size: tuple[int,
     input size). Ignore regions (negative class) are left out. Reads the
     TFRecords with TensorFlow, imported here only.
     """
-    import tensorflow as tf
-
-    from detplug.core.data.records import parse
+    from detplug.core.data.records import read_boxes
 
     height, width = image_size if image_size is not None else prepared.image_size
-    files = [str(path) for path in prepared.files(split)]
-    sizes = []
-    for example in tf.data.TFRecordDataset(files).map(parse):
-        boxes = example["boxes"].numpy().astype(np.float64)
-        keep = example["classes"].numpy() >= 0
-        boxes = boxes[keep]
-        sizes.append(np.stack([(boxes[:, 3] - boxes[:, 1]) * width, (boxes[:, 2] - boxes[:, 0]) * height], axis=1))
-    return np.concatenate(sizes, axis=0) if sizes else np.zeros((0, 2), np.float64)
+    boxes, classes = read_boxes(prepared.files(split))
+    boxes = boxes[classes >= 0]
+    return np.stack([(boxes[:, 3] - boxes[:, 1]) * width, (boxes[:, 2] - boxes[:, 0]) * height], axis=1)
 
 
 # -- k-means internals --

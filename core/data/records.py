@@ -122,6 +122,18 @@ def parse_batch(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return tf.io.parse_example(serialized, _ALL_FEATURES)
 
 
+def read_boxes(files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Every box of the records in ``files``: (N, 4) y1 x1 y2 x2 ratios of the image (float64)
+    and (N,) classes (IGNORE_CLASS for ignore regions), without decoding a single image."""
+    boxes, classes = [], []
+    for example in tf.data.TFRecordDataset([str(path) for path in files]).map(parse):
+        boxes.append(example["boxes"].numpy().astype(np.float64).reshape(-1, 4))
+        classes.append(example["classes"].numpy().astype(np.int64).reshape(-1))
+    if not boxes:
+        return np.zeros((0, 4), np.float64), np.zeros((0,), np.int64)
+    return np.concatenate(boxes), np.concatenate(classes)
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
