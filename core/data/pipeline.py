@@ -4,7 +4,8 @@
 (B, H/s, W/s, anchors, 5 + classes) tensor per anchor stride, keyed ``str(s)``
 (see targets.py), and ``"boxes"``: (B, max_boxes, 4) yxhw of every box of the
 image, ignore regions included, zero-padded; the objectness loss uses it to
-leave out predictions that overlap a real object or an ignore region.
+leave out predictions that overlap a real object or an ignore region. ``"classes"``:
+(B, max_boxes) int32, the class of each of those boxes (-1: an ignore region or padding).
 
 Parsing, decoding, augmentation and target assignment run in parallel (one
 example per CPU, deterministic order) and batches are prefetched.
@@ -219,6 +220,7 @@ class InputPipeline:
                 image: ImageSpec) -> tuple[tf.Tensor, dict]:
         targets = assign_targets(boxes_yxhw, classes, self.anchors, image, self.labels.num_classes, self.assignment)
         targets["boxes"] = boxes_yxhw
+        targets["classes"] = classes
         return pixels, targets
 
     def dataset(self, files: Sequence[str | Path], *, batch_size: int, training: bool, seed: int = 0,
