@@ -8,12 +8,13 @@
     detplug predict --plan P IMAGE_OR_FOLDER... [--checkpoint C] [--out DIR]
     detplug export --plan P DIR [--checkpoint C]
     detplug anchors --plan P [--write]
+    detplug show-data --plan P [--out DIR] [--images N] [--period K]
     detplug import-weights --plan P FILE.weights --out OUT.weights.h5
     detplug kitti-eval LABEL_DIR RESULT_DIR [--json FILE]
 
 ``python run.py`` is the same program. The older flag forms (``run.py --plan P``
 to train, ``--list``, ``--check``, ``--evaluate``, ``--predict``, ``--export``,
-``--prepare``, ``--anchors``, ``--kitti-eval``) keep working: :func:`parse_args`
+``--prepare``, ``--anchors``, ``--show-data``, ``--kitti-eval``) keep working: :func:`parse_args`
 reads them with the parser they always had and hands the same handler a
 namespace of the subcommand they mean; an option that means nothing for that
 job, or two jobs at once, is an error. Everything up to the static check runs
@@ -152,6 +153,20 @@ def _anchors_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write", action="store_true", help="write the new anchors into the plan file")
 
 
+def _show_data_options(parser: argparse.ArgumentParser) -> None:
+    _plan(parser)
+    _show_data(parser)
+
+
+def _show_data(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, out: bool = True) -> None:
+    if out:
+        parser.add_argument("--out", type=Path, help="output folder (default: <run folder>/show-data)")
+    parser.add_argument("--images", dest="show_images", type=int, default=16, metavar="N",
+                        help="how many training images to draw (default 16)")
+    parser.add_argument("--period", type=int, default=1, metavar="K",
+                        help="draw the batches of period K (1-based; default 1)")
+
+
 def _import_weights_options(parser: argparse.ArgumentParser) -> None:
     _plan(parser)
     parser.add_argument("weights", type=Path, metavar="FILE.weights", help="a Darknet .weights file")
@@ -269,6 +284,15 @@ def anchors(args: argparse.Namespace) -> None:
                 cache_dir=args.cache_dir)
 
 
+def show_data(args: argparse.Namespace) -> None:
+    from detplug.core.cli import use
+
+    checked = _checked(args, _registry(args))
+    use.show_data(checked, period=args.period, images=args.show_images,
+                  out_dir=args.out or _run_folder(args, checked) / "show-data", data_root=_data_root(args),
+                  cache_dir=args.cache_dir)
+
+
 def import_weights(args: argparse.Namespace) -> None:
     from detplug.core.cli import use
 
@@ -294,6 +318,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     "export": ("write a SavedModel serving uint8 images", _export_options, export),
     "anchors": ("fit anchors to the plan's data by k-means (IoU distance) and compare them", _anchors_options,
                 anchors),
+    "show-data": ("draw training batches as the trainer sees them (boxes, their anchors and strides, ignore "
+                  "regions) and labels.png; no training", _show_data_options, show_data),
     "import-weights": ("read a Darknet .weights file into the plan's model and write its .weights.h5",
                        _import_weights_options, import_weights),
     "kitti-eval": ("evaluate KITTI result files against KITTI label files, like the devkit; no plan needed",
@@ -351,13 +377,18 @@ def legacy_parser() -> argparse.ArgumentParser:
     use.add_argument("--evaluate", action="store_true", help="evaluate a checkpoint on the validation split")
     use.add_argument("--predict", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
                      help="draw the detections on these images and write KITTI-format result files")
-    use.add_argument("--out", type=Path, help="with --predict: output folder (default: <run folder>/predictions)")
+    use.add_argument("--out", type=Path, help="with --predict or --show-data: output folder (default: in the run "
+                                              "folder)")
     use.add_argument("--export", type=Path, metavar="DIR", help="write a SavedModel serving uint8 images")
     use.add_argument("--checkpoint", metavar="NAME",
                      help="with --evaluate/--predict/--export: latest, best, or a snapshot such as ep10")
     use.add_argument("--anchors", action="store_true",
                      help="compute anchors for the plan's dataset by k-means (IoU distance) and compare them")
     use.add_argument("--write", action="store_true", help="with --anchors: write the new anchors into the plan file")
+    use.add_argument("--show-data", action="store_true",
+                     help="draw training batches as the trainer sees them, and labels.png (with --out, --images N, "
+                          "--period K)")
+    _show_data(use, out=False)
     use.add_argument("--import-weights", type=Path, metavar="FILE.weights",
                      help="read a Darknet .weights file into the plan's model; --out names the .weights.h5 to write")
     use.add_argument("--kitti-eval", nargs=2, type=Path, metavar=("LABEL_DIR", "RESULT_DIR"),
@@ -369,8 +400,8 @@ def legacy_parser() -> argparse.ArgumentParser:
 #: The flag that picks each job in the older form (training: none).
 _JOB_FLAGS = {"list": "--list", "kitti_eval": "--kitti-eval", "check": "--check", "prepare": "--prepare",
               "anchors": "--anchors", "evaluate": "--evaluate", "predict": "--predict", "export": "--export",
-    "import_weights": "--import-weights"}
-_PLAN_JOBS = ("check", "prepare", "anchors", "evaluate", "predict", "export", "import_weights", "train")
+    "show_data": "--show-data", "import_weights": "--import-weights"}
+_PLAN_JOBS = ("check", "prepare", "anchors", "evaluate", "predict", "export", "show_data", "import_weights", "train")
 #: The options of the older form, by the jobs that take them.
 _OPTION_JOBS = {
     "json": ("list", "kitti_eval", "evaluate"), "verbose": ("list",), "missing_as_empty": ("kitti_eval",),
@@ -378,8 +409,11 @@ _OPTION_JOBS = {
     "strategy": ("check", "train"), "restart": ("train",),
     "workdir": _PLAN_JOBS, "data_root": _PLAN_JOBS, "cache_dir": _PLAN_JOBS,
     "skip_bad": ("prepare", "train"), "verify": ("prepare",), "force_prepare": ("prepare",),
-    "out": ("predict", "import_weights"), "checkpoint": ("evaluate", "predict", "export"), "write": ("anchors",),
+    "out": ("predict", "show_data", "import_weights"), "checkpoint": ("evaluate", "predict", "export"),
+    "write": ("anchors",),
 }
+#: Options with a default: their flag, the default, and the jobs they mean something for.
+_DEFAULTED_OPTIONS = {"show_images": ("--images", 16, ("show_data",)), "period": ("--period", 1, ("show_data",))}
 #: --evaluate, --predict and --export together run one after the other, as they always did.
 _USE_JOBS = ("evaluate", "predict", "export")
 
@@ -403,13 +437,16 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
             doing = " ".join(_JOB_FLAGS.get(job, "training") for job in jobs)
             parser.error(f"{_flag(dest)} means nothing with {doing}; it goes with "
                          f"{', '.join(_JOB_FLAGS.get(job, 'training') for job in takers)}")
+    for dest, (flag, default, takers) in _DEFAULTED_OPTIONS.items():
+        if getattr(old, dest) != default and not set(jobs) & set(takers):
+            parser.error(f"{flag} means nothing without {', '.join(_JOB_FLAGS[job] for job in takers)}")
     args = argparse.Namespace(
         command=jobs[0].replace("_", "-"), handlers=[COMMANDS[job.replace("_", "-")][2] for job in jobs],
         plan=old.plan, set=old.set, strict_plugins=old.strict_plugins, strategy=old.strategy, restart=old.restart,
         workdir=old.workdir, data_root=old.data_root, cache_dir=old.cache_dir, skip_bad=old.skip_bad,
         verify=old.verify, force=old.force_prepare, static=False, checkpoint=old.checkpoint or "latest",
         kind=old.list or None, verbose=old.verbose, images=old.predict, out=old.out, directory=old.export,
-        write=old.write, json=old.json, weights=old.import_weights,
+        write=old.write, json=old.json, weights=old.import_weights, show_images=old.show_images, period=old.period,
     )
     if jobs[0] == "import_weights" and old.out is None:
         parser.error("--import-weights needs --out OUT.weights.h5, the file to write")

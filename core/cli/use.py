@@ -153,3 +153,48 @@ def import_weights(checked: CheckedPlan, *, weights: Path, out: Path) -> None:
     parts.model.save_weights(partial)
     os.replace(partial, out)
     print(f"wrote {out} ({parts.model.count_params():,} parameters of plan '{checked.plan.name}')")
+
+
+def show_data(checked: CheckedPlan, *, period: int, images: int, out_dir: Path, data_root: Path | None,
+              cache_dir: Path | None) -> list[Path]:
+    """Draw period ``period``'s (1-based) first training batches, exactly as the trainer
+    takes them, and labels.png; see core/pictures/data_view.py. Needs no model."""
+    import math
+
+    import numpy as np
+
+    from detplug.core.data.records import read_boxes
+    from detplug.core.pictures.data_view import BATCH_IMAGES, draw_batch, draw_labels
+    from detplug.core.train.training import input_pipeline, training_batches
+
+    plan = checked.plan
+    if not 1 <= period <= len(plan.periods):
+        raise PlanError(f"--period {period}: plan '{plan.name}' has periods 1 to {len(plan.periods)}")
+    if images < 1:
+        raise PlanError(f"--images {images}: give how many training images to draw, at least 1")
+    index = period - 1
+    view = checked.for_period(index)
+    dataset = plan.periods[index].dataset
+    prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
+    pipeline = input_pipeline(view)
+    labels = view.chain.labels
+    assert labels is not None  # static_check fills in every link of a checked plan's chain
+    first_epoch = plan.period_bounds()[index][0] + 1
+    per_picture = min(plan.periods[index].settings.batch_size, BATCH_IMAGES)
+    batches = training_batches(checked, index, pipeline, prepared.train_files, [first_epoch])
+    written, drawn = [], 0
+    for number, (pixels, targets) in enumerate(batches.take(math.ceil(images / per_picture))):
+        count = min(per_picture, images - drawn, len(pixels))
+        drawn += count
+        arrays = {key: np.asarray(value)[:count] for key, value in targets.items()}
+        written.append(draw_batch(np.asarray(pixels)[:count], arrays, pipeline.anchors, labels.classes,
+                                  out_dir / f"train_batch{number}.png"))
+    boxes, classes = read_boxes(prepared.train_files)
+    real = classes >= 0
+    written.append(draw_labels(boxes[real], classes[real], prepared.image_size, pipeline.anchors, labels.classes,
+                               out_dir / "labels.png"))
+    print(f"drew {drawn} training image{'' if drawn == 1 else 's'} of period {period} ({dataset}, epoch "
+          f"{first_epoch}, as the trainer sees them) and the label statistics of its {int(real.sum()):,} boxes:")
+    for path in written:
+        print(f"  {path}")
+    return written

@@ -28,15 +28,19 @@ def figure(width: float, height: float) -> tuple[Any, Any]:
     return fig, FigureCanvasAgg(fig)
 
 
-def save_png(fig: Any, path: Path, what: str) -> Path:
-    """Write ``fig`` to ``path`` as a PNG, whole or not at all (a temporary file renamed
-    into place); a disk fault is one sentence naming ``what``."""
+def save_png(picture: Any, path: Path, what: str) -> Path:
+    """Write ``picture`` (a matplotlib Figure or a Pillow Image) to ``path`` as a PNG, whole
+    or not at all (a temporary file renamed into place); a disk fault is one sentence
+    naming ``what``."""
     path = Path(path)
     with writing(what, path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
         try:
-            fig.savefig(temporary, format="png")
+            if hasattr(picture, "savefig"):
+                picture.savefig(temporary, format="png")
+            else:
+                picture.save(temporary, format="PNG")
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
