@@ -3,7 +3,10 @@ trainer sees it. Drawn with matplotlib's Agg backend (no display needed, the fon
 ships) and Pillow, never while TensorFlow waits on them inside the training loop.
 
 Each module draws one kind of picture; this one holds what they share: a figure that
-needs no display, and a PNG written whole or not at all.
+needs no display, and a PNG written whole or not at all. They may import core.disk,
+core.errors and core.evaluate (its contract, its colours and grids), numpy, Pillow and
+matplotlib; never TensorFlow, so that a picture costs no TensorFlow start-up. The command
+line (core/cli) and the logger plugins import them.
 """
 
 from __future__ import annotations
