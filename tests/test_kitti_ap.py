@@ -274,6 +274,7 @@ def test_result_table_and_json_show_every_class_and_the_mean():
     document = json.loads(result.to_json())
     assert document["metrics"]["Car/moderate/AP40"] == 0.5
     assert document["metrics"]["Pedestrian/moderate/AP40"] is None  # no ground truth: NaN -> null
+    assert document["curves"]["Car"]["ap"] == 0.5 and document["curves"]["Car"]["iou"] == 0.7
 
 
 # -- KITTI files ----------------------------------------------------------------

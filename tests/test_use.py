@@ -97,6 +97,13 @@ def test_evaluate_prints_ap_per_class_and_difficulty_and_writes_json(trained):
     metrics = json.loads(report.read_text())["metrics"]
     assert any(key.endswith("AP40") for key in metrics)
     assert all(value is None or 0 <= value <= 1 for value in metrics.values())  # None: no such truth
+    # The PR picture goes beside the JSON, one line per class with a curve, drawn from the JSON's curves.
+    picture = trained["folder"] / "pr_curve.png"
+    assert f"wrote {picture}" in result.stdout
+    with Image.open(picture) as drawn:
+        assert drawn.format == "PNG" and drawn.size == (700, 500)
+    curves = json.loads(report.read_text())["curves"]
+    assert curves["Car"]["difficulty"] == "moderate" and curves["Car"]["ap"] == metrics["Car/moderate/AP40"]
 
 
 def test_evaluate_an_unknown_checkpoint_names_the_available_ones(trained):

@@ -28,9 +28,11 @@ def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> tuple[Any, C
 
 def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: str, json_path: Path | None,
              data_root: Path | None, cache_dir: Path | None) -> Any:
-    """Evaluate ``checkpoint`` on the validation split of the dataset of the period it belongs to."""
+    """Evaluate ``checkpoint`` on the validation split of the dataset of the period it belongs to;
+    print the table, write the JSON when asked, and draw the evaluator's PR curves."""
     from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
     from detplug.core.evaluate.contract import format_table
+    from detplug.core.pictures.pr_curves import pr_curve_path, write_pr_curves
 
     if checked.plan.evaluator is None:
         raise PlanError(f"{checked.plan.source}: --evaluate needs an evaluator: add [evaluation] "
@@ -49,6 +51,7 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
     if json_path is not None:
         json_path.write_text(result.to_json())
         print(f"wrote {json_path}")
+    print(write_pr_curves(result, pr_curve_path(RunFolder(workdir).path, json_path)))
     return result
 
 

@@ -97,6 +97,40 @@ class ImageDetections:
 Cell = str | int | float
 
 
+def _same_length_as_recall(instance: Any, attribute: attrs.Attribute, value: np.ndarray) -> None:
+    if len(value) != len(instance.recall):
+        raise ValueError(f"'{attribute.name}' has {len(value)} points for {len(instance.recall)} recall points")
+
+
+@attrs.frozen(eq=False)
+class PrecisionRecall:
+    """One class's precision-recall curve, as the evaluator computed its AP from it.
+
+    ``recall`` and ``precision`` are the points the AP is a mean or an area of (the
+    KITTI devkit's 41 samples, COCO's 101), so a picture shows what the figure means
+    rather than a curve recomputed by other rules. ``ap`` is that curve's AP as a
+    fraction (NaN for a class without ground truth); ``iou`` the minimum overlap of a
+    hit; ``difficulty`` the subset of ground truth (KITTI's "moderate"), None where
+    the evaluator has no such notion.
+    """
+
+    recall: np.ndarray = attrs.field(converter=_float_vector)
+    precision: np.ndarray = attrs.field(converter=_float_vector, validator=_same_length_as_recall)
+    ap: float = attrs.field(converter=float)
+    iou: float = attrs.field(converter=float)
+    difficulty: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        """The curve as JSON-ready values; NaN as None."""
+        return {
+            "iou": self.iou,
+            "difficulty": self.difficulty,
+            "ap": _finite_or_none(self.ap),
+            "recall": [_finite_or_none(float(value)) for value in self.recall],
+            "precision": [_finite_or_none(float(value)) for value in self.precision],
+        }
+
+
 @attrs.frozen(eq=False)
 class EvaluationResult:
     """What an evaluator found.
@@ -106,6 +140,9 @@ class EvaluationResult:
     ``"mAP"``, ``"AP/Car"``. ``headline`` is the key of the one figure to quote.
     ``columns`` and ``rows`` are the table :func:`format_table` prints: the first
     cell names the row, float cells are AP-like fractions, int cells counts.
+    ``curves``, optional, holds each class's precision-recall curve at the evaluator's
+    main operating point, keyed by class name, for the PR picture of ``--evaluate``;
+    an evaluator that gives none leaves it empty and only the picture is missing.
     """
 
     evaluator: str
@@ -115,6 +152,7 @@ class EvaluationResult:
     rows: tuple[tuple[Cell, ...], ...] = ()
     #: Sentences about how far to trust the figures (e.g. too few objects), printed under the table.
     notes: tuple[str, ...] = ()
+    curves: Mapping[str, PrecisionRecall] = attrs.field(factory=dict)
 
     @property
     def headline_value(self) -> float:
@@ -129,6 +167,8 @@ class EvaluationResult:
             "columns": list(self.columns),
             "rows": [[_finite_or_none(cell) if isinstance(cell, float) else cell for cell in row]
                      for row in self.rows],
+            # Added after the keys above, which keep their meaning: readers of older files ignore it.
+            "curves": {name: curve.to_document() for name, curve in self.curves.items()},
         }
         return json.dumps(document, indent=2)
 

@@ -11,6 +11,13 @@ are not among ``classes``. Names are compared case-insensitively.
 Metrics (over all areas, at most ``max_detections`` per image): ``mAP``
 (IoU .50:.05:.95), ``AP50``, ``AP75`` and ``AP/<class>`` (IoU .50:.95), NaN
 where no class has ground truth.
+
+Each class's precision-recall curve (``EvaluationResult.curves``) is COCOeval's
+``eval['precision']`` at IoU 0.50, area all, ``max_detections``, against its 101
+recall points 0, .01, ..., 1: the curve whose mean is the class's AP50 (the
+table's AP50 column), the one IoU at which a picture of a detector reads plainly.
+(The headline mAP averages ten such curves, at IoU .50 to .95, so no single curve
+has it as its AP.) A class without ground truth has NaN precision and AP.
 """
 
 from __future__ import annotations
@@ -24,9 +31,22 @@ import attrs
 import numpy as np
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate.contract import EvaluationResult, ImageDetections, ImageTruth, pair_by_image
+from detplug.core.evaluate.contract import (
+    EvaluationResult,
+    ImageDetections,
+    ImageTruth,
+    PrecisionRecall,
+    pair_by_image,
+)
 from detplug.core.plan.specs import name_tuple
 from detplug.plugins.evaluators import CocoMapParams
+
+#: COCOeval's IoU thresholds (Params.iouThrs): .50, .55, ..., .95.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+#: COCOeval's recall points (Params.recThrs): 0, .01, ..., 1.
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+#: The IoU of the PR curves, as an index into IOU_THRESHOLDS.
+CURVE_IOU_INDEX = 0
 
 
 def coco_ground_truth(pairs: Sequence[tuple[ImageTruth, ImageDetections]], classes: tuple[str, ...],
@@ -104,11 +124,12 @@ class CocoMapEvaluator:
         rows = [(name, per_class[k], _mean_defined(precision[0, :, k]), _mean_defined(precision[5, :, k]),
                  counts[k]) for k, name in enumerate(self.classes)]
         rows.append(("all", metrics["mAP"], metrics["AP50"], metrics["AP75"], sum(counts)))
-        return EvaluationResult("coco_map", metrics, "mAP", ("class", "AP", "AP50", "AP75", "GT"), tuple(rows))
+        curves = {name: _curve(precision[CURVE_IOU_INDEX, :, k]) for k, name in enumerate(self.classes)}
+        return EvaluationResult("coco_map", metrics, "mAP", ("class", "AP", "AP50", "AP75", "GT"), tuple(rows),
+                                curves=curves)
 
     def _precision(self, ground_truth: Any, results: list[dict], coco: type, coco_eval: type) -> np.ndarray:
-        iou_thresholds = 10
-        shape = (iou_thresholds, 101, len(self.classes))
+        shape = (len(IOU_THRESHOLDS), len(RECALL_POINTS), len(self.classes))
         if not results:
             # loadRes cannot take an empty list; with nothing detected every class that has
             # ground truth scores 0, and a class without any stays undefined.
@@ -120,6 +141,13 @@ class CocoMapEvaluator:
         evaluation.evaluate()
         evaluation.accumulate()
         return evaluation.eval["precision"][:, :, :, 0, -1]
+
+
+def _curve(precision: np.ndarray) -> PrecisionRecall:
+    """One class's 101 precisions at one IoU as a curve whose AP is their mean, as the
+    table's figures are; COCOeval's -1 (no ground truth) becomes NaN."""
+    return PrecisionRecall(recall=RECALL_POINTS.copy(), precision=np.where(precision > -1, precision, np.nan),
+                           ap=_mean_defined(precision), iou=float(IOU_THRESHOLDS[CURVE_IOU_INDEX]))
 
 
 def _ground_truth_counts(ground_truth: Any, num_classes: int) -> list[int]:

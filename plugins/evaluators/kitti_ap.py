@@ -25,6 +25,11 @@ For each class (Car, Pedestrian, Cyclist) and difficulty:
   few ground truths gets fewer than 41 points and a low AP even when perfect
   (one box found out of one: AP11 = 1/11, AP40 = 0) -- the devkit's own result.
 
+Each class's precision-recall curve (``EvaluationResult.curves``) is those 41
+points at the headline difficulty (moderate), against recall i/40 -- the
+nominal recall the devkit's own plots (saveAndPlotPlots) put point i at -- so
+its AP40 is the mean of points 1..40 of exactly the plotted precision.
+
 Two deliberate differences, both where the devkit's figure is undefined: a
 class with no ground truth at a difficulty gets NaN (the devkit prints 0), and
 precision at a threshold with neither TP nor FP is 0 (the devkit divides 0 by
@@ -42,7 +47,14 @@ import attrs
 import numpy as np
 
 from detplug.core.errors import DataError
-from detplug.core.evaluate.contract import Cell, EvaluationResult, ImageDetections, ImageTruth, pair_by_image
+from detplug.core.evaluate.contract import (
+    Cell,
+    EvaluationResult,
+    ImageDetections,
+    ImageTruth,
+    PrecisionRecall,
+    pair_by_image,
+)
 from detplug.core.plan.specs import SpecError, name_tuple
 from detplug.plugins.evaluators import KITTI_CLASSES, KittiAPParams, kitti_classes_of
 
@@ -57,6 +69,10 @@ MAX_TRUNCATION = (0.15, 0.30, 0.50)
 NEIGHBOUR = {"car": "van", "pedestrian": "person_sitting"}
 DONT_CARE = "dontcare"
 N_SAMPLE_PTS = 41
+#: The difficulty of the headline figure (mAP_moderate_AP40) and of the PR curves.
+HEADLINE_DIFFICULTY = "moderate"
+#: The devkit's recall point i is nominally recall i/40 (its plots put it there).
+RECALL_POINTS = np.linspace(0.0, 1.0, N_SAMPLE_PTS)
 
 
 # -- boxes -------------------------------------------------------------------
@@ -182,6 +198,7 @@ class KittiAPEvaluator:
             raise DataError("kitti_ap was given no images to evaluate")
         metrics: dict[str, float] = {}
         rows: list[tuple[Cell, ...]] = []
+        curves: dict[str, PrecisionRecall] = {}
         for cls in self._evaluated():
             images = [_ClassImage.of(cls, truth, found) for truth, found in pairs]
             ap40: list[float] = []
@@ -197,6 +214,8 @@ class KittiAPEvaluator:
                 ap11.append(float(np.sum(precision[::4]) / 11) if n_gt else float("nan"))
                 metrics[f"{cls.name}/{difficulty_name}/AP40"] = ap40[-1]
                 metrics[f"{cls.name}/{difficulty_name}/AP11"] = ap11[-1]
+                if difficulty_name == HEADLINE_DIFFICULTY:
+                    curves[cls.name] = _curve(cls, precision, ap40[-1])
             rows.append((cls.name, *ap40, *ap11, counts[1]))
         for difficulty_name in DIFFICULTIES:
             for label in ("AP40", "AP11"):
@@ -213,7 +232,15 @@ class KittiAPEvaluator:
             f"recall points: it samples at most one score threshold per object, so its AP is capped far below "
             f"100 even for perfect detections; evaluate on more images for a figure to compare"
             for name, count in few)
-        return EvaluationResult("kitti_ap", metrics, "mAP_moderate_AP40", columns, (*rows, mean_row), notes)
+        return EvaluationResult("kitti_ap", metrics, f"mAP_{HEADLINE_DIFFICULTY}_AP40", columns, (*rows, mean_row),
+                                notes, curves)
+
+
+def _curve(cls: _Class, precision: np.ndarray, ap40: float) -> PrecisionRecall:
+    """The 41 interpolated precisions the class's AP40 is the mean of (points 1..40), at
+    their nominal recall i/40; a copy, so the curve never shares the evaluator's array."""
+    return PrecisionRecall(recall=RECALL_POINTS.copy(), precision=precision.copy(), ap=ap40,
+                           iou=cls.min_overlap, difficulty=HEADLINE_DIFFICULTY)
 
 
 def _mean_defined(values: list[float]) -> float:
