@@ -305,7 +305,9 @@ def test_training_batches_have_the_documented_static_shapes_and_dtypes(prepared)
         "16": (4, 4, 12, 3, 8),
         "32": (4, 2, 6, 3, 8),
         "boxes": (4, 8, 4),
+        "classes": (4, 8),
     }
+    assert targets_spec["classes"].dtype == tf.int32
     batches = list(dataset)
     assert len(batches) == count_steps(10, 4, training=True) == 2  # 10 images: the last 2 are dropped
     images, targets = batches[0]
