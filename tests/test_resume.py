@@ -63,6 +63,17 @@ def assert_same_run(expected_run: Path, found_run: Path) -> None:
     assert strip_seconds(rows[0]) == strip_seconds(rows[1])
 
 
+@pytest.mark.slow(seconds=70)
+def test_several_steps_per_call_give_the_weights_and_losses_of_one_step_per_call(straight, tmp_path):
+    # The straight run took 8 steps per call (the default): each 4-step epoch in one call.
+    # One step per call, and 3 (calls of 3 steps, then 1), give the same run bit for bit.
+    plan, straight_run, cache = straight
+    for steps in (1, 3):
+        result = train(plan, tmp_path / f"k{steps}", cache, *EXACT, "--set", f"train.steps_per_execution={steps}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert_same_run(straight_run, tmp_path / f"k{steps}")
+
+
 @pytest.mark.slow(seconds=100)
 def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
     # The graph trainer; test_periods.py resumes the eager one bit for bit (across a model switch).
@@ -82,8 +93,10 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
 def test_sigterm_then_sigint_mid_epoch_save_that_step_and_the_resume_equals_an_uninterrupted_run(straight, tmp_path):
     plan, straight_run, cache = straight
     workdir = tmp_path / "stopped"
+    # Two steps per call: the signal comes while the host computes the rates of steps 0 and 1,
+    # and the run stops after that call.
     sender = hook_plugin_env(tmp_path / "plugin", "sender", signal_at_step("SIGTERM", epoch=2, step=1))
-    stopped = train(plan, workdir, cache, *EXACT, env=sender)
+    stopped = train(plan, workdir, cache, *EXACT, "--set", "train.steps_per_execution=2", env=sender)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "received SIGTERM: finishing the step in progress, then saving a checkpoint" in stopped.stderr
     assert (f"stopped on SIGTERM after step 2 of 4 in epoch 2: saved a checkpoint at that step in "
@@ -94,7 +107,7 @@ def test_sigterm_then_sigint_mid_epoch_save_that_step_and_the_resume_equals_an_u
 
     # Resumed, it stops again on a SIGINT (Ctrl-C) in epoch 3: the same, with exit code 130.
     ctrl_c = hook_plugin_env(tmp_path / "plugin2", "ctrl_c", signal_at_step("SIGINT", epoch=3, step=0))
-    stopped = train(plan, workdir, cache, *EXACT, env=ctrl_c)
+    stopped = train(plan, workdir, cache, *EXACT, "--set", "train.steps_per_execution=1", env=ctrl_c)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "resuming plan 'tiny' after step 2 of epoch 2" in stopped.stdout
     assert "stopped on SIGINT after step 1 of 4 in epoch 3: saved a checkpoint at that step" in stopped.stderr

@@ -8,6 +8,7 @@ the shard, found by re-reading the shards.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -76,23 +77,32 @@ def guarded(dataset: Iterable[_Element], files: Sequence[str | Path]) -> Iterato
     """
     iterator = iter(dataset)
     while True:
-        try:
-            element = next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.DataLossError as error:
-            damaged = find_damaged_shard(files)
-            if damaged is None:  # cannot tell which: name them all rather than guess
-                raise DataError(
-                    f"a TFRecord shard of {', '.join(map(str, files))} is damaged ({_reason(error)}); delete the "
-                    f"records folder and run again to rebuild it"
-                ) from None
-            path, reason = damaged
-            raise DataError(
-                f"TFRecord shard {path} is damaged ({reason}); delete its folder {Path(path).parent} and run "
-                f"again to rebuild it"
-            ) from None
+        with naming_damaged_shards(files):
+            try:
+                element = next(iterator)
+            except StopIteration:
+                return
         yield element
+
+
+@contextlib.contextmanager
+def naming_damaged_shards(files: Sequence[str | Path]) -> Iterator[None]:
+    """Inside, reading a damaged shard of ``files`` (``tf.errors.DataLossError``, also from
+    inside a tf.function that reads batches) raises a DataError naming the shard."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        damaged = find_damaged_shard(files)
+        if damaged is None:  # cannot tell which: name them all rather than guess
+            raise DataError(
+                f"a TFRecord shard of {', '.join(map(str, files))} is damaged ({_reason(error)}); delete the "
+                f"records folder and run again to rebuild it"
+            ) from None
+        path, reason = damaged
+        raise DataError(
+            f"TFRecord shard {path} is damaged ({reason}); delete its folder {Path(path).parent} and run "
+            f"again to rebuild it"
+        ) from None
 
 
 def verify_prepared(prepared: PreparedData) -> list[str]:

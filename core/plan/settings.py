@@ -17,6 +17,8 @@ FREEZABLE = ("backbone", "head")
 MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 #: core/train/distribute.py builds them; listed here so the plan is checked without TensorFlow.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+#: [train] steps_per_execution's default (benchmarks/trainers.py measures 1 against 8).
+STEPS_PER_EXECUTION = 8
 
 
 def _size_range(instance: Any, attribute: attrs.Attribute, value: tuple) -> None:
@@ -89,6 +91,13 @@ class RunSettings:
     #: (no all-reduce), and each replica's moving statistics drift apart: checkpoints and
     #: evaluation use the first replica's.
     sync_batch_norm: bool = True
+    #: Training steps per call of the graph trainer's step function: the losses of a call's
+    #: steps are gathered on the device and read once per call, so an accelerator is not
+    #: left idle while the host reads each step's losses (keras.Model.fit's
+    #: steps_per_execution). The learning rate still changes every step, and the NaN guard
+    #: names the step. A stop on SIGTERM waits for the call in progress. The eager trainer
+    #: runs one step per call whatever this says.
+    steps_per_execution: int = field(default=STEPS_PER_EXECUTION, validator=validators.gt(0))
 
 
 PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))

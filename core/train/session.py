@@ -143,10 +143,12 @@ class TrainingSession:
 
             item = self.checked.resolved[period.trainer.key]
             with self.strategy.scope():
-                self._trainers[trainer_key] = build_trainer(
+                trainer = build_trainer(
                     item.component, item.params, model=self.model, losses=build_losses(self.view, period.losses),
                     optimizer=self.optimizer, variables=self.model.trainable_variables,
                 )
+            trainer.steps_per_execution = self.checked.plan.train.run.steps_per_execution
+            self._trainers[trainer_key] = trainer
         if announce:
             if transfer is not None:
                 print(f"{announce}: the model is rebuilt for dataset '{period.dataset}' "

@@ -7,11 +7,11 @@ the NaN guard and the per-epoch means of each loss part are common.
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -27,6 +27,9 @@ class NonFiniteLossError(DetplugError):
 
 
 StepFunction = Callable[[tf.Tensor, dict], dict]
+#: ``(iterator, learning_rates)`` -> (each loss part stacked over the steps run, images per
+#: step): runs ``len(learning_rates)`` steps in one call (validation ignores the rates).
+StepsFunction = Callable[[Any, tf.Tensor], tuple[dict, tf.Tensor]]
 
 
 class Trainer:
@@ -50,9 +53,46 @@ class Trainer:
         self.strategy = tf.distribute.get_strategy()
         self.run_train_batch = self.compile_step(self.train_step)
         self.run_val_batch = self.compile_step(self.val_step)
+        self.run_train_steps = self.compile_steps(self.run_train_batch, sets_rate=True)
+        self.run_val_steps = self.compile_steps(self.run_val_batch, sets_rate=False)
+        #: Steps per call of ``run_*_steps`` (``[train] steps_per_execution``); 1 calls
+        #: ``run_*_batch`` once per step and reads its losses after each.
+        self.steps_per_execution = 1
 
     def compile_step(self, step: StepFunction) -> StepFunction:
         raise NotImplementedError
+
+    def compile_steps(self, run_batch: StepFunction, *, sets_rate: bool) -> StepsFunction | None:
+        """Several steps per call (see :data:`StepsFunction`), or None when this trainer runs
+        one batch per call only (the eager trainer: it runs op by op anyway)."""
+        return None
+
+    def steps_loop(self, run_batch: StepFunction, *, sets_rate: bool) -> StepsFunction:
+        """The steps of one call as a loop on the device (a ``tf.range`` loop, so ``run_batch``
+        is traced once whatever the count): each step takes the next batch of ``iterator``,
+        after setting the learning rate to its entry of ``learning_rates``. The loss parts of
+        every step are gathered on the device and come back together, so the host waits once
+        per call instead of once per step."""
+        optimizer = self.optimizer
+
+        def run_steps(iterator: Any, learning_rates: tf.Tensor) -> tuple[dict, tf.Tensor]:
+            def one(index: tf.Tensor) -> tuple[dict, tf.Tensor]:
+                if sets_rate:
+                    optimizer.learning_rate.assign(learning_rates[index])
+                images, targets = next(iterator)
+                return run_batch(images, targets), self._images_tensor(images)
+
+            first, first_images = one(tf.constant(0))
+            count = tf.shape(learning_rates)[0]
+            parts = {name: tf.TensorArray(value.dtype, size=count).write(0, value) for name, value in first.items()}
+            images = tf.TensorArray(tf.int32, size=count).write(0, first_images)
+            for index in tf.range(1, count):
+                step_parts, step_images = one(index)
+                parts = {name: parts[name].write(index, step_parts[name]) for name in parts}
+                images = images.write(index, step_images)
+            return {name: array.stack() for name, array in parts.items()}, images.stack()
+
+        return run_steps
 
     def across_replicas(self, step: StepFunction) -> StepFunction:
         """``step`` run by every replica on its share of the batch (``strategy.run``), its
@@ -95,21 +135,21 @@ class Trainer:
         ``stop_requested()`` turns true, the epoch stops after the step in progress with
         :class:`Interrupted` carrying its progress."""
 
-        def before_step(step: int) -> None:
-            if learning_rate_at is not None:
-                self.optimizer.learning_rate.assign(learning_rate_at(first_step + step))
+        def rate_at(step: int) -> float | None:
+            return None if learning_rate_at is None else learning_rate_at(first_step + step)
 
-        return self._run(self.run_train_batch, dataset, steps, epoch=epoch, label="train", before_step=before_step,
-                         start=start, stop_requested=stop_requested)
+        return self._run(self.run_train_batch, self.run_train_steps, dataset, steps, epoch=epoch, label="train",
+                         rate_at=rate_at, start=start, stop_requested=stop_requested)
 
     def validate(self, dataset: Iterable, steps: int, *, epoch: int) -> dict[str, float]:
         """One pass over ``dataset`` without updates, on the EMA weights when there are any."""
         with ema_swapped(self.optimizer, self.variables):
-            return self._run(self.run_val_batch, dataset, steps, epoch=epoch, label="val")
+            return self._run(self.run_val_batch, self.run_val_steps, dataset, steps, epoch=epoch, label="val")
 
-    def _run(self, run_batch: StepFunction, dataset: Iterable, steps: int, *, epoch: int, label: str,
-             before_step: Callable[[int], None] = lambda step: None, start: EpochProgress | None = None,
-             stop_requested: Callable[[], bool] = lambda: False) -> dict[str, float]:
+    def _run(self, run_batch: StepFunction, run_steps: StepsFunction | None, dataset: Iterable, steps: int, *,
+             epoch: int, label: str, rate_at: Callable[[int], float | None] = lambda step: None,
+             start: EpochProgress | None = None, stop_requested: Callable[[], bool] = lambda: False
+             ) -> dict[str, float]:
         # A bar that redraws itself only where a terminal shows it; in a log file (CI, nohup)
         # the epoch's one summary line is the progress.
         interactive = sys.stdout.isatty()
@@ -121,16 +161,22 @@ class Trainer:
         sums: dict[str, float] = dict(start.sums)
         count, images_seen = start.steps, start.images
         started = time.perf_counter() - start.seconds
+        per_call = self.steps_per_execution if run_steps is not None else 1
         # ``dataset`` may be an iterator that goes on into the next epoch: take this epoch's steps.
-        for step, (images, targets) in enumerate(itertools.islice(dataset, steps - count), start=count):
-            before_step(step)
-            parts = {name: float(value) for name, value in run_batch(images, targets).items()}
-            images_seen += self._images_in(images)
-            _stop_if_not_finite(parts, epoch=epoch, step=step + 1, label=label)
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + value
-            count += 1
-            progress.update(step + 1, values=[("loss", parts["total"])])
+        batches = iter(dataset)
+        while count < steps:
+            done = (self._one_step(run_batch, batches, rate_at(count)) if per_call == 1 else
+                    self._several_steps(run_steps, batches, [rate_at(step) for step in
+                                                             range(count, min(steps, count + per_call))]))
+            if not done:
+                break
+            for parts, images in done:
+                count += 1
+                images_seen += images
+                _stop_if_not_finite(parts, epoch=epoch, step=count, label=label)
+                for name, value in parts.items():
+                    sums[name] = sums.get(name, 0.0) + value
+            progress.update(count, values=[("loss", done[-1][0]["total"])])
             if count < steps and stop_requested():
                 raise Interrupted(EpochProgress(count, images_seen, time.perf_counter() - started, sums))
         if count == 0:
@@ -139,6 +185,38 @@ class Trainer:
         means["seconds"] = time.perf_counter() - started
         means["images_per_second"] = images_seen / means["seconds"]
         return means
+
+    def _one_step(self, run_batch: StepFunction, batches: Iterator, rate: float | None
+                  ) -> list[tuple[dict[str, float], int]]:
+        """One step, its losses read at once: [(parts, images)], or [] at the end of the data."""
+        batch = next(batches, None)
+        if batch is None:
+            return []
+        images, targets = batch
+        if rate is not None:
+            self.optimizer.learning_rate.assign(rate)
+        parts = {name: float(value) for name, value in run_batch(images, targets).items()}
+        return [(parts, self._images_in(images))]
+
+    def _several_steps(self, run_steps: StepsFunction | None, batches: Iterator, rates: list[float | None]
+                       ) -> list[tuple[dict[str, float], int]]:
+        """``len(rates)`` steps in one call, their losses read once after it: [(parts, images)]
+        per step, in order; [] at the end of the data."""
+        assert run_steps is not None
+        values = [math.nan if rate is None else rate for rate in rates]
+        try:
+            stacked, images = run_steps(batches, tf.constant(values, tf.float32))
+        except tf.errors.OutOfRangeError:
+            return []
+        columns = {name: value.numpy().tolist() for name, value in stacked.items()}
+        return [({name: float(column[index]) for name, column in columns.items()}, int(seen))
+                for index, seen in enumerate(images.numpy().tolist())]
+
+    def _images_tensor(self, images: tf.Tensor) -> tf.Tensor:
+        """:meth:`_images_in` inside a traced function."""
+        local = self.strategy.experimental_local_results(images)
+        workers = max(1, self.strategy.num_replicas_in_sync // len(local))
+        return workers * tf.add_n([tf.shape(part)[0] for part in local])
 
     def _images_in(self, images: tf.Tensor) -> int:
         """Images in a global batch, from this process's share of it (exact when the

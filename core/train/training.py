@@ -200,7 +200,7 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     InputPipeline for the period's model (one is made when not given). ``progress``: how far
     epoch ``resume_after + 1`` got before a signal stopped the run. While ``signals`` are
     caught, a SIGTERM or SIGINT stops after the step in progress with a checkpoint there."""
-    from detplug.core.data.integrity import guarded
+    from detplug.core.data.integrity import naming_damaged_shards
     from detplug.core.data.pipeline import count_steps
     from detplug.core.train.optimizers import learning_rate_at
 
@@ -227,15 +227,14 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
                          epoch=period_start + 1)
     # One iterator for the period's training batches and one for validation, which repeats
     # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
-    # takes exactly the batches an uninterrupted one does. A damaged shard stops training
-    # with its name.
+    # takes exactly the batches an uninterrupted one does. The trainer may read them inside
+    # a tf.function ([train] steps_per_execution); a damaged shard stops training with its name.
     sizes = training_sizes(checked, index)
-    train_batches = guarded(session.distribute(training_batches(
+    train_batches = iter(session.distribute(training_batches(
         checked, index, pipeline, prepared.train_files, range(resume_after + 1, end_epoch + 1)
-    ).skip(progress.steps if progress else 0)), prepared.train_files)
-    val_batches = guarded(session.distribute(pipeline.dataset(
-        prepared.val_files, batch_size=settings.batch_size, training=False).repeat()),
-        prepared.val_files) if val_steps else None
+    ).skip(progress.steps if progress else 0)))
+    val_batches = iter(session.distribute(pipeline.dataset(
+        prepared.val_files, batch_size=settings.batch_size, training=False).repeat())) if val_steps else None
     warmup = f" after {settings.warmup_epochs:g} warmup epoch{'' if settings.warmup_epochs == 1 else 's'}" \
         if settings.warmup_epochs else ""
     print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epochs {resume_after + 1}-{end_epoch} of "
@@ -247,9 +246,11 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     for epoch in range(resume_after + 1, end_epoch + 1):
         first_step = (epoch - period_start - 1) * train_steps
         try:
-            train = trainer.train_epoch(train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at,
-                                        first_step=first_step, start=progress if epoch == resume_after + 1 else None,
-                                        stop_requested=signals.should_stop if signals is not None else lambda: False)
+            with naming_damaged_shards(prepared.train_files):
+                train = trainer.train_epoch(
+                    train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at, first_step=first_step,
+                    start=progress if epoch == resume_after + 1 else None,
+                    stop_requested=signals.should_stop if signals is not None else lambda: False)
         except Interrupted as stop:
             assert signals is not None
             session.mark(epoch=epoch - 1, period=index)
@@ -260,7 +261,8 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
                           f"{resume_command(run)}", signals.exit_code()) from None
         logs = {"period": index + 1, "learning_rate": rate_at(first_step + train_steps - 1), **train}
         if val_steps:
-            val = trainer.validate(val_batches, val_steps, epoch=epoch)
+            with naming_damaged_shards(prepared.val_files):
+                val = trainer.validate(val_batches, val_steps, epoch=epoch)
             logs.update({f"val_{name}": value for name, value in val.items()
                          if name not in ("seconds", "images_per_second")})
             logs["seconds"] = train["seconds"] + val["seconds"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from detplug.core.train.distribute import check_xla_fits
-from detplug.core.train.trainer import StepFunction, Trainer
+from detplug.core.train.trainer import StepFunction, StepsFunction, Trainer
 from detplug.plugins.trainers import GraphParams
 
 
@@ -22,6 +22,11 @@ class GraphTrainer(Trainer):
             check_xla_fits(self.strategy)
             step = tf.function(step, jit_compile=True, reduce_retracing=True)
         return tf.function(self.across_replicas(step), reduce_retracing=True)
+
+    def compile_steps(self, run_batch: StepFunction, *, sets_rate: bool) -> StepsFunction:
+        # One graph for a call's steps: the host reads the losses once per call
+        # ([train] steps_per_execution), as keras.Model.fit does with steps_per_execution.
+        return tf.function(self.steps_loop(run_batch, sets_rate=sets_rate), reduce_retracing=True)
 
 
 def graph_trainer(params: GraphParams, *, model, losses, optimizer, variables=None) -> GraphTrainer:
