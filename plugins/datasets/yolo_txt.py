@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from detplug.core.data.class_names import NAME_FILES, source_names
 from detplug.core.data.images import IMAGE_SUFFIXES, is_image_file
 from detplug.core.data.prepared import PreparedData
 from detplug.core.data.source import SourceItem, SourceObject
@@ -31,7 +32,6 @@ from detplug.plugins.datasets import YoloTxtParams
 if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must not load
     from detplug.core.data.convert import Source
 
-NAME_FILES = ("data.yaml", "dataset.yaml", "classes.txt", "obj.names")
 COLUMNS = ("class", "cx", "cy", "w", "h")
 
 
@@ -43,41 +43,6 @@ def find_root(data_root: str | Path | None, params: YoloTxtParams) -> Path | Non
             if not root.is_dir():
                 raise DataError(f"YOLO dataset root {root} (from {origin}) is not a folder")
             return root
-    return None
-
-
-def _names_from_yaml(path: Path) -> tuple[str, ...]:
-    import yaml
-
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise DataError(f"{path}: cannot read it as YAML ({error})") from None
-    names = document.get("names") if isinstance(document, dict) else None
-    if isinstance(names, dict) and sorted(names) == list(range(len(names))):
-        names = [names[i] for i in range(len(names))]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise DataError(
-            f"{path}: 'names' must be a list of class names or a map 0: name, 1: name, ... (got {names!r})"
-        )
-    return tuple(names)
-
-
-def source_names(root: Path) -> tuple[str, ...] | None:
-    """The class names the folder declares (data.yaml / dataset.yaml / classes.txt / obj.names), or None."""
-    for name in NAME_FILES:
-        path = root / name
-        if not path.is_file():
-            continue
-        if path.suffix == ".yaml":
-            return _names_from_yaml(path)
-        try:
-            names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-        except (OSError, UnicodeDecodeError) as error:
-            raise DataError(f"{path}: cannot read the class names ({error})") from None
-        if not names:
-            raise DataError(f"{path} lists no class names")
-        return names
     return None
 
 
