@@ -9,7 +9,10 @@ trainer's epoch loop as training runs it: batches from the records on disk throu
 the plan's augmentation and target assignment, the per-step learning rate, progress
 and NaN guard. All run interleaved round by round in one process; the table gives
 images/s (median over rounds) and the ratios the issues set as goals: graph >= 0.95x
-bare, >= 1.2x fit, >= 2.5x eager; real loop >= 0.9x bare.
+bare, >= 1.2x fit, >= 2.5x eager; real loop >= 0.9x bare. It also compares the graph
+trainer at [train] steps_per_execution 1 and 8 on one in-memory iterator: on a CPU the
+host's wait per step is small beside the step; the GPU script (benchmarks/gpu_check.sh)
+measures it where it matters.
 """
 
 from __future__ import annotations
@@ -102,6 +105,31 @@ def trainer_runner(parts: dict[str, Any], trainer_name: str) -> Callable[[int], 
     return run
 
 
+def steps_runner(parts: dict[str, Any], per_call: int) -> Callable[[int], None]:
+    """The graph trainer at ``per_call`` steps per tf.function call ([train]
+    steps_per_execution), on batches from an in-memory tf.data iterator."""
+    import keras
+    import tensorflow as tf
+
+    from detplug.plugins.trainers.graph import GraphTrainer
+
+    trainer = GraphTrainer(model=parts["model"](), losses=parts["losses"](),
+                           optimizer=keras.optimizers.Adam(parts["learning_rate"]))
+    trainer.steps_per_execution = per_call
+    batches = iter(tf.data.Dataset.from_tensors(parts["batch"]).repeat())
+    rate = parts["learning_rate"]
+
+    def run(steps: int) -> None:
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                trainer.train_epoch(batches, steps, epoch=1, learning_rate_at=lambda step: rate)
+            finally:
+                sys.stdout = stdout
+
+    return run
+
+
 def loop_runner(parts: dict[str, Any]) -> Callable[[int], None]:
     """The graph trainer's epoch loop on the period iterator training uses: records read
     from disk, augmented as the plan says, targets assigned, prefetched."""
@@ -175,11 +203,15 @@ def measure_trainers(plan: str = "kitti_simple", *, steps: int = 10, rounds: int
         "eager_ips": trainer_runner(parts, "eager"),
         "fit_ips": fit_runner(parts),
         "loop_ips": loop_runner(parts),
+        "k1_ips": steps_runner(parts, 1),
+        "k8_ips": steps_runner(parts, 8),
     }
-    # The eager trainer is several times slower: fewer steps keep the run short.
+    # The eager trainer is several times slower: fewer steps keep the run short. The
+    # several-steps trainer runs whole calls of 8.
     step_counts = {name: max(2, steps // 3) if name == "eager_ips" else steps for name in runners}
-    for run in runners.values():
-        run(2)  # trace, build the optimizer's slots
+    step_counts["k1_ips"] = step_counts["k8_ips"] = 8 * max(1, round(steps / 8))
+    for name, run in runners.items():
+        run(16 if name == "k8_ips" else 2)  # trace (a call of 8 and a shorter one), build the optimizer's slots
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
@@ -196,6 +228,8 @@ def print_table(results: dict[str, float]) -> None:
                         ("fit_ips", "keras Model.fit"), ("eager_ips", "detplug eager trainer"),
                         ("loop_ips", "real training loop")):
         print(f"{label:<24} {results[name]:>9.2f} {graph / results[name]:>13.2f}")
+    print(f"steps_per_execution 1: {results['k1_ips']:.2f} images/s, 8: {results['k8_ips']:.2f} images/s "
+          f"(8 / 1 = {results['k8_ips'] / results['k1_ips']:.3f}; in-memory batches from a tf.data iterator)")
     goals = [("graph >= 0.95x bare", graph >= 0.95 * results["bare_step_ips"]),
              ("graph >= 1.2x fit", graph >= 1.2 * results["fit_ips"]),
              ("graph >= 2.5x eager", graph >= 2.5 * results["eager_ips"]),
