@@ -137,3 +137,23 @@ def test_static_check_walks_dataset_backbone_head_decoder_losses(tmp_path, regis
     assert kinds[:4] == ["dataset", "backbone", "head", "decoder"]
     assert kinds.count("loss") == 3
     assert result.chain.head[8].channels_per_anchor == 5 + 3
+
+
+def test_eval_every_auto_keeps_evaluation_under_a_tenth_of_training_by_image_counts():
+    from detplug.core.plan.settings import evaluation_every
+
+    # One evaluation of E images costs about E / 3 training images' worth.
+    assert evaluation_every("auto", train_images=160, evaluated_images=40)[0] == 1  # 8.3%
+    assert evaluation_every("auto", train_images=300, evaluated_images=100)[0] == 2  # 11.1%: every 2 epochs, 5.6%
+    assert evaluation_every("auto", train_images=100, evaluated_images=100)[0] == 4  # 33%: every 4, 8.3%
+    assert evaluation_every("auto", train_images=30, evaluated_images=9)[0] == 1  # exactly 10%
+    assert evaluation_every(0, train_images=160, evaluated_images=40) == (0, "set by [evaluation] eval_every")
+    assert evaluation_every(3, train_images=160, evaluated_images=40)[0] == 3
+
+
+@pytest.mark.parametrize("value", ['"often"', "-1", "true"])
+def test_eval_every_is_a_whole_number_or_auto(tmp_path, registry, value):
+    with pytest.raises(PlanError, match=r"evaluation\.eval_every: .*"):
+        checked(write_tiny_plan(tmp_path), registry, [f"evaluation.eval_every={value}"])
+    assert checked(write_tiny_plan(tmp_path), registry, ['evaluation.eval_every="auto"']).plan.evaluation.eval_every \
+        == "auto"

@@ -6,6 +6,7 @@ wrong value is reported with the plan file and the key path. No TensorFlow.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -104,6 +105,35 @@ PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))
 RUN_SETTING_KEYS = tuple(f.name for f in attrs.fields(RunSettings))
 
 
+def _every_or_auto(instance: Any, attribute: attrs.Attribute, value: int | str) -> None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return
+    raise ValueError(f"'{attribute.name}' must be a whole number of epochs >= 0 (0: after the last epoch only) or "
+                     f"\"auto\" (got {value!r})")
+
+
+#: eval_every = "auto" keeps evaluation under this share of the training time.
+AUTO_EVALUATION_SHARE = 0.10
+#: What evaluating one image costs against training on one: a forward pass against a forward
+#: and a backward pass (about 1 : 3), the post-processing and AP included.
+EVALUATION_COST_PER_IMAGE = 1 / 3
+
+
+def evaluation_every(every: int | str, *, train_images: int, evaluated_images: int) -> tuple[int, str]:
+    """How often to evaluate (every N epochs; 0: after the last only) and why, in words.
+
+    "auto" evaluates every N epochs, N the smallest whole number for which evaluating costs
+    at most AUTO_EVALUATION_SHARE of the training time, estimated by image counts: one
+    evaluation of E images costs about E / 3 training images' worth."""
+    if every != "auto":
+        return int(every), "set by [evaluation] eval_every"
+    share = evaluated_images * EVALUATION_COST_PER_IMAGE / max(1, train_images)
+    chosen = max(1, math.ceil(share / AUTO_EVALUATION_SHARE - 1e-9))
+    return chosen, (f"eval_every = \"auto\": evaluating {evaluated_images} images costs about {share:.0%} of an "
+                    f"epoch of {train_images} training images, so every {chosen} epoch"
+                    f"{'' if chosen == 1 else 's'} keeps it under {AUTO_EVALUATION_SHARE:.0%}")
+
+
 @frozen(kw_only=True)
 class EvaluationSettings:
     """``[evaluation]``: post-processing (tf.image.combined_non_max_suppression) and
@@ -119,8 +149,9 @@ class EvaluationSettings:
     #: The split evaluated while training and by --evaluate: "val", or "train" to measure how
     #: well a plan fits its own training images (the synthetic_overfit plan).
     split: str = field(default="val", validator=validators.in_(("val", "train")))
-    #: Evaluate every this many epochs (and always after the last); 0 = only after the last.
-    eval_every: int = field(default=0, validator=validators.ge(0))
+    #: Evaluate every this many epochs (and always after the last); 0 = only after the last;
+    #: "auto" = as often as costs at most ~10% of the training time (see evaluation_every).
+    eval_every: int | str = field(default="auto", validator=_every_or_auto)
     #: The metric (a key of the evaluator's results) whose highest value marks the best checkpoint;
     #: empty keeps the best by [train] best_metric instead.
     best_metric: str = ""

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from detplug.core.plan.settings import PeriodSettings, RunSettings
+
+if TYPE_CHECKING:
+    from detplug.core.plan.plan_file import Period
 
 
 def learning_rate_at(step: int, *, base: float, settings: PeriodSettings, total_steps: int,
@@ -35,6 +38,16 @@ def learning_rate_at(step: int, *, base: float, settings: PeriodSettings, total_
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     final = base * settings.final_learning_rate_ratio
     return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def describe_schedule(period: Period) -> str:
+    """The period's schedule in words: ``cosine from 0.003 to 3e-05 after 3 warmup epochs``."""
+    settings, base = period.settings, period.learning_rate
+    warmup = (f" after {settings.warmup_epochs:g} warmup epoch{'' if settings.warmup_epochs == 1 else 's'}"
+              if settings.warmup_epochs else "")
+    if settings.schedule == "constant":
+        return f"constant {base:g}{warmup}"
+    return f"{settings.schedule} from {base:g} to {base * settings.final_learning_rate_ratio:.3g}{warmup}"
 
 
 def build_optimizer(settings: PeriodSettings, run: RunSettings, learning_rate: float) -> keras.optimizers.Optimizer:

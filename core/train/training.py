@@ -168,9 +168,11 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     # One input pipeline and evaluator per model of the run: their traced steps serve every
     # period on a dataset of the same chain.
     pipelines = {key: input_pipeline(checked.for_dataset(key)) for key in checked.chains}
+    every = evaluation_schedule(plan, prepared)
     evaluators = {period.dataset: plan_evaluator(checked.for_dataset(period.dataset))
                   for period, (start, end) in zip(plan.periods, plan.period_bounds())
-                  if any(_evaluates(plan, epoch) for epoch in range(max(start, done) + 1, end + 1))}
+                  if any(_evaluates(plan, epoch, every[period.dataset])
+                         for epoch in range(max(start, done) + 1, end + 1))}
     with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)), \
             StopSignals() as signals:
         if role.workers > 1:
@@ -182,7 +184,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
             registry.hook.detplug_period_start(run=run, period=period, index=index)
             train_by_period(run, registry, period, index=index, period_start=start,
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
-                            store=store, evaluator=evaluators.get(period.dataset), pipeline=pipelines[period.dataset],
+                            store=store, evaluator=evaluators.get(period.dataset),
+                            evaluate_every=every[period.dataset], pipeline=pipelines[period.dataset],
                             signals=signals, progress=progress if start <= done < end else None)
             registry.hook.detplug_period_end(run=run, period=period, index=index)
     registry.hook.detplug_train_end(run=run)
@@ -194,7 +197,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
 def train_by_period(run: RunContext, registry: Registry, period: Period, *, index: int, period_start: int,
                     resume_after: int, prepared: PreparedData, session: TrainingSession,
                     store: CheckpointStore,
-                    evaluator: Evaluator | None = None, pipeline: InputPipeline | None = None,
+                    evaluator: Evaluator | None = None, evaluate_every: int = 0,
+                    pipeline: InputPipeline | None = None,
                     signals: StopSignals | None = None, progress: EpochProgress | None = None) -> None:
     """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
     InputPipeline for the period's model (one is made when not given). ``progress``: how far
@@ -202,7 +206,7 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     caught, a SIGTERM or SIGINT stops after the step in progress with a checkpoint there."""
     from detplug.core.data.integrity import naming_damaged_shards
     from detplug.core.data.pipeline import count_steps
-    from detplug.core.train.optimizers import learning_rate_at
+    from detplug.core.train.optimizers import describe_schedule, learning_rate_at
 
     checked, plan = run.checked, run.plan
     settings = period.settings
@@ -235,10 +239,9 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     ).skip(progress.steps if progress else 0)))
     val_batches = iter(session.distribute(pipeline.dataset(
         prepared.val_files, batch_size=settings.batch_size, training=False).repeat())) if val_steps else None
-    warmup = f" after {settings.warmup_epochs:g} warmup epoch{'' if settings.warmup_epochs == 1 else 's'}" \
-        if settings.warmup_epochs else ""
+    first_rate = rate_at((resume_after - period_start) * train_steps + (progress.steps if progress else 0))
     print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epochs {resume_after + 1}-{end_epoch} of "
-          f"{plan.total_epochs}, learning rate {period.learning_rate:g} ({settings.schedule}{warmup}), "
+          f"{plan.total_epochs}, learning rate {first_rate:.3g} at its first step ({describe_schedule(period)}), "
           f"losses '{period.losses}' ==")
     if sizes:
         print(f"multi-scale: every {settings.multi_scale_every} batches one of {len(sizes)} input sizes, "
@@ -266,9 +269,13 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
             logs.update({f"val_{name}": value for name, value in val.items()
                          if name not in ("seconds", "images_per_second")})
             logs["seconds"] = train["seconds"] + val["seconds"]
-        if evaluator is not None and _evaluates(plan, epoch):
+        headline = None
+        if evaluator is not None and _evaluates(plan, epoch, evaluate_every):
             logs.update(evaluate_epoch(run, registry, session, evaluator, prepared, epoch))
-        print(epoch_summary(epoch, plan.total_epochs, logs))
+            assert run.last_evaluation is not None
+            result = run.last_evaluation[1]
+            headline = (result.headline, result.headline_value)
+        print(epoch_summary(epoch, plan.total_epochs, logs, losses=list(train), metric=headline))
         # Logged before the checkpoint: a kill in between re-runs this epoch, and
         # detplug_train_start lets loggers drop the rows of epochs that run again.
         registry.hook.detplug_epoch_end(run=run, epoch=epoch, logs=logs)
@@ -347,8 +354,24 @@ def report_positives(view: CheckedPlan, batches: Any, *, epoch: int = 1) -> dict
     return counts
 
 
-def _evaluates(plan: Plan, epoch: int) -> bool:
-    every = plan.evaluation.eval_every
+def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData]) -> dict[str, int]:
+    """Every how many epochs each dataset's periods evaluate ([evaluation] eval_every, "auto"
+    by its images: core/plan/settings.evaluation_every), said once per dataset."""
+    from detplug.core.plan.settings import evaluation_every
+
+    every = {}
+    for key, data in prepared.items():
+        split = plan.evaluation.split
+        every[key], why = evaluation_every(plan.evaluation.eval_every, train_images=data.images("train"),
+                                           evaluated_images=data.images(split))
+        if plan.evaluator is not None:
+            when = "after the last epoch only" if every[key] == 0 else \
+                "every epoch" if every[key] == 1 else f"every {every[key]} epochs"
+            print(f"evaluation on {key}'s {split} split: {when} and after the last ({why})")
+    return every
+
+
+def _evaluates(plan: Plan, epoch: int, every: int) -> bool:
     return epoch == plan.total_epochs or (every > 0 and epoch % every == 0)
 
 
@@ -356,18 +379,16 @@ def evaluate_epoch(run: RunContext, registry: Registry, session: TrainingSession
                    prepared: PreparedData,
                    epoch: int) -> dict[str, float]:
     """The evaluator's metrics on the validation split (EMA weights when used), with a grid
-    of drawn predictions written to predictions/epNN.png. The table is printed here, or
-    after the last epoch by :func:`print_final_report`."""
+    of drawn predictions written to predictions/epNN.png. The epoch's line shows the
+    headline figure; the whole table is printed after the last epoch by
+    :func:`print_final_report` (every figure is in history.csv and results.png)."""
     from detplug.core.evaluate.collect import evaluate_files
-    from detplug.core.evaluate.contract import format_table
 
     grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
     with session.evaluation_weights():
         result = evaluate_files(session.model, session.view, evaluator,
                                 prepared.files(run.plan.evaluation.split), grid_path=grid)
     run.last_evaluation = (epoch, result, grid)
-    if epoch < run.plan.total_epochs:
-        print(format_table(result))
     registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
     return dict(result.metrics)
 
@@ -401,14 +422,18 @@ def resume_command(run: RunContext) -> str:
     return f"python run.py --plan {plan_argument}{workdir}"
 
 
-def epoch_summary(epoch: int, total_epochs: int, logs: dict[str, float]) -> str:
-    """One line per epoch: the total and each loss part (summed over strides), train and
-    val, the learning rate in force at the epoch's last step, time and speed."""
-    skip = ("total", "period", "learning_rate", "seconds", "images_per_second")
-    parts = [name for name in logs if name not in skip and "/" not in name and not name.startswith("val_")]
+def epoch_summary(epoch: int, total_epochs: int, logs: dict[str, float], *, losses: list[str],
+                  metric: tuple[str, float] | None = None) -> str:
+    """One line per epoch: the total and each loss part of ``losses`` (summed over strides),
+    train and val, the evaluator's headline ``metric`` when it ran, the learning rate in
+    force at the epoch's last step, time and speed."""
+    skip = ("total", "seconds", "images_per_second")
+    parts = [name for name in losses if name not in skip and "/" not in name]
     line = (f"epoch {epoch}/{total_epochs}: loss {logs['total']:.4g} ("
             + ", ".join(f"{p} {logs[p]:.4g}" for p in parts) + ")")
     if "val_total" in logs:
         line += f", val_loss {logs['val_total']:.4g}"
+    if metric is not None:
+        line += f", {metric[0]} {100 * metric[1]:.2f}%"
     return line + (f", lr {logs['learning_rate']:.3g}, {logs['seconds']:.1f} s, "
                    f"{logs['images_per_second']:.1f} images/s")
