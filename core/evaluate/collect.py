@@ -3,6 +3,7 @@ images' pixels, handed to the plan's evaluator, plus a grid of drawn predictions
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,9 @@ from detplug.core.plan.specs import ImageSpec, SpecError
 GRID_IMAGES = 8
 #: The name of ignore regions (class -1 in the records) as evaluators expect it.
 IGNORE_NAME = "DontCare"
+#: What --evaluate writes beside its JSON (or in the run folder): the detections it scored
+#: and their ground truth, as COCO JSON.
+COCO_PREDICTIONS, COCO_GROUND_TRUTH = "coco_predictions.json", "coco_ground_truth.json"
 
 
 def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, batch_size: int = 8,
@@ -132,10 +136,31 @@ def plan_evaluator(checked: CheckedPlan) -> Any | None:
 
 
 def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluator, files: Sequence[Path],
-                   grid_path: Path | None = None) -> EvaluationResult:
+                   grid_path: Path | None = None, coco_folder: Path | None = None) -> EvaluationResult:
+    """The evaluator's result on the records of ``files``; the drawn grid at ``grid_path``, and
+    the detections and ground truth as COCO JSON files in ``coco_folder`` (core/evaluate/coco_files.py)."""
     truths, detections, drawn = collect(model, checked, files)
     if grid_path is not None and drawn:
         with writing(f"the drawn predictions {grid_path.name}", grid_path.parent):
             grid_path.parent.mkdir(parents=True, exist_ok=True)
             grid(drawn).save(grid_path)
+    if coco_folder is not None:
+        assert checked.chain.labels is not None  # static_check fills in every link of a checked plan's chain
+        write_coco_files(truths, detections, checked.chain.labels.classes, coco_folder)
     return evaluator.evaluate(truths, detections)
+
+
+def write_coco_files(truths: Sequence[ImageTruth], detections: Sequence[ImageDetections], classes: Sequence[str],
+                     folder: Path) -> tuple[Path, Path]:
+    """COCO_PREDICTIONS and COCO_GROUND_TRUTH in ``folder``: what was scored, as COCO JSON."""
+    from detplug.core.evaluate.coco_files import ground_truth_document, results_document
+
+    truth = ground_truth_document(truths, classes)
+    image_ids = {image["file_name"]: image["id"] for image in truth["images"]}
+    category_ids = {category["name"]: category["id"] for category in truth["categories"]}
+    paths = folder / COCO_PREDICTIONS, folder / COCO_GROUND_TRUTH
+    with writing("the COCO JSON files of the evaluation", folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        paths[0].write_text(json.dumps(results_document(detections, image_ids, category_ids)))
+        paths[1].write_text(json.dumps(truth))
+    return paths
