@@ -178,3 +178,28 @@ def _chain_words(view: CheckedPlan) -> str:
     grids = ", ".join(f"{image.height // stride}x{image.width // stride}x{spec.anchors} at stride {stride}"
                       for stride, spec in sorted(chain.decoded.items()))
     return f"{image}, {chain.labels.num_classes} classes ({', '.join(chain.labels.classes)}); outputs {grids}"
+
+
+def print_plans(plugin_dirs: list[Path]) -> None:
+    """``list plans``: the plans --plan finds by name (detplug's, then the plugins'), and the
+    templates --data --model takes, each with the first line of its comment."""
+    from detplug.core.plan.from_data import TEMPLATES
+    from detplug.core.plan.plan_file import PLANS_DIR
+
+    for title, folders in (("plans (--plan NAME)", [PLANS_DIR, *plugin_dirs]),
+                           ("templates (train --data PATH --model NAME)", [TEMPLATES])):
+        print(title)
+        for folder in folders:
+            for path in sorted(Path(folder).glob("*.toml")):
+                print(f"  {path.stem:<20} {_first_comment(path)}")
+
+
+def _first_comment(path: Path) -> str:
+    """What a plan file's leading comment says, on one line (up to its first sentence)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines).split(". ")[0].rstrip(".")
+    return text if len(text) <= 100 else text[:97].rstrip() + "..."

@@ -1,0 +1,151 @@
+"""Which dataset a folder (or file) holds, from its layout alone (``run.py train --data PATH``).
+
+Recognised, in this order:
+
+- a YOLO ``data.yaml`` (or ``dataset.yaml``) file, or a folder holding one;
+- a COCO instances JSON file (``images``, ``annotations`` and ``categories``), or a folder
+  holding ``annotations/instances_*.json``;
+- a KITTI root: ``training/image_2`` and ``training/label_2``;
+- a YOLO folder without a yaml: ``images/`` with ``labels/`` beside it, or images with their
+  ``.txt`` labels beside them, and the class names in ``classes.txt`` or ``obj.names``.
+
+The answer is a dataset component's name and its params (for the plan's [datasets] table)
+and the class names when the layout declares them. No TensorFlow, and nothing is converted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from detplug.core.data.class_names import names_from_yaml, source_names
+from detplug.core.data.images import is_image_file
+from detplug.core.errors import DataError
+
+#: What :func:`detect_layout` recognises, for the error that lists it.
+RECOGNISED = (
+    "a YOLO data.yaml, or a folder holding one",
+    "a COCO instances JSON file, or a folder holding annotations/instances_*.json",
+    "a KITTI root holding training/image_2 and training/label_2",
+    "a YOLO folder: images/ and labels/ (or images with .txt labels beside them) and classes.txt",
+)
+YAML_NAMES = ("data.yaml", "dataset.yaml")
+NAME_LISTS = ("classes.txt", "obj.names")
+
+
+@attrs.frozen
+class DataLayout:
+    """A dataset found at a path: the dataset component, its params, and its classes."""
+
+    component: str
+    params: dict[str, Any]
+    classes: tuple[str, ...]
+    description: str
+
+
+def detect_layout(path: str | Path) -> DataLayout:
+    """The dataset at ``path``; a DataError listing the recognised layouts when none fits."""
+    path = Path(path).expanduser().absolute()
+    if not path.exists():
+        raise DataError(f"--data {path}: no such file or folder")
+    if path.is_file():
+        if path.suffix in (".yaml", ".yml"):
+            return _yolo_from_yaml(path)
+        if path.suffix == ".json":
+            return _coco_from_json(path)
+    else:
+        for name in YAML_NAMES:
+            if (path / name).is_file():
+                return _yolo_from_yaml(path / name)
+        annotations = sorted((path / "annotations").glob("instances_*.json"))
+        if annotations:
+            return _coco_from_folder(path, annotations)
+        if (path / "training" / "image_2").is_dir() and (path / "training" / "label_2").is_dir():
+            return DataLayout("kitti", {"root": str(path), "synthetic_fallback": False},
+                              ("Car", "Pedestrian", "Cyclist"), f"KITTI root {path}")
+        if _looks_like_yolo(path):
+            return _yolo_folder(path)
+    raise DataError(f"--data {path}: not a dataset layout detplug recognises; give "
+                    + "; or ".join(RECOGNISED))
+
+
+def _yolo_from_yaml(path: Path) -> DataLayout:
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DataError(f"--data {path}: cannot read it as YAML ({error})") from None
+    if not isinstance(document, dict) or "names" not in document:
+        raise DataError(f"--data {path}: a YOLO data.yaml needs 'names' (the class names); this one has "
+                        f"{sorted(document) if isinstance(document, dict) else 'no keys'}")
+    # Ultralytics' 'path' is the dataset root, relative to the yaml's folder; without it the
+    # yaml's folder is the root.
+    root = path.parent
+    if document.get("path"):
+        root = (path.parent / str(document["path"])).resolve()
+    if not root.is_dir():
+        raise DataError(f"--data {path}: its 'path' {document['path']!r} is not a folder ({root})")
+    names = names_from_yaml(path)
+    return DataLayout("yolo_txt", {"root": str(root), "names": list(names)}, tuple(names),
+                      f"YOLO dataset {root} ({path.name}: {len(names)} classes)")
+
+
+def _looks_like_yolo(folder: Path) -> bool:
+    if (folder / "images").is_dir() and (folder / "labels").is_dir():
+        return True
+    return any(is_image_file(item) and item.with_suffix(".txt").is_file() for item in folder.iterdir())
+
+
+def _yolo_folder(folder: Path) -> DataLayout:
+    names = source_names(folder)
+    if names is None:
+        raise DataError(f"--data {folder}: a YOLO folder, but its class names are missing; write them in "
+                        f"{folder / 'data.yaml'} (names: [a, b, ...]) or {folder / 'classes.txt'} (one per line)")
+    return DataLayout("yolo_txt", {"root": str(folder)}, names, f"YOLO folder {folder} ({len(names)} classes)")
+
+
+def _coco_categories(path: Path) -> tuple[str, ...]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"--data {path}: cannot read it as JSON ({error})") from None
+    if not isinstance(document, dict) or not {"images", "annotations", "categories"} <= set(document):
+        raise DataError(f"--data {path}: not a COCO instances file (it needs 'images', 'annotations' and "
+                        f"'categories')")
+    categories = sorted(document["categories"], key=lambda category: category["id"])
+    return tuple(str(category["name"]) for category in categories)
+
+
+def _images_beside(annotations: Path, root: Path) -> Path:
+    """The image folder of ``instances_NAME.json``: ``NAME/`` in the root, else ``images/``,
+    else the root itself."""
+    stem = annotations.stem.removeprefix("instances_")
+    for candidate in (root / stem, root / "images" / stem, root / "images"):
+        if candidate.is_dir():
+            return candidate
+    return root
+
+
+def _coco_from_json(path: Path) -> DataLayout:
+    classes = _coco_categories(path)
+    root = path.parent.parent if path.parent.name == "annotations" else path.parent
+    images = _images_beside(path, root)
+    params = {"root": str(root), "annotations": str(path), "images": str(images), "classes": list(classes)}
+    return DataLayout("coco", params, classes, f"COCO annotations {path} ({len(classes)} categories)")
+
+
+def _coco_from_folder(root: Path, annotations: list[Path]) -> DataLayout:
+    train = next((path for path in annotations if "train" in path.stem), annotations[0])
+    val = next((path for path in annotations if "val" in path.stem and path != train), None)
+    classes = _coco_categories(train)
+    params: dict[str, Any] = {"root": str(root), "annotations": str(train),
+                              "images": str(_images_beside(train, root)), "classes": list(classes)}
+    if val is not None:
+        params.update(val_annotations=str(val), val_images=str(_images_beside(val, root)))
+    described = f"{train.name}" + (f" and {val.name}" if val is not None else "")
+    return DataLayout("coco", params, classes, f"COCO folder {root} ({described}: {len(classes)} categories)")

@@ -1,0 +1,135 @@
+"""A plan for a data folder: ``run.py train --data PATH [--model NAME]``.
+
+A template (``plans/templates/NAME.toml``: the model, the loss combination, ``[train]`` and
+the periods) gets the dataset core/data/layouts.py recognises at PATH as its ``data``
+dataset, with:
+
+- the evaluator of the format (``coco_map``; ``kitti_ap`` for KITTI);
+- anchors: COCO's (YOLOv3's nine, fitted at 416x416) scaled to the input size, unless the
+  template names its own; ``run.py anchors --plan P --write`` fits them to the data;
+- the objectness and class gains scaled as YOLOv5 scales its own (the template gives them
+  for 640x640 and 80 classes): objectness x H x W / 640^2, class x classes / 80;
+- ``--epochs``, ``--image-size`` and ``--batch`` over the template's.
+
+The result is an ordinary plan file, written as ``runs/<name>/plan.toml``: training,
+resuming and the static check treat it as any plan, and ``--plan`` runs it again.
+No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from detplug.core.data.layouts import DataLayout
+from detplug.core.errors import PlanError
+from detplug.core.plan.anchors import ANCHOR_POOLS
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "plans" / "templates"
+DATASET_KEY = "data"
+#: The input size and class count the templates' loss gains are given for (YOLOv5's).
+GAIN_SIZE, GAIN_CLASSES = 640, 80
+ANCHOR_POOL, ANCHOR_POOL_SIZE = "coco_yolov3", 416
+EVALUATORS = {"kitti": "kitti_ap"}
+PLAN_FILE = "plan.toml"
+
+
+def template_names() -> list[str]:
+    """The shipped templates: ``--model`` takes one of these names."""
+    return sorted(path.stem for path in TEMPLATES.glob("*.toml"))
+
+
+def read_template(name: str) -> dict[str, Any]:
+    path = TEMPLATES / f"{name}.toml"
+    if not path.is_file():
+        raise PlanError(f"--model {name}: no such template; the templates are {', '.join(template_names())} "
+                        f"(run.py list plans)")
+    with open(path, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def image_size_of(values: list[int] | None) -> tuple[int, int] | None:
+    """``--image-size S`` (square) or ``--image-size H W``."""
+    if not values:
+        return None
+    if len(values) not in (1, 2) or any(value <= 0 for value in values):
+        raise PlanError(f"--image-size {' '.join(map(str, values))}: give one size (square) or height and width, "
+                        f"in pixels, multiples of 32")
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def plan_name(data: Path, model: str) -> str:
+    """``shapes_small`` for --data .../shapes (or .../shapes/data.yaml) and --model small."""
+    data = Path(data).expanduser().absolute()
+    stem = data.parent.name if data.name in ("data.yaml", "dataset.yaml") else data.stem
+    return f"{re.sub(r'[^A-Za-z0-9_]+', '_', stem).strip('_') or 'data'}_{model}"
+
+
+def data_plan(layout: DataLayout, *, model: str, name: str, epochs: int | None = None,
+              image_size: tuple[int, int] | None = None, batch: int | None = None) -> dict[str, Any]:
+    """The plan document for ``layout`` from template ``model`` (see the module docstring)."""
+    plan = copy.deepcopy(read_template(model))
+    plan["name"] = name
+    template_data = plan.get("datasets", {}).get(DATASET_KEY, {})
+    height, width = image_size or tuple(template_data.get("image_size", (416, 416)))
+    plan["datasets"] = {DATASET_KEY: {"name": layout.component, **layout.params,
+                                      "image_size": [int(height), int(width)]}}
+    if layout.classes:
+        plan["datasets"][DATASET_KEY].setdefault("classes", list(layout.classes))
+    plan.setdefault("evaluation", {}).setdefault("evaluator", EVALUATORS.get(layout.component, "coco_map"))
+    model_table = plan.setdefault("model", {})
+    if model_table.get("anchors", ANCHOR_POOL) == ANCHOR_POOL:
+        model_table["anchors"] = {
+            str(stride): [[max(1, round(w * width / ANCHOR_POOL_SIZE)), max(1, round(h * height / ANCHOR_POOL_SIZE))]
+                          for w, h in pairs]
+            for stride, pairs in ANCHOR_POOLS[ANCHOR_POOL].items()}
+    classes = len(layout.classes) or GAIN_CLASSES
+    for combination in plan.get("loss_combos", {}).values():
+        _scale_gain(combination, "objectness", height * width / GAIN_SIZE**2)
+        _scale_gain(combination, "category", classes / GAIN_CLASSES)
+    if batch is not None:
+        plan.setdefault("train", {})["batch_size"] = batch
+    if epochs is not None:
+        if len(plan["periods"]) != 1:
+            raise PlanError(f"--epochs: template '{model}' has {len(plan['periods'])} periods; edit the written "
+                            f"plan.toml instead")
+        plan["periods"][0]["epochs"] = epochs
+    return plan
+
+
+def _scale_gain(combination: dict[str, Any], loss: str, factor: float) -> None:
+    value = combination.get(loss)
+    if isinstance(value, dict) and "weight" in value:
+        value["weight"] = round(float(value["weight"]) * factor, 4)
+    elif isinstance(value, (int, float)):
+        combination[loss] = round(float(value) * factor, 4)
+
+
+def write_data_plan(plan: dict[str, Any], folder: Path, *, command: str) -> Path:
+    """``folder/plan.toml`` holding ``plan``; a PlanError when a different one is already there
+    (a run of other settings, or one edited by hand), which it never overwrites."""
+    import tomli_w
+
+    path = folder / PLAN_FILE
+    text = (f"# Written by: {command}\n# An ordinary plan: edit it and run it again with --plan {path}\n\n"
+            + tomli_w.dumps(plan))
+    if path.is_file():
+        with open(path, "rb") as handle:
+            existing = tomllib.load(handle)
+        if existing != tomllib.loads(text):
+            raise PlanError(f"{path} exists and differs from the plan this --data command gives (another template, "
+                            f"--epochs, --image-size or --batch, or edited by hand); train it with --plan {path}, "
+                            f"or give --workdir for a new run")
+        return path
+    from detplug.core.disk import writing
+
+    with writing(PLAN_FILE, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".tmp-{PLAN_FILE}"
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    return path

@@ -1,0 +1,115 @@
+"""run.py train --data PATH: the dataset recognised from its layout, a plan written from a
+template into the run folder, trained as any plan and resumed through that plan file."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from helpers import kill_at, make_plugin_package, pythonpath_env, run_cli, write_yolo_shapes
+from PIL import Image
+
+from detplug.core.data.layouts import detect_layout
+from detplug.core.errors import DataError, PlanError
+from detplug.core.plan.from_data import data_plan, plan_name, template_names, write_data_plan
+
+
+def write_coco(root: Path) -> Path:
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir()
+        Image.new("RGB", (40, 30)).save(root / split / "a.png")
+        document = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+                    "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 10, 10],
+                                     "area": 100, "iscrowd": 0}],
+                    "categories": [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
+    return root
+
+
+def test_a_yolo_folder_its_data_yaml_a_coco_file_or_folder_and_a_kitti_root_are_recognised(tmp_path):
+    yolo = write_yolo_shapes(tmp_path / "shapes", train=2, val=1)
+    for path in (yolo, yolo / "data.yaml"):
+        layout = detect_layout(path)
+        assert (layout.component, layout.classes) == ("yolo_txt", ("red", "green", "blue", "yellow", "cyan"))
+        assert layout.params["root"] == str(yolo)
+    (yolo / "data.yaml").unlink()
+    (yolo / "classes.txt").write_text("a\nb\n")
+    assert detect_layout(yolo).classes == ("a", "b")  # images/ and labels/, names in classes.txt
+
+    coco = write_coco(tmp_path / "coco")
+    folder = detect_layout(coco)
+    assert folder.component == "coco" and folder.classes == ("person", "car")  # in category id order
+    assert folder.params["annotations"].endswith("instances_train2017.json")
+    assert folder.params["images"] == str(coco / "train2017") and folder.params["val_images"] == str(coco / "val2017")
+    single = detect_layout(coco / "annotations" / "instances_val2017.json")
+    assert single.params["images"] == str(coco / "val2017") and "val_annotations" not in single.params
+
+    kitti = tmp_path / "kitti"
+    (kitti / "training" / "image_2").mkdir(parents=True)
+    (kitti / "training" / "label_2").mkdir()
+    assert detect_layout(kitti).component == "kitti"
+
+
+def test_a_folder_that_fits_no_layout_is_one_sentence_listing_the_layouts(tmp_path):
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
+    with pytest.raises(DataError) as error:
+        detect_layout(tmp_path / "photos")
+    message = str(error.value)
+    assert message.startswith(f"--data {tmp_path / 'photos'}: not a dataset layout detplug recognises; give a YOLO "
+                              f"data.yaml")
+    assert "COCO instances JSON" in message and "KITTI root" in message and "\n" not in message
+    with pytest.raises(DataError, match="no such file or folder"):
+        detect_layout(tmp_path / "missing")
+
+
+def test_the_plan_takes_the_template_the_data_and_yolov5s_gain_rules(tmp_path):
+    assert {"small", "yolov3", "yolov4"} <= set(template_names())
+    layout = detect_layout(write_yolo_shapes(tmp_path / "shapes", train=2, val=1))
+    plan = data_plan(layout, model="small", name="shapes_small", epochs=3, image_size=(64, 96), batch=4)
+    data = plan["datasets"]["data"]
+    assert data["name"] == "yolo_txt" and data["image_size"] == [64, 96] and len(data["classes"]) == 5
+    assert plan["periods"][0]["epochs"] == 3 and plan["train"]["batch_size"] == 4
+    assert plan["evaluation"]["evaluator"] == "coco_map"
+    losses = plan["loss_combos"]["standard"]
+    assert losses["objectness"]["weight"] == round(64 * 96 / 640**2, 4) and losses["category"] == round(0.5 * 5 / 80, 4)
+    # COCO's anchors (pixels at 416x416) scaled to 64x96: YOLOv3's (116, 90) at stride 32 -> (27, 14)
+    assert plan["model"]["anchors"]["32"][0] == [27, 14]
+    assert plan_name(tmp_path / "shapes" / "data.yaml", "small") == "shapes_small"
+    with pytest.raises(PlanError, match="--model tiny: no such template; the templates are small, yolov3, yolov4"):
+        data_plan(layout, model="tiny", name="x")
+
+
+def test_a_written_plan_is_never_overwritten_by_a_different_one(tmp_path):
+    layout = detect_layout(write_yolo_shapes(tmp_path / "shapes", train=2, val=1))
+    first = write_data_plan(data_plan(layout, model="small", name="s"), tmp_path / "run", command="run.py")
+    assert write_data_plan(data_plan(layout, model="small", name="s"), tmp_path / "run", command="run.py") == first
+    with pytest.raises(PlanError, match=r"plan\.toml exists and differs from the plan this --data command gives"):
+        write_data_plan(data_plan(layout, model="small", name="s", epochs=7), tmp_path / "run", command="run.py")
+    assert tomllib.loads(first.read_text())["periods"][0]["epochs"] == 30
+
+
+@pytest.mark.slow(seconds=60)
+def test_train_data_writes_plan_toml_and_the_run_resumes_through_it(tmp_path):
+    data = write_yolo_shapes(tmp_path / "shapes", train=8, val=4)
+    workdir = tmp_path / "run"
+    tiny = ["--set", "model.backbone.width=0.125", "--set", "model.head.width=0.125"]
+    common = ["--workdir", str(workdir), "--cache-dir", str(tmp_path / "cache")]
+    killer = pythonpath_env(make_plugin_package(tmp_path / "killer", "killer",
+                                                {"killer": kill_at("detplug_epoch_end", "epoch == 2")}))
+    killed = run_cli("train", "--data", str(data), "--epochs", "2", "--image-size", "64", "96", "--batch", "4", *tiny,
+                     *common, env=killer)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    plan_file = workdir / "plan.toml"
+    assert f"--data {data}: YOLO dataset {data} (data.yaml: 5 classes); template 'small'; the plan is {plan_file}" \
+        in killed.stdout
+    plan = tomllib.loads(plan_file.read_text())
+    assert plan["name"] == "shapes_small" and plan["model"]["backbone"]["width"] == 0.125  # --set is in the file
+    # The written plan, alone, resumes the run: nothing of the first command is needed again.
+    resumed = run_cli("--plan", str(plan_file), *common)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming plan 'shapes_small' after epoch 1" in resumed.stdout
+    assert json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"] == 2
