@@ -3,11 +3,13 @@ forms that keep working and mean the same command."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
 import pytest
-from helpers import RUN_PY, make_plugin_package, pythonpath_env, run_cli
+from helpers import RUN_PY, make_plugin_package, pythonpath_env, run_cli, write_tiny_plan
 
 from detplug.core.cli import main as cli
 from detplug.run import parse_args
@@ -99,3 +101,19 @@ def test_a_plan_not_found_names_the_plugins_that_failed_to_load(tmp_path):
     assert "no plan named 'their_plan'" in result.stderr
     assert ("plugin 'broken_plans' (detplug-broken 0.1) failed to load and may provide plan 'their_plan': "
             "ImportError: needs somelib, which is not installed") in result.stderr
+
+
+@pytest.mark.slow(seconds=40)
+def test_tensorflow_start_up_noise_is_hidden_unless_asked_for(tmp_path):
+    """CUDA probing on a machine without a GPU, oneDNN notices: TensorFlow's C++ runtime
+    writes them to stderr at start-up. Hidden by default; --verbose-tf shows them."""
+    plan = write_tiny_plan(tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    runs = {flag: subprocess.run([sys.executable, str(RUN_PY), "check", "--plan", str(plan), *flag], env=env,
+                                 capture_output=True, text=True, timeout=300)
+            for flag in ((), ("--verbose-tf",))}
+    quiet, verbose = runs[()], runs[("--verbose-tf",)]
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stdout == verbose.stdout and "symbolic Keras model" in quiet.stdout
+    assert quiet.stderr == "", quiet.stderr[-2000:]
+    assert re.search(r"^[IWE]\d{4} ", verbose.stderr, re.M) or "absl::InitializeLog" in verbose.stderr

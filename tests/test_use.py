@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -104,6 +105,33 @@ def test_evaluate_prints_ap_per_class_and_difficulty_and_writes_json(trained):
         assert drawn.format == "PNG" and drawn.size == (700, 500)
     curves = json.loads(report.read_text())["curves"]
     assert curves["Car"]["difficulty"] == "moderate" and curves["Car"]["ap"] == metrics["Car/moderate/AP40"]
+
+    # What was scored is written as COCO JSON; scored again from those files, with no model,
+    # it gives the same figures, which are the in-training evaluation's of epoch 6.
+    predictions, truth = trained["folder"] / "coco_predictions.json", trained["folder"] / "coco_ground_truth.json"
+    again = trained["folder"] / "again" / "evaluation.json"
+    again.parent.mkdir()
+    rescored = use(trained, "--evaluate", "--results", str(predictions), "--coco-gt", str(truth), "--json", str(again))
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    assert f"scored against {truth} (40 images), no model" in rescored.stdout
+    assert json.loads(again.read_text())["metrics"] == pytest.approx(metrics, rel=1e-9, nan_ok=True)
+    with open(trained["workdir"] / "history.csv", newline="") as handle:
+        in_training = list(csv.DictReader(handle))[-1]
+    assert float(in_training["mAP_moderate_AP40"]) == pytest.approx(metrics["mAP_moderate_AP40"], rel=1e-5)
+
+    # --predict --format coco on two of those images, ids from that ground truth, at the
+    # evaluation threshold: the same detections as the evaluation's for them.
+    document = json.loads(truth.read_text())
+    chosen = document["images"][:2]
+    sample = next(trained["cache"].glob("synthetic/*/training/image_2"))
+    out = trained["folder"] / "coco"
+    predicted = use(trained, "--predict", *(str(sample / image["file_name"]) for image in chosen),
+                    "--format", "coco", "--coco-gt", str(truth), "--out", str(out))
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    found = json.loads((out / "predictions.json").read_text())
+    scored = [r for r in json.loads(predictions.read_text()) if r["image_id"] in {i["id"] for i in chosen}]
+    assert {r["image_id"] for r in found} <= {i["id"] for i in chosen} and len(found) == len(scored) > 0
+    assert sorted(r["score"] for r in found) == pytest.approx(sorted(r["score"] for r in scored), abs=0.02)
 
 
 def test_evaluate_an_unknown_checkpoint_names_the_available_ones(trained):

@@ -6,7 +6,8 @@
     detplug prepare --plan P [--data-root DIR] [--skip-bad] [--verify] [--force]
     detplug evaluate --plan P [--checkpoint latest|best|ep10] [--json FILE]
     detplug predict --plan P IMAGE_OR_FOLDER... [--checkpoint C] [--out DIR]
-    detplug export --plan P DIR [--checkpoint C]
+    detplug export --plan P DIR [--checkpoint C] [--format saved_model|tflite] [--quantize none|float16|int8]
+                   [--calibration-images N]
     detplug anchors --plan P [--write]
     detplug show-data --plan P [--out DIR] [--images N] [--period K]
     detplug import-weights --plan P FILE.weights --out OUT.weights.h5
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from detplug.registry import Registry
 
 PROG = "detplug"
+DEFAULT_TEMPLATE = "small"
 
 
 # -- options, each declared once -----------------------------------------------------
@@ -46,12 +48,15 @@ PROG = "detplug"
 def _strict_plugins(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict-plugins", action="store_true",
                         help="fail if any plugin failed to load (default: report and skip it)")
+    parser.add_argument("--verbose-tf", action="store_true",
+                        help="show TensorFlow's C++ start-up messages (CUDA probing, oneDNN notices), hidden by "
+                             "default; so does setting TF_CPP_MIN_LOG_LEVEL yourself")
 
 
-def _plan(parser: argparse.ArgumentParser) -> None:
+def _plan(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """Every command that works on a plan takes these, including where its run folder, data
     and cache are: one command line works for each of them by changing the command word."""
-    parser.add_argument("--plan", required=True, metavar="NAME_OR_PATH",
+    parser.add_argument("--plan", required=required, metavar="NAME_OR_PATH",
                         help="plan name (plans/NAME.toml) or a .toml file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)")
@@ -99,11 +104,25 @@ def _missing_as_empty(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    _plan(parser)
+    _plan(parser, required=False)
+    _data_folder(parser)
     _strategy(parser)
     _skip_bad(parser)
     parser.add_argument("--restart", action="store_true",
                         help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
+
+
+def _data_folder(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--data", type=Path, metavar="PATH",
+                        help="train on this dataset without a plan of yours: a YOLO folder or its data.yaml, a COCO "
+                             "annotations file or folder, or a KITTI root; writes runs/<name>/plan.toml")
+    parser.add_argument("--model", default=DEFAULT_TEMPLATE, metavar="TEMPLATE",
+                        help=f"with --data: the template plan giving the model and the periods (default "
+                             f"{DEFAULT_TEMPLATE}; `list plans` shows them)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="with --data: epochs (over the template's)")
+    parser.add_argument("--image-size", type=int, nargs="+", metavar="SIZE",
+                        help="with --data: input size, one number (square) or height and width")
+    parser.add_argument("--batch", type=int, metavar="B", help="with --data: batch size (over the template's)")
 
 
 def _check_options(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +152,13 @@ def _evaluate_options(parser: argparse.ArgumentParser) -> None:
     _plan(parser)
     _checkpoint(parser)
     _json_file(parser)
+    _results(parser)
+    _coco_gt(parser)
+
+
+def _results(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="score this COCO results file against --coco-gt with the plan's evaluator, no model")
 
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
@@ -140,12 +166,46 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     _checkpoint(parser)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--out", type=Path, help="output folder (default: <run folder>/predictions)")
+    parser.add_argument("--format", dest="predict_format", choices=PREDICT_FORMATS, default="kitti",
+                        help=PREDICT_FORMAT_HELP)
+    _coco_gt(parser)
+
+
+#: --predict's formats: drawn PNGs + KITTI result files, or one COCO results file.
+PREDICT_FORMATS = ("kitti", "coco")
+PREDICT_FORMAT_HELP = ("with --predict: kitti (drawn PNGs and KITTI result files, the default) or coco (one COCO "
+                       "results file, predictions.json, at the evaluation score threshold)")
+
+
+def _coco_gt(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--coco-gt", type=Path, metavar="FILE",
+                        help="a COCO instances file: --predict --format coco takes its image and category ids; "
+                             "--evaluate --results scores against it")
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
     _plan(parser)
     _checkpoint(parser)
-    parser.add_argument("directory", type=Path, metavar="DIR", help="where the SavedModel goes")
+    parser.add_argument("directory", type=Path, metavar="DIR", help="where the SavedModel or model.tflite goes")
+    _export_format(parser, default="saved_model")
+
+
+#: --export's formats and --format tflite's quantizations (core/model/tflite_export.py).
+EXPORT_FORMATS = ("saved_model", "tflite")
+QUANTIZATIONS = ("none", "float16", "int8")
+
+
+def _export_format(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str | None,
+                   predict_formats: tuple[str, ...] = ()) -> None:
+    parser.add_argument("--format", choices=EXPORT_FORMATS + predict_formats, default=default,
+                        help="with --export: saved_model (the default; uint8 images of any size) or tflite "
+                             "(DIR/model.tflite, builtin ops only: one uint8 image at the plan's input size)"
+                             + (f"; {PREDICT_FORMAT_HELP}" if predict_formats else ""))
+    parser.add_argument("--quantize", choices=QUANTIZATIONS,
+                        help="with --format tflite: none (float32, the default), float16 weights, or int8 "
+                             "(calibrated on the plan's training records)")
+    parser.add_argument("--calibration-images", type=int, metavar="N",
+                        help="with --quantize int8: how many training images to calibrate on (default 100)")
 
 
 def _anchors_options(parser: argparse.ArgumentParser) -> None:
@@ -206,7 +266,12 @@ def _checked(args: argparse.Namespace, registry: Registry) -> CheckedPlan:
         # A plan shipped by a plugin that failed to load is not found: say which failed and why.
         raise PlanError(f"{error}{registry.load_error_notes(f'plan {args.plan!r}')}") from None
     plan = load_plan(path, overrides=overrides)
-    return static_check(plan, resolve_components(plan, registry))
+    checked = static_check(plan, resolve_components(plan, registry))
+    if not getattr(args, "static", False):  # the plan's parts fit: now TensorFlow is worth starting
+        from detplug.core.cli.tensorflow_start import start_tensorflow
+
+        start_tensorflow(verbose=getattr(args, "verbose_tf", False))
+    return checked
 
 
 def _data_root(args: argparse.Namespace) -> Path | None:
@@ -220,12 +285,49 @@ def _run_folder(args: argparse.Namespace, checked: CheckedPlan) -> Path:
 
 
 def train(args: argparse.Namespace) -> None:
+    from detplug.core.cli.tensorflow_start import where_steps_run
     from detplug.core.train.training import train_plan
 
     registry = _registry(args)
+    if getattr(args, "data", None) is not None:
+        args.plan = str(_plan_for_data(args))
+    elif not args.plan:
+        raise DetplugError("give --plan NAME (a plan file) or --data PATH (a dataset folder) to train")
     checked = _checked(args, registry)
-    train_plan(checked, registry=registry, workdir=_run_folder(args, checked), data_root=_data_root(args),
+    plan, workdir = checked.plan, _run_folder(args, checked)
+    periods = len(plan.periods)
+    strategy = plan.train.run.strategy
+    print(f"training plan '{plan.name}': {periods} period{'s' if periods != 1 else ''}, {plan.total_epochs} epochs, "
+          f"on {where_steps_run()}" + (f" (strategy '{strategy}')" if strategy != "default" else "")
+          + f", into {workdir}")
+    train_plan(checked, registry=registry, workdir=workdir, data_root=_data_root(args),
                cache_dir=args.cache_dir, restart=args.restart, skip_bad=args.skip_bad)
+
+
+def _plan_for_data(args: argparse.Namespace) -> Path:
+    """``train --data PATH``: the plan the template and the data give, written into the run
+    folder as plan.toml (core/plan/from_data.py); its path."""
+    from detplug.core.data.layouts import detect_layout
+    from detplug.core.plan.from_data import PLAN_FILE, data_plan, image_size_of, plan_name, write_data_plan
+    from detplug.core.plan.plan_file import apply_override
+
+    if args.plan:
+        raise DetplugError(f"--data {args.data} and --plan {args.plan} name two plans; give --data alone (its plan "
+                           f"comes from --model TEMPLATE), or --plan alone")
+    for flag, value in (("--epochs", args.epochs), ("--batch", args.batch)):
+        if value is not None and value < 1:
+            raise DetplugError(f"{flag} {value}: give a whole number >= 1")
+    layout = detect_layout(args.data)
+    name = plan_name(args.data, args.model)
+    plan = data_plan(layout, model=args.model, name=name, epochs=args.epochs,
+                     image_size=image_size_of(args.image_size), batch=args.batch)
+    folder = args.workdir or Path("runs") / name
+    for override in args.set:  # the written plan holds them, so that --plan plan.toml alone runs it again
+        apply_override(plan, override, folder / PLAN_FILE)
+    command = " ".join(["python run.py", *sys.argv[1:]])
+    path = write_data_plan(plan, folder, command=command)
+    print(f"--data {args.data}: {layout.description}; template '{args.model}'; the plan is {path}")
+    return path
 
 
 def check(args: argparse.Namespace) -> None:
@@ -235,8 +337,12 @@ def check(args: argparse.Namespace) -> None:
 
 
 def list_components(args: argparse.Namespace) -> None:
-    from detplug.core.cli.listing import print_listing
+    from detplug.core.cli.listing import print_listing, print_plans
 
+    if args.kind == "plans":
+        registry = _registry(args)
+        print_plans([Path(d) for dirs in registry.hook.detplug_plan_dirs() for d in dirs])
+        return
     print_listing(_registry(args), kind=args.kind or None, as_json=bool(args.json), verbose=args.verbose,
                   json_path=Path(args.json) if isinstance(args.json, str) else None)
 
@@ -258,7 +364,8 @@ def evaluate(args: argparse.Namespace) -> None:
     registry = _registry(args)
     checked = _checked(args, registry)
     use.evaluate(checked, registry, workdir=_run_folder(args, checked), checkpoint=args.checkpoint,
-                 json_path=args.json, data_root=_data_root(args), cache_dir=args.cache_dir)
+                 json_path=args.json, data_root=_data_root(args), cache_dir=args.cache_dir, results=args.results,
+                 coco_gt=args.coco_gt)
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -267,14 +374,16 @@ def predict(args: argparse.Namespace) -> None:
     checked = _checked(args, _registry(args))
     workdir = _run_folder(args, checked)
     use.predict(checked, workdir=workdir, checkpoint=args.checkpoint, images=args.images,
-                out_dir=args.out or workdir / "predictions")
+                out_dir=args.out or workdir / "predictions", format=args.predict_format, coco_gt=args.coco_gt)
 
 
 def export(args: argparse.Namespace) -> None:
     from detplug.core.cli import use
 
     checked = _checked(args, _registry(args))
-    use.export(checked, workdir=_run_folder(args, checked), checkpoint=args.checkpoint, directory=args.directory)
+    use.export(checked, workdir=_run_folder(args, checked), checkpoint=args.checkpoint, directory=args.directory,
+               format=args.format, quantize=args.quantize, calibration_images=args.calibration_images,
+               data_root=_data_root(args), cache_dir=args.cache_dir)
 
 
 def anchors(args: argparse.Namespace) -> None:
@@ -315,7 +424,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
                 prepare),
     "evaluate": ("evaluate a checkpoint on the validation split", _evaluate_options, evaluate),
     "predict": ("draw the detections on images and write KITTI-format result files", _predict_options, predict),
-    "export": ("write a SavedModel serving uint8 images", _export_options, export),
+    "export": ("write a SavedModel (or with --format tflite a .tflite) serving uint8 images", _export_options,
+               export),
     "anchors": ("fit anchors to the plan's data by k-means (IoU distance) and compare them", _anchors_options,
                 anchors),
     "show-data": ("draw training batches as the trainer sees them (boxes, their anchors and strides, ignore "
@@ -357,6 +467,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="with --list: params, defaults and factory module")
     _strict_plugins(parser)
     parser.add_argument("--plan", metavar="NAME_OR_PATH", help="plan name (plans/NAME.toml) or a .toml file")
+    _data_folder(parser.add_argument_group("training a dataset folder without a plan"))
     parser.add_argument("--check", action="store_true",
                         help="check that the plan's parts fit (spec chain, then the symbolic Keras model) and exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -380,6 +491,9 @@ def legacy_parser() -> argparse.ArgumentParser:
     use.add_argument("--out", type=Path, help="with --predict or --show-data: output folder (default: in the run "
                                               "folder)")
     use.add_argument("--export", type=Path, metavar="DIR", help="write a SavedModel serving uint8 images")
+    _export_format(use, default=None, predict_formats=PREDICT_FORMATS)
+    _results(use)
+    _coco_gt(use)
     use.add_argument("--checkpoint", metavar="NAME",
                      help="with --evaluate/--predict/--export: latest, best, or a snapshot such as ep10")
     use.add_argument("--anchors", action="store_true",
@@ -409,11 +523,15 @@ _OPTION_JOBS = {
     "strategy": ("check", "train"), "restart": ("train",),
     "workdir": _PLAN_JOBS, "data_root": _PLAN_JOBS, "cache_dir": _PLAN_JOBS,
     "skip_bad": ("prepare", "train"), "verify": ("prepare",), "force_prepare": ("prepare",),
+    "data": ("train",), "epochs": ("train",), "image_size": ("train",), "batch": ("train",),
     "out": ("predict", "show_data", "import_weights"), "checkpoint": ("evaluate", "predict", "export"),
-    "write": ("anchors",),
+    "write": ("anchors",), "format": ("export", "predict"),
+    "results": ("evaluate",), "coco_gt": ("evaluate", "predict"), "quantize": ("export",),
+    "calibration_images": ("export",),
 }
 #: Options with a default: their flag, the default, and the jobs they mean something for.
-_DEFAULTED_OPTIONS = {"show_images": ("--images", 16, ("show_data",)), "period": ("--period", 1, ("show_data",))}
+_DEFAULTED_OPTIONS = {"show_images": ("--images", 16, ("show_data",)), "period": ("--period", 1, ("show_data",)),
+                      "model": ("--model", DEFAULT_TEMPLATE, ("train",))}
 #: --evaluate, --predict and --export together run one after the other, as they always did.
 _USE_JOBS = ("evaluate", "predict", "export")
 
@@ -428,8 +546,9 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         parser.error(f"{' and '.join(_JOB_FLAGS[job] for job in jobs)} cannot be combined; give one of them "
                      f"(or use the subcommands: {PROG} {jobs[0].replace('_', '-')} ...)")
     jobs = jobs or ["train"]
-    if jobs[0] not in ("list", "kitti_eval") and not old.plan:
-        parser.error("give --plan NAME (to train or --check), --list or --kitti-eval")
+    if jobs[0] not in ("list", "kitti_eval") and not old.plan and not (jobs == ["train"] and old.data):
+        parser.error("give --plan NAME (to train or --check), --data PATH (to train a dataset folder), --list or "
+                     "--kitti-eval")
     if jobs[0] in ("list", "kitti_eval") and old.plan:
         parser.error(f"{_JOB_FLAGS[jobs[0]]} takes no --plan")
     for dest, takers in _OPTION_JOBS.items():
@@ -446,8 +565,16 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         workdir=old.workdir, data_root=old.data_root, cache_dir=old.cache_dir, skip_bad=old.skip_bad,
         verify=old.verify, force=old.force_prepare, static=False, checkpoint=old.checkpoint or "latest",
         kind=old.list or None, verbose=old.verbose, images=old.predict, out=old.out, directory=old.export,
-        write=old.write, json=old.json, weights=old.import_weights, show_images=old.show_images, period=old.period,
+        write=old.write, json=old.json, weights=old.import_weights, verbose_tf=old.verbose_tf,
+        show_images=old.show_images, period=old.period, data=old.data, model=old.model, epochs=old.epochs,
+        image_size=old.image_size, batch=old.batch,
+        format=old.format if old.format in EXPORT_FORMATS else "saved_model", quantize=old.quantize,
+        calibration_images=old.calibration_images, results=old.results, coco_gt=old.coco_gt,
+        predict_format=old.format if old.format in PREDICT_FORMATS else "kitti",
     )
+    for formats, job in ((EXPORT_FORMATS, "export"), (PREDICT_FORMATS, "predict")):
+        if old.format in formats and job not in jobs:
+            parser.error(f"--format {old.format} goes with {_JOB_FLAGS[job]}")
     if jobs[0] == "import_weights" and old.out is None:
         parser.error("--import-weights needs --out OUT.weights.h5, the file to write")
     if old.kitti_eval:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import keras
@@ -12,7 +12,7 @@ from PIL import Image
 
 from detplug.core.data.images import IMAGE_SUFFIXES, read_rgb
 from detplug.core.disk import writing
-from detplug.core.errors import CheckpointError, DataError
+from detplug.core.errors import CheckpointError, DataError, first_few
 from detplug.core.evaluate.contract import ImageDetections
 from detplug.core.evaluate.drawing import draw_boxes
 from detplug.core.evaluate.kitti_files import write_kitti_results
@@ -95,6 +95,46 @@ def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path) -> 
         print(f"{path}: {len(names)} detections -> {out_dir / (path.stem + '.png')}")
         written.append(out_dir / f"{path.stem}.png")
     return written
+
+
+def predict_coco(module: DetectorModule, paths: list[Path], out_dir: Path, *, coco_gt: Path | None,
+                 classes: Sequence[str]) -> Path:
+    """One COCO results file, ``out_dir/predictions.json``, of every image's detections at its
+    original size. Ids: ``coco_gt``'s image of the same file name and category of the same
+    name; without it images 1, 2, ... in the order given (listed in ``image_ids.json``) and
+    classes 1, 2, ... in the plan's order."""
+    import json
+
+    from detplug.core.evaluate.coco_files import read_ground_truth, results_document
+
+    if coco_gt is not None:
+        _, by_file, category_ids = read_ground_truth(coco_gt)
+        image_ids = {name: by_file.get(name, by_file.get(Path(name).name, 0)) for name in (p.name for p in paths)}
+        missing = [name for name, ident in image_ids.items() if not ident]
+        unknown = [name for name in classes if name not in category_ids]
+        if missing or unknown:
+            raise DataError(f"--coco-gt {coco_gt}: " + (f"has no image named {first_few(missing)}" if missing else
+                            f"has no category named {first_few(unknown)}") + "; give the ground truth of these images")
+    else:
+        image_ids = {path.name: index for index, path in enumerate(paths, start=1)}
+        category_ids = {name: index for index, name in enumerate(classes, start=1)}
+    detections = []
+    for path in paths:
+        found = valid_rows(module.serve(tf.constant(read_image(path)[None])))
+        detections.append(ImageDetections(image_id=path.name, boxes=found["boxes"],
+                                          names=tuple(name.decode() for name in found["class_names"]),
+                                          scores=found["scores"]))
+    out = out_dir / "predictions.json"
+    with writing("the COCO predictions", out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results_document(detections, image_ids, category_ids)))
+        if coco_gt is None:
+            (out_dir / "image_ids.json").write_text(json.dumps({str(ident): str(path) for path, ident in
+                                                                 zip(paths, image_ids.values())}, indent=1))
+    found_count = sum(len(found.names) for found in detections)
+    print(f"wrote {found_count} detections of {len(paths)} images to {out}"
+          + (f" (ids from {coco_gt})" if coco_gt else f" (image ids in {out_dir / 'image_ids.json'})"))
+    return out
 
 
 def export_saved_model(module: DetectorModule, directory: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detplug.core.errors import PlanError
+from detplug.core.errors import DataError, DetplugError, PlanError
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.run_folder import RunFolder
 
@@ -27,9 +27,12 @@ def _model(checked: CheckedPlan, workdir: Path, checkpoint: str) -> tuple[Any, C
 
 
 def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: str, json_path: Path | None,
-             data_root: Path | None, cache_dir: Path | None) -> Any:
+             data_root: Path | None, cache_dir: Path | None, results: Path | None = None,
+             coco_gt: Path | None = None) -> Any:
     """Evaluate ``checkpoint`` on the validation split of the dataset of the period it belongs to;
-    print the table, write the JSON when asked, and draw the evaluator's PR curves."""
+    print the table, write the JSON when asked, draw the evaluator's PR curves and write what
+    was scored as COCO JSON. With ``results`` (a COCO results file) and ``coco_gt`` (its
+    ground truth), score that file instead, with no model."""
     from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
     from detplug.core.evaluate.contract import format_table
     from detplug.core.pictures.pr_curves import pr_curve_path, write_pr_curves
@@ -37,39 +40,131 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
     if checked.plan.evaluator is None:
         raise PlanError(f"{checked.plan.source}: --evaluate needs an evaluator: add [evaluation] "
                         f"evaluator = \"kitti_ap\" (or coco_map) to the plan")
-    model, view = _model(checked, workdir, checkpoint)
-    evaluator = plan_evaluator(view)
-    assert evaluator is not None  # the plan names one
-    dataset = view.model_dataset
-    prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
-    grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
-    split = checked.plan.evaluation.split
-    result = evaluate_files(model, view, evaluator, prepared.files(split), grid_path=grid_path)
-    print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
-          f"({prepared.images(split)} images):")
+    folder = json_path.parent if json_path is not None else RunFolder(workdir).path
+    if results is not None:
+        result = _score_results(checked, results, coco_gt)
+    else:
+        if coco_gt is not None:
+            raise PlanError("--coco-gt goes with --results FILE: it is the ground truth the results are scored "
+                            "against; --evaluate alone scores the plan's own split")
+        model, view = _model(checked, workdir, checkpoint)
+        evaluator = plan_evaluator(view)
+        assert evaluator is not None  # the plan names one
+        dataset = view.model_dataset
+        prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
+        grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
+        split = checked.plan.evaluation.split
+        result = evaluate_files(model, view, evaluator, prepared.files(split), grid_path=grid_path,
+                                coco_folder=folder)
+        print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
+              f"({prepared.images(split)} images):")
     print(format_table(result))
     if json_path is not None:
-        json_path.write_text(result.to_json())
+        from detplug.core.disk import writing
+
+        with writing(json_path.name, json_path.parent):
+            json_path.write_text(result.to_json())
         print(f"wrote {json_path}")
     print(write_pr_curves(result, pr_curve_path(RunFolder(workdir).path, json_path)))
+    if results is None:
+        from detplug.core.evaluate.collect import COCO_GROUND_TRUTH, COCO_PREDICTIONS
+
+        print(f"wrote what was scored as COCO JSON: {folder / COCO_PREDICTIONS} (score it again with --results "
+              f"FILE --coco-gt {folder / COCO_GROUND_TRUTH})")
     return result
 
 
-def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: list[Path], out_dir: Path) -> None:
-    from detplug.core.cli.predict import detector_module, image_paths, predict_images
+def _score_results(checked: CheckedPlan, results: Path, coco_gt: Path | None) -> Any:
+    """The plan's evaluator on a COCO results file against its ground truth: no model."""
+    from detplug.core.evaluate.coco_files import read_ground_truth, read_results
+    from detplug.core.evaluate.collect import plan_evaluator
+
+    if coco_gt is None:
+        raise PlanError(f"--results {results} needs --coco-gt FILE, the COCO ground truth its ids refer to (--evaluate "
+                        f"writes coco_ground_truth.json beside coco_predictions.json)")
+    truths, image_ids, category_ids = read_ground_truth(coco_gt)
+    detections = read_results(results, image_ids, category_ids)
+    evaluator = plan_evaluator(checked)
+    assert evaluator is not None  # the caller checked that the plan names one
+    print(f"{checked.plan.name}: {results} scored against {coco_gt} ({len(truths)} images), no model:")
+    return evaluator.evaluate(truths, detections)
+
+
+def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: list[Path], out_dir: Path,
+            format: str = "kitti", coco_gt: Path | None = None) -> None:
+    """Detections of ``images``: drawn PNGs and KITTI result files, or (``format`` "coco") one
+    COCO results file at the evaluation score threshold, ids from ``coco_gt`` if given."""
+    from detplug.core.cli.predict import detector_module, image_paths, predict_coco, predict_images
+    from detplug.core.model.inference import DetectorModule
 
     paths = image_paths(images)  # a missing image is reported before the model is built
+    if coco_gt is not None and format != "coco":
+        raise PlanError("--coco-gt goes with --format coco: it gives the COCO results file its image and category ids")
     model, view = _model(checked, workdir, checkpoint)
+    if format == "coco":
+        labels = view.chain.labels
+        assert view.chain.image is not None and labels is not None  # static_check fills in every link
+        # Scored results keep every detection an AP needs: the evaluation threshold, not the drawing one.
+        module = DetectorModule(model, view.chain.image, labels.classes, view.plan.evaluation,
+                                score_threshold=view.plan.evaluation.eval_score_threshold)
+        predict_coco(module, paths, out_dir, coco_gt=coco_gt, classes=labels.classes)
+        return
     predict_images(detector_module(view, model), paths, out_dir)
 
 
-def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path) -> None:
+def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path, format: str = "saved_model",
+           quantize: str | None = None, calibration_images: int | None = None, data_root: Path | None = None,
+           cache_dir: Path | None = None) -> None:
+    """``--export DIR``: a SavedModel taking uint8 images of any size, or with ``format``
+    ``tflite`` DIR/model.tflite (core/model/tflite_export.py), optionally quantized; int8
+    calibrates on ``calibration_images`` images of the plan's training records."""
+    check_export_options(directory, format=format, quantize=quantize, calibration_images=calibration_images)
+    model, view = _model(checked, workdir, checkpoint)
+    if format == "tflite":
+        _export_tflite(checked, view, model, directory, quantize=quantize or "none",
+                       calibration_images=calibration_images, data_root=data_root, cache_dir=cache_dir)
+        return
     from detplug.core.cli.predict import detector_module, export_saved_model
 
-    model, view = _model(checked, workdir, checkpoint)
     export_saved_model(detector_module(view, model), directory)
     print(f"exported a SavedModel to {directory}: signature serving_default(images: uint8 [B, H, W, 3]) -> "
           f"boxes (x1 y1 x2 y2 pixels), scores, classes, class_names, num_detections")
+
+
+def check_export_options(directory: Path, *, format: str, quantize: str | None,
+                         calibration_images: int | None) -> None:
+    """Refuse a bad --export before a model is loaded: an option that means nothing for the
+    format, too few calibration images, a folder that is not new or empty."""
+    if format == "saved_model" and quantize is not None:
+        raise DetplugError(f"--quantize {quantize} applies to --format tflite only; add --format tflite, or leave "
+                           f"--quantize out for a SavedModel")
+    if calibration_images is not None and quantize != "int8":
+        raise DetplugError("--calibration-images calibrates int8 quantization only; add --quantize int8 (and "
+                           "--format tflite), or leave --calibration-images out")
+    if calibration_images is not None and calibration_images < 1:
+        raise DetplugError(f"--calibration-images {calibration_images}: int8 needs at least 1 image to calibrate "
+                           f"on; give a number of 1 or more")
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"--export {directory} is a file; give a new or empty folder")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise DataError(f"--export {directory}: the folder is not empty; give a new or empty folder")
+
+
+def _export_tflite(checked: CheckedPlan, view: CheckedPlan, model: Any, directory: Path, *, quantize: str,
+                   calibration_images: int | None, data_root: Path | None, cache_dir: Path | None) -> None:
+    """DIR/model.tflite; int8 calibrates on the first images of the training split of the
+    dataset the checkpoint's period trained on, as the records hold them (letterboxed)."""
+    from detplug.core.cli.predict import detector_module
+    from detplug.core.model import tflite_export
+
+    calibration = []
+    if quantize == "int8":
+        prepared = _prepared(checked, view.model_dataset, data_root=data_root, cache_dir=cache_dir)
+        count = tflite_export.DEFAULT_CALIBRATION_IMAGES if calibration_images is None else calibration_images
+        calibration = tflite_export.calibration_images(prepared.files("train"), count)
+    written = tflite_export.write_tflite(detector_module(view, model), directory, quantize=quantize,
+                                         calibration=calibration)
+    print(written.describe())
 
 
 def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_dir: Path | None) -> dict:
