@@ -4,10 +4,10 @@ template into the run folder, trained as any plan and resumed through that plan 
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from helpers import kill_at, make_plugin_package, pythonpath_env, run_cli, write_yolo_shapes
 from PIL import Image
 
