@@ -204,6 +204,8 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
 @pytest.mark.slow(seconds=215)
 def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_stop_together_and_resume(tmp_path):
     plan = write_tiny_plan(tmp_path, epochs1=1, epochs2=1)
+    # One step per call: the SIGTERM below must find a step boundary inside the last epoch.
+    plan.write_text(plan.read_text().replace("[train]\n", "[train]\nsteps_per_execution = 1\n"))
     workdir = tmp_path / "run"
     weights = make_plugin_package(tmp_path / "weights", "weights_plugin", {"weights_plugin": WEIGHTS_PLUGIN})
     killer = make_plugin_package(tmp_path / "killer", "killer", {"killer": kill_at("detplug_epoch_end", "epoch == 1")})
@@ -246,7 +248,7 @@ def test_two_workers_train_to_the_end_fail_loudly_when_one_dies_stop_together_an
     # Only the chief's checkpoints (and its writer lock: only the chief locks the shared folder)
     # are in the run folder; worker 1's temporary folder is gone.
     assert sorted(p.name for p in workdir.iterdir()) == [".writer.lock", "checkpoints", "history.csv",
-                                                         "plan.lock.toml", "tb"]
+                                                         "plan.lock.toml", "results.png", "tb"]
     assert "pid " in (workdir / ".writer.lock").read_text()
     scratch = outputs[1].split("this worker's copies go to ")[1].split()[0]
     assert "detplug-worker1-" in scratch and not Path(scratch).exists()
