@@ -142,11 +142,11 @@ def test_static_check_walks_dataset_backbone_head_decoder_losses(tmp_path, regis
 def test_eval_every_auto_keeps_evaluation_under_a_tenth_of_training_by_image_counts():
     from detplug.core.plan.settings import evaluation_every
 
-    # One evaluation of E images costs about E / 3 training images' worth.
-    assert evaluation_every("auto", train_images=160, evaluated_images=40)[0] == 1  # 8.3%
-    assert evaluation_every("auto", train_images=300, evaluated_images=100)[0] == 2  # 11.1%: every 2 epochs, 5.6%
-    assert evaluation_every("auto", train_images=100, evaluated_images=100)[0] == 4  # 33%: every 4, 8.3%
-    assert evaluation_every("auto", train_images=30, evaluated_images=9)[0] == 1  # exactly 10%
+    # One evaluation of E images costs about 2 E training images' worth.
+    assert evaluation_every("auto", train_images=1000, evaluated_images=40)[0] == 1  # 8%
+    assert evaluation_every("auto", train_images=1000, evaluated_images=50)[0] == 1  # exactly 10%
+    assert evaluation_every("auto", train_images=160, evaluated_images=40)[0] == 5  # 50%: every 5 epochs, 10%
+    assert evaluation_every("auto", train_images=300, evaluated_images=100)[0] == 7  # 67%: every 7, 9.5%
     assert evaluation_every(0, train_images=160, evaluated_images=40) == (0, "set by [evaluation] eval_every")
     assert evaluation_every(3, train_images=160, evaluated_images=40)[0] == 3
 
