@@ -1,0 +1,771 @@
+"""detplug against Ultralytics, side by side, on one synthetic YOLO dataset.
+
+    python benchmarks/peers/ultralytics.py [--ultralytics-python /tmp/ultra/bin/python]
+        [--train 240] [--val 80] [--source-size 384 288] [--imgsz 256] [--epochs 10] [--batch 16]
+        [--models yolov8n.yaml yolov3-tinyu.yaml] [--out runs/peer_ultralytics] [--json FILE]
+
+1. Data: a seeded generator (numpy + Pillow) draws shapes of four classes (disc, square,
+   triangle, cross; any colour, rotated) on textured backgrounds with distracting strokes,
+   and writes them in the standard YOLO layout, ``images/{train,val}``,
+   ``labels/{train,val}`` (``class cx cy w h``, normalised) and ``data.yaml`` (path, train,
+   val, names). Each box is the exact pixel extent of its shape's mask. Both tools read
+   this one folder: detplug through its ``yolo_txt`` dataset, Ultralytics through data.yaml.
+2. Training, one after the other in this one run, the 1-minute load average sampled
+   beside each: detplug's small YOLOv3 (kitti_simple's model, darknet53 width 0.25 depth
+   0.34 + yolov3_fpn width 0.25, and its [train] recipe; anchors fitted by k-means to the
+   training boxes, as ``run.py --anchors --write`` would; loss gains YOLOv5's for this
+   input size and class count), then each Ultralytics model from its yaml (random init,
+   ``pretrained=False``, ``amp=False``). Same images, input size, batch and epochs.
+3. Detections on the val images at their original size: detplug's ``run.py --predict``
+   (KITTI-format result files, at ``[evaluation] score_threshold`` = 0.001, which the plan
+   sets), Ultralytics' ``model.predict(conf=0.001)``. Both become COCO results JSON and are
+   scored against one COCO ground-truth JSON (written from the YOLO val labels) by the same
+   pycocotools code, in this process.
+4. A table and a JSON: parameters, GFLOPs per image at the input size, train images/s,
+   training wall time and CPU time, COCO AP50 and AP, and AP50 per training wall minute
+   ("per CPU-minute" on this machine's cores) and per minute of CPU time used.
+
+Each half runs in its own interpreter: detplug's as subprocesses of this script's own
+(``run.py`` trains; this file's ``--worker detplug-predict`` runs ``run.py --predict`` and
+counts parameters and GFLOPs), Ultralytics' as this file's ``--worker ultralytics-*``
+under ``--ultralytics-python``, a separate venv (``python3 -m venv /tmp/ultra &&
+/tmp/ultra/bin/pip install ultralytics pycocotools``). Without that option, or where that
+interpreter cannot import ultralytics, the Ultralytics half is skipped with a message.
+Nothing is installed or downloaded: Ultralytics runs with ``YOLO_OFFLINE=1``, its settings
+(``sync`` off) in a config folder under ``--out``, ``plots=False`` (no Arial.ttf) and
+``amp=False`` (no AMP check model); the run checks afterwards that no ``.pt`` or font
+appeared that it did not write.
+
+Counting. Parameters: trainable ones (the Keras model's trainable weights; torch's
+``parameters()``, which hold no batch-norm statistics either). GFLOPs: one image's forward
+pass at the input size, a multiply-add counted as 2: detplug by TensorFlow's profiler on
+the graph of a concrete function of the model (as benchmarks/run.py counts it),
+Ultralytics by its own ``model.info(imgsz=...)`` (thop, x2). Train images/s: the images of
+the training epochs over their seconds, validation excluded (detplug's history.csv;
+Ultralytics from on_train_epoch_start/end callbacks); all epochs (detplug's first holds
+tracing the step), and ``steady``: the median epoch after the first. Training wall time:
+anchor fitting (detplug) and the whole training process, import to exit, with everything
+each tool does around the epochs (detplug: conversion to TFRecords, tracing, a val-loss
+pass per epoch, a COCO evaluation after the last; Ultralytics: label caching, validation
+after the last epoch and of best.pt). Threads: both get every core; Ultralytics on a CPU would otherwise set torch to
+cores - 1 (one thread on 2 cores): ``--ultralytics-threads`` changes it.
+
+This file is named for its peer, so it takes its own folder off ``sys.path``: run as a
+script, ``import ultralytics`` must find the package, not this file. It imports only the
+standard library at module level, as the Ultralytics venv has no detplug; the test
+(tests/test_peer_benchmark.py) loads it by path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
+
+REPO = HERE.parents[1]
+RUN_PY = REPO / "run.py"
+CLASS_NAMES = ("disc", "square", "triangle", "cross")
+DEFAULT_MODELS = ("yolov8n.yaml", "yolov3-tinyu.yaml")
+#: Scores down to this reach the COCO scorer from both tools: AP needs the whole curve.
+SCORE_THRESHOLD = 0.001
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def _texture(rng: Any, width: int, height: int) -> Any:
+    """A background: low-frequency colour blotches, grain and a few strokes in random colours."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    base = rng.uniform(50, 205, 3)
+    coarse = np.clip(base + rng.normal(0, 40, (int(rng.integers(2, 7)), int(rng.integers(2, 7)), 3)), 0, 255)
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BICUBIC)
+    pixels = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(3, 14), (height, width, 1))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(2, 8))):
+        points = [(float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(int(rng.integers(2, 5)))]
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        draw.line(points, fill=colour, width=int(rng.integers(1, max(2, min(width, height) // 40))))
+    return image
+
+
+def _outline(kind: int, rng: Any, size: float) -> list[tuple[float, float]] | None:
+    """The polygon of shape ``kind`` about (0, 0), ``size`` across, rotated; None for the disc."""
+    import numpy as np
+
+    if kind == 0:
+        return None
+    if kind == 1:  # a square or a not-too-long rectangle
+        aspect = rng.uniform(0.7, 1.4)
+        half_w, half_h = size / 2 * math.sqrt(aspect), size / 2 / math.sqrt(aspect)
+        points = np.array([(-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h)])
+    elif kind == 2:  # a triangle, roughly equilateral
+        angles = np.array([90.0, 210.0, 330.0]) + rng.uniform(-12, 12, 3)
+        points = np.stack([np.cos(np.radians(angles)), np.sin(np.radians(angles))], 1) * size / 2
+    else:  # a plus sign
+        a, b = size / 2, size / 2 * rng.uniform(0.28, 0.4)
+        points = np.array([(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b),
+                           (-a, b), (-a, -b), (-b, -b)])
+    angle = math.radians(rng.uniform(0, 360))
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return [(float(x), float(y)) for x, y in points @ rotation.T]
+
+
+def draw_shape(image: Any, rng: Any, kind: int, centre: tuple[float, float], size: float
+                 ) -> tuple[int, int, int, int] | None:
+    """Draw one shape; its exact box (x1, y1, x2, y2), pixel edges, from the mask of pixels it covers."""
+    import colorsys
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", image.size, 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy = centre
+    outline = _outline(kind, rng, size)
+    if outline is None:
+        aspect = rng.uniform(0.65, 1.5)
+        half_w, half_h = size / 2 * math.sqrt(aspect), size / 2 / math.sqrt(aspect)
+        draw.ellipse([cx - half_w, cy - half_h, cx + half_w, cy + half_h], fill=255)
+    else:
+        draw.polygon([(cx + x, cy + y) for x, y in outline], fill=255)
+    box = mask.getbbox()
+    if box is None:
+        return None
+    red, green, blue = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
+    shade = np.asarray([red, green, blue], np.float32) * 255 + rng.normal(0, 10, (image.size[1], image.size[0], 1))
+    image.paste(Image.fromarray(np.clip(shade, 0, 255).astype(np.uint8)), (0, 0), mask)
+    return box
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def write_dataset(root: str | Path, *, train: int = 240, val: int = 80, source_size: tuple[int, int] = (384, 288),
+                  seed: int = 0, max_objects: int = 6, object_scale: tuple[float, float] = (0.08, 0.4)
+                  ) -> dict[str, Any]:
+    """The synthetic YOLO folder (module docstring) at ``root``: ``train`` and ``val`` JPEG
+    images of ``source_size`` (width, height) with one to ``max_objects`` shapes each, their
+    sides ``object_scale`` of the image's short side. Deterministic for a seed. Returns
+    its summary (counts, paths)."""
+    import numpy as np
+
+    root = Path(root).absolute()
+    width, height = source_size
+    rng = np.random.default_rng(seed)
+    counts = {"objects": 0, "per_class": [0] * len(CLASS_NAMES)}
+    for split, images in (("train", train), ("val", val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for index in range(images):
+            image = _texture(rng, width, height)
+            boxes: list[tuple[int, int, int, int]] = []
+            lines = []
+            for _ in range(int(rng.integers(1, max_objects + 1))):
+                for _attempt in range(20):  # a place where it hides no other shape
+                    size = rng.uniform(*object_scale) * min(width, height)
+                    centre = (rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2))
+                    guess = (centre[0] - size / 2, centre[1] - size / 2, centre[0] + size / 2, centre[1] + size / 2)
+                    if all(_iou(guess, other) < 0.05 for other in boxes):
+                        break
+                else:
+                    continue
+                kind = int(rng.integers(len(CLASS_NAMES)))
+                box = draw_shape(image, rng, kind, centre, size)
+                if box is None:
+                    continue
+                boxes.append(box)
+                x1, y1, x2, y2 = box
+                lines.append(f"{kind} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                             f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+                counts["objects"] += 1
+                counts["per_class"][kind] += 1
+            image.save(root / "images" / split / f"{index:05d}.jpg", quality=92)
+            (root / "labels" / split / f"{index:05d}.txt").write_text("".join(line + "\n" for line in lines))
+    names = "".join(f"  {index}: {name}\n" for index, name in enumerate(CLASS_NAMES))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}")
+    return {"root": str(root), "train": train, "val": val, "source_size": [width, height], "seed": seed,
+            "classes": list(CLASS_NAMES), **counts}
+
+
+def read_labels(root: str | Path, split: str) -> list[dict[str, Any]]:
+    """Each image of a split: stem, file, (width, height) and boxes [class, x1, y1, x2, y2] in pixels."""
+    from PIL import Image
+
+    root = Path(root)
+    images = []
+    for path in sorted((root / "images" / split).iterdir()):
+        with Image.open(path) as image:
+            width, height = image.size
+        label = root / "labels" / split / f"{path.stem}.txt"
+        boxes = []
+        for line in label.read_text().splitlines() if label.is_file() else []:
+            if line.strip():
+                c, cx, cy, w, h = (float(v) for v in line.split())
+                # clipped: the labels' six decimals may put an edge a hair outside the image
+                boxes.append([int(c), max(0.0, (cx - w / 2) * width), max(0.0, (cy - h / 2) * height),
+                              min(width, (cx + w / 2) * width), min(height, (cy + h / 2) * height)])
+        images.append({"stem": path.stem, "file": path.name, "size": (width, height), "boxes": boxes})
+    return images
+
+
+def coco_ground_truth(root: str | Path, out: str | Path, split: str = "val") -> Path:
+    """A COCO instances JSON of a split's YOLO labels; image ids 1, 2, ... by file name,
+    category ids 1 + class id."""
+    images, annotations = [], []
+    for image_id, item in enumerate(read_labels(root, split), start=1):
+        width, height = item["size"]
+        images.append({"id": image_id, "file_name": item["file"], "width": width, "height": height})
+        for c, x1, y1, x2, y2 in item["boxes"]:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    document = {"images": images, "annotations": annotations,
+                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)]}
+    path = Path(out)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def coco_results(ground_truth: str | Path, detections: list[dict[str, Any]], out: str | Path) -> Path:
+    """Detections {stem, class, box [x1, y1, x2, y2] pixels, score} as a COCO results JSON."""
+    ids = {Path(image["file_name"]).stem: image["id"]
+           for image in json.loads(Path(ground_truth).read_text())["images"]}
+    rows = [{"image_id": ids[d["stem"]], "category_id": int(d["class"]) + 1,
+             "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]],
+             "score": float(d["score"])} for d in detections]
+    path = Path(out)
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def coco_scores(ground_truth: str | Path, results: str | Path) -> dict[str, float]:
+    """COCO AP (0.50:0.95), AP50 and AP75 of a results JSON, by pycocotools."""
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rows = json.loads(Path(results).read_text())
+    if not rows:
+        return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "detections": 0}
+    with redirect_stdout(io.StringIO()):
+        truth = COCO(str(ground_truth))
+        evaluation = COCOeval(truth, truth.loadRes(rows), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    ap, ap50, ap75 = (max(0.0, float(v)) for v in evaluation.stats[:3])
+    return {"ap": ap, "ap50": ap50, "ap75": ap75, "detections": len(rows)}
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class LoadSampler:
+    """The 1-minute load average at the start, every ``every`` seconds and at the end of a phase."""
+
+    def __init__(self, every: float = 2.0) -> None:
+        self.every, self.samples = every, [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {"load_start": round(self.samples[0], 2), "load_mean": round(sum(self.samples) / len(self.samples), 2),
+                "load_max": round(max(self.samples), 2), "load_end": round(self.samples[-1], 2)}
+
+
+@contextmanager
+def phase(record: dict[str, Any], name: str):
+    """Times a phase of child processes: wall and children's CPU seconds, and the load beside it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with LoadSampler() as load:
+        yield
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    record[name] = {"wall_s": round(time.perf_counter() - started, 1),
+                    "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
+                    **load.summary()}
+
+
+def run_logged(command: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None,
+               timeout: float | None = None) -> None:
+    """Run ``command`` with its output in ``log``; RuntimeError quoting the log's tail if it fails."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    with open(log, "w") as handle:
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                              timeout=timeout).returncode
+    if code:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(map(str, command))} exited with {code}; the end of {log}:\n{tail}")
+
+
+# --------------------------------------------------------------------------- detplug
+
+
+def fit_anchors(root: str | Path, image_size: int) -> str:
+    """9 anchors, k-means (IoU distance) on the training boxes letterboxed to the input, as
+    ``run.py --anchors`` fits them (detplug.core.data.kmeans_anchors; no TensorFlow)."""
+    import numpy as np
+
+    from detplug.core.data.kmeans_anchors import anchor_table_toml, group_by_stride, kmeans_anchors
+
+    shapes = []
+    for item in read_labels(root, "train"):
+        scale = image_size / max(item["size"])
+        shapes += [((x2 - x1) * scale, (y2 - y1) * scale) for _, x1, y1, x2, y2 in item["boxes"]]
+    return anchor_table_toml(group_by_stride(kmeans_anchors(np.asarray(shapes), 9, seed=0)))
+
+
+def detplug_plan(root: str | Path, *, image_size: int, batch: int, epochs: int, anchors: str,
+                 width: float = 0.25, depth: float = 0.34, classes: Sequence[str] = CLASS_NAMES,
+                 trainer: str = "graph") -> str:
+    """kitti_simple's model and [train] recipe as a plan for the YOLO folder ``root`` (the
+    test's tiny run takes the eager trainer: a step or two cost less than tracing one)."""
+    objectness = image_size * image_size / 640**2  # YOLOv5: 1.0 x (input / 640)^2
+    category = 0.5 * len(classes) / 80  # YOLOv5: 0.5 x classes / 80
+    names = ", ".join(f'"{name}"' for name in classes)
+    return f"""# Written by benchmarks/peers/ultralytics.py: kitti_simple's model and [train] recipe,
+# on the benchmark's YOLO folder.
+name = "peer_shapes"
+
+[model]
+backbone = {{ name = "darknet53", width = {width}, depth = {depth} }}
+head = {{ name = "yolov3_fpn", width = {width} }}
+decoder = {{ name = "yolov4", scale_xy = 2.0 }}
+# k-means on the training boxes at the input size (run.py --anchors's fit).
+anchors = {anchors}
+assign = {{ anchor_ratio = 4.0, neighbours = true }}
+
+[datasets.shapes]
+name = "yolo_txt"
+root = "{Path(root).absolute()}"
+names = [{names}]
+image_size = [{image_size}, {image_size}]
+
+[loss_combos.standard]
+# YOLOv5's gains for this input and class count: box 0.05, objectness (input / 640)^2, class 0.5 x classes / 80.
+ciou = 0.05
+objectness = {{ weight = {objectness:.4g}, iou_target = true }}
+category = {category:.4g}
+
+[train]
+trainer = "{trainer}"
+batch_size = {batch}
+seed = 0
+bn_momentum = 0.9
+augment = true
+schedule = "cosine"
+warmup_epochs = 1
+
+[evaluation]
+# COCO mAP after the last epoch only, as Ultralytics (val=False) validates after its last.
+evaluator = "coco_map"
+eval_every = 0
+# --predict keeps detections down to this score: COCO AP needs the whole curve (Ultralytics: conf=0.001).
+score_threshold = {SCORE_THRESHOLD}
+
+[[periods]]
+dataset = "shapes"
+epochs = {epochs}
+learning_rate = 1e-3
+losses = "standard"
+save = true
+"""
+
+
+def read_history(path: Path, *, train_images: int, batch: int) -> dict[str, Any]:
+    """Training seconds per epoch (validation excluded), and the last losses, from a history.csv.
+
+    A row's ``seconds`` holds training and validation; its ``images_per_second`` is the
+    training part's, over the full batches an epoch takes."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    seen = train_images // batch * batch
+    last = rows[-1]
+    return {"epoch_s": [round(seen / float(row["images_per_second"]), 2) for row in rows],
+            "epoch_images": seen, "final_loss": float(last["total"]),
+            "final_val_loss": float(last.get("val_total") or "nan"),
+            "eval": {k: float(v) for k, v in last.items() if k in ("mAP", "AP50", "AP75") and v}}
+
+
+def throughput(epoch_s: Sequence[float], epoch_images: int) -> dict[str, float]:
+    """Images/s over all epochs (the first holds any tracing), and over the later ones (the median)."""
+    overall = epoch_images * len(epoch_s) / sum(epoch_s)
+    later = sorted(epoch_s[1:])
+    steady = epoch_images / later[len(later) // 2] if later else overall
+    return {"train_images_per_s": round(overall, 2), "steady_images_per_s": round(steady, 2),
+            "train_epochs_s": round(sum(epoch_s), 1)}
+
+
+def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: int, epochs: int,
+                width: float = 0.25, depth: float = 0.34, trainer: str = "graph", overrides: Sequence[str] = (),
+                python: str = sys.executable, timeout: float | None = None) -> dict[str, Any]:
+    """detplug's half: plan, training (timed), --predict on the val images at their original
+    size, parameters and GFLOPs. ``overrides`` (KEY=VALUE) go to run.py as --set. Returns
+    its figures and the detections [{stem, class, box, score}]."""
+    from detplug.core.evaluate.kitti_files import read_kitti_results
+
+    root, work = Path(root).absolute(), Path(work).absolute()
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run and fresh records: no resume, no cached conversion
+    work.mkdir(parents=True)
+    timing: dict[str, Any] = {}
+    sets = [item for override in overrides for item in ("--set", override)]
+    with phase(timing, "train"):
+        plan = work / "plan.toml"
+        plan.write_text(detplug_plan(root, image_size=image_size, batch=batch, epochs=epochs,
+                                     anchors=fit_anchors(root, image_size), width=width, depth=depth,
+                                     trainer=trainer))
+        run_logged([python, str(RUN_PY), "--plan", str(plan), *sets, "--workdir", str(work / "run"),
+                    "--cache-dir", str(work / "cache")], work / "train.log", timeout=timeout)
+    train_images = sum(1 for _ in (root / "images" / "train").iterdir())
+    history = read_history(work / "run" / "history.csv", train_images=train_images, batch=batch)
+    predictions, info_file = work / "predictions", work / "predict.json"
+    with phase(timing, "predict"):
+        run_logged([python, str(Path(__file__).resolve()), "--worker", "detplug-predict", "--config", str(plan),
+                    "--result", str(info_file), "--", "--plan", str(plan), *sets, "--workdir", str(work / "run"),
+                    "--cache-dir", str(work / "cache"), "--predict", str(root / "images" / "val"),
+                    "--out", str(predictions)], work / "predict.log", timeout=timeout)
+    info = json.loads(info_file.read_text())
+    index = {name: i for i, name in enumerate(CLASS_NAMES)}
+    detections = [{"stem": image.image_id, "class": index[name], "box": [float(v) for v in box],
+                   "score": float(score)}
+                  for image in read_kitti_results(predictions)
+                  for box, name, score in zip(image.boxes, image.names, image.scores)]
+    timing["predict"]["predict_s"] = info["predict_s"]
+    model = f"darknet53 w{width} d{depth} + yolov3_fpn w{width}" + "".join(f", {o}" for o in overrides)
+    return {"name": "detplug", "tool": "detplug", "model": model, "overrides": list(overrides),
+            "params": info["params"], "gflops": info["gflops"], "threads": info["threads"],
+            "versions": info["versions"], "epochs": len(history["epoch_s"]), "train_images": train_images,
+            **throughput(history["epoch_s"], history["epoch_images"]), "epoch_s": history["epoch_s"],
+            "train_wall_s": timing["train"]["wall_s"], "timing": timing, "final_train_loss": history["final_loss"],
+            "own_eval_after_training": history["eval"], "detections": detections}
+
+
+def detplug_predict(plan_path: str, result: str, run_args: Sequence[str]) -> None:
+    """Worker (detplug's venv): ``run.py RUN_ARGS`` (--predict) in this process, then the
+    trainable parameters and one image's forward GFLOPs of the plan's model: one TensorFlow
+    start for both."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from detplug.core.model.assemble import build_model
+    from detplug.core.plan.check import static_check
+    from detplug.core.plan.plan_file import load_plan, resolve_components
+    from detplug.registry import Registry
+    from detplug.run import main as run_main
+
+    started = time.perf_counter()
+    if run_main(list(run_args)):
+        raise SystemExit(f"run.py {' '.join(run_args)} failed")
+    predict_s = time.perf_counter() - started
+    plan = load_plan(Path(plan_path), [run_args[i + 1] for i, arg in enumerate(run_args) if arg == "--set"])
+    checked = static_check(plan, resolve_components(plan, Registry.discover()))
+    model = build_model(checked)
+    image = checked.chain.image
+    forward = tf.function(lambda images: model(images, training=False))
+    concrete = forward.get_concrete_function(tf.TensorSpec((1, image.height, image.width, 3), tf.float32))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=concrete.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+                                            options=options)
+    Path(result).write_text(json.dumps({
+        "params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "params_all": int(model.count_params()),
+        "gflops": round(profile.total_float_ops / 1e9, 3),
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}, "predict_s": round(predict_s, 1),
+    }))
+
+
+# --------------------------------------------------------------------------- Ultralytics
+
+
+def ultralytics_env(out: Path) -> dict[str, str]:
+    """Ultralytics offline, its settings in a folder of this run (not the user's)."""
+    return {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(out / "ultralytics_config"), "YOLO_VERBOSE": "True"}
+
+
+def ultralytics_available(python: str | None, out: Path) -> str | None:
+    """The reason the Ultralytics half cannot run, or None if ``python`` imports ultralytics."""
+    if not python:
+        return ("no --ultralytics-python given: make a venv (python3 -m venv /tmp/ultra && /tmp/ultra/bin/pip "
+                "install ultralytics pycocotools) and pass --ultralytics-python /tmp/ultra/bin/python")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        found = subprocess.run([python, "-c", "import ultralytics, torch; print(ultralytics.__version__)"],
+                               capture_output=True, text=True, cwd=out, timeout=300,
+                               env={**os.environ, **ultralytics_env(out)})
+    except OSError as error:
+        return f"--ultralytics-python {python}: cannot run it ({error})"
+    if found.returncode:
+        return f"--ultralytics-python {python} cannot import ultralytics: {found.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def run_ultralytics(python: str, root: str | Path, work: str | Path, model: str, *, image_size: int, batch: int,
+                    epochs: int, threads: int, timeout: float | None = None) -> dict[str, Any]:
+    """Ultralytics' half for one model yaml: training (timed) and predictions, each a worker
+    process under ``python``."""
+    root, work = Path(root).absolute(), Path(work).absolute()
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run
+    work.mkdir(parents=True)
+    for cache in (root / "labels").glob("*.cache"):  # each model reads the labels afresh, as detplug does
+        cache.unlink()
+    out = work.parent
+    config = {"data": str(root / "data.yaml"), "model": model, "imgsz": image_size, "batch": batch, "epochs": epochs,
+              "project": str(work), "threads": threads, "val_images": str(root / "images" / "val"),
+              "conf": SCORE_THRESHOLD}
+    config_file = work / "config.json"
+    config_file.write_text(json.dumps(config))
+    timing: dict[str, Any] = {}
+    script = str(Path(__file__).resolve())
+    with phase(timing, "train"):
+        run_logged([python, script, "--worker", "ultralytics-train", "--config", str(config_file),
+                    "--result", str(work / "train.json")], work / "train.log", env=ultralytics_env(out), cwd=work,
+                   timeout=timeout)
+    with phase(timing, "predict"):
+        run_logged([python, script, "--worker", "ultralytics-predict", "--config", str(config_file),
+                    "--result", str(work / "predict.json")], work / "predict.log", env=ultralytics_env(out),
+                   cwd=work, timeout=timeout)
+    trained = json.loads((work / "train.json").read_text())
+    predicted = json.loads((work / "predict.json").read_text())
+    return {"name": f"ultralytics_{Path(model).stem}", "tool": "ultralytics", "model": model,
+            "params": predicted["params"], "gflops": predicted["gflops"],
+            "threads": trained["threads"], "versions": predicted["versions"], "epochs": trained["epochs"],
+            "train_images": trained["train_images"],
+            **throughput(trained["epoch_s"], trained["epoch_images"]), "epoch_s": trained["epoch_s"],
+            "train_wall_s": timing["train"]["wall_s"], "timing": timing,
+            "final_train_loss": trained["final_loss"], "own_eval_after_training": trained["metrics"],
+            "detections": predicted["detections"]}
+
+
+def _ultralytics_setup(config: dict[str, Any]) -> Any:
+    """Worker side: no download, no telemetry; torch on ``threads`` threads."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO, settings
+
+    settings.update({"sync": False})
+    return YOLO
+
+
+def ultralytics_train(config: dict[str, Any], result: str) -> None:
+    """Worker (the Ultralytics venv): train the model yaml from random weights."""
+    import torch
+
+    YOLO = _ultralytics_setup(config)
+    model = YOLO(config["model"])
+    epoch_s: list[float] = []
+    started: list[float] = []
+    threads_seen: list[int] = []
+
+    def epoch_start(trainer: Any) -> None:
+        # select_device sets cores - 1 torch threads on a CPU; the validator sets them again
+        torch.set_num_threads(config["threads"])
+        threads_seen.append(torch.get_num_threads())
+        started.append(time.perf_counter())
+
+    model.add_callback("on_train_epoch_start", epoch_start)
+    model.add_callback("on_train_epoch_end", lambda trainer: epoch_s.append(time.perf_counter() - started[-1]))
+    model.add_callback("on_val_start", lambda validator: torch.set_num_threads(config["threads"]))
+    model.train(data=config["data"], imgsz=config["imgsz"], epochs=config["epochs"], batch=config["batch"],
+                device="cpu", amp=False, pretrained=False, plots=False, val=False, project=config["project"],
+                name="train", exist_ok=True, seed=0, verbose=True)
+    trainer = model.trainer
+    Path(result).write_text(json.dumps({
+        "epochs": len(epoch_s), "epoch_s": epoch_s, "train_images": len(trainer.train_loader.dataset),
+        "epoch_images": len(trainer.train_loader.dataset) // config["batch"] * config["batch"]
+        if getattr(trainer.train_loader, "drop_last", False) else len(trainer.train_loader.dataset),
+        "threads": {"torch": min(threads_seen), "dataloader_workers": trainer.args.workers},
+        "final_loss": {k: float(v) for k, v in (trainer.tloss or {}).items()},
+        "metrics": {k: float(v) for k, v in (trainer.metrics or {}).items()},
+    }))
+
+
+def ultralytics_predict(config: dict[str, Any], result: str) -> None:
+    """Worker (the Ultralytics venv): the last weights' detections on the val images at their
+    original size, parameters and GFLOPs (its own model.info at the input size)."""
+    import torch
+    import ultralytics
+
+    YOLO = _ultralytics_setup(config)
+    model = YOLO(str(Path(config["project"]) / "train" / "weights" / "last.pt"))
+    model.add_callback("on_predict_start", lambda predictor: torch.set_num_threads(config["threads"]))
+    _, params, _, gflops = model.model.info(verbose=True, imgsz=config["imgsz"])
+    detections = []
+    for found in model.predict(source=config["val_images"], imgsz=config["imgsz"], conf=config["conf"], max_det=100,
+                               device="cpu", stream=True, verbose=False, save=False):
+        boxes = found.boxes
+        for box, score, cls in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist()):
+            detections.append({"stem": Path(found.path).stem, "class": int(cls), "box": box, "score": score})
+    Path(result).write_text(json.dumps({
+        "params": int(params), "gflops": round(float(gflops), 3), "detections": detections,
+        "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__},
+    }))
+
+
+def strays(out: Path, before: set[Path]) -> list[str]:
+    """Files a download would have left: weights and fonts under ``out`` that were not there
+    before and that no training wrote (its own weights/)."""
+    found = {p for p in out.rglob("*") if p.suffix in (".pt", ".ttf", ".ttc") and p.is_file()}
+    return sorted(str(p) for p in found - before if "weights" not in p.parts)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def score(entry: dict[str, Any], ground_truth: Path, work: Path) -> dict[str, Any]:
+    results = coco_results(ground_truth, entry.pop("detections"), work / f"detections_{entry['name']}.json")
+    entry["coco"] = coco_scores(ground_truth, results)
+    minutes = entry["train_wall_s"] / 60
+    entry["ap50_per_train_minute"] = round(entry["coco"]["ap50"] / minutes, 4) if minutes else math.nan
+    # The same per minute of CPU time the training used (user + system): steadier than wall
+    # time on a machine that others load.
+    cpu_minutes = entry["timing"]["train"]["cpu_s"] / 60
+    entry["ap50_per_cpu_minute"] = round(entry["coco"]["ap50"] / cpu_minutes, 4) if cpu_minutes else math.nan
+    return entry
+
+
+def table(entries: list[dict[str, Any]]) -> str:
+    """One row per tool and model; AP50/min: AP50 per minute of training wall time, and per
+    minute of the CPU time it used."""
+    header = (f"{'tool':<12}{'model':<38}{'params':>8}{'GFLOPs':>7}{'img/s':>7}{'steady':>7}{'train s':>8}"
+              f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}")
+    lines = [header, "-" * len(header)]
+    for e in entries:
+        train = e["timing"]["train"]
+        lines.append(f"{e['tool']:<12}{e['model']:<38}{e['params'] / 1e6:>7.2f}M{e['gflops']:>7.2f}"
+                     f"{e['train_images_per_s']:>7.1f}{e['steady_images_per_s']:>7.1f}{train['wall_s']:>8.0f}"
+                     f"{train['cpu_s']:>7.0f}{train['load_mean']:>5.1f}{e['coco']['ap50']:>7.3f}{e['coco']['ap']:>7.3f}"
+                     f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "peer_ultralytics")
+    parser.add_argument("--json", type=Path, help="where the figures go (default: OUT/results.json)")
+    parser.add_argument("--train", type=int, default=240)
+    parser.add_argument("--val", type=int, default=80)
+    parser.add_argument("--source-size", type=int, nargs=2, default=(384, 288), metavar=("WIDTH", "HEIGHT"))
+    parser.add_argument("--imgsz", type=int, default=256, help="input size, both tools (square, a multiple of 32)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=float, default=0.25, help="detplug's backbone and head width")
+    parser.add_argument("--depth", type=float, default=0.34, help="detplug's backbone depth")
+    parser.add_argument("--trainer", default="graph", help="detplug's trainer (kitti_simple's: graph)")
+    parser.add_argument("--detplug-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of detplug's plan (run.py --set), e.g. train.augment=false")
+    parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), help="Ultralytics model yamls")
+    parser.add_argument("--ultralytics-python", help="an interpreter that imports ultralytics (a separate venv)")
+    parser.add_argument("--ultralytics-threads", type=int, default=os.cpu_count(),
+                        help="torch threads (default: every core, as TensorFlow uses)")
+    parser.add_argument("--skip-detplug", action="store_true")
+    parser.add_argument("--worker", choices=("detplug-predict", "ultralytics-train", "ultralytics-predict"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("run_args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker == "detplug-predict":
+        detplug_predict(args.config, args.result, args.run_args)
+        return 0
+    if args.worker:
+        config = json.loads(Path(args.config).read_text())
+        (ultralytics_train if args.worker == "ultralytics-train" else ultralytics_predict)(config, args.result)
+        return 0
+
+    out = args.out.absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    before = {p for p in out.rglob("*") if p.suffix in (".pt", ".ttf", ".ttc")}
+    data = out / "data"
+    if not (data / "data.yaml").is_file():
+        summary = write_dataset(data, train=args.train, val=args.val, source_size=tuple(args.source_size),
+                                seed=args.seed)
+        (out / "data_summary.json").write_text(json.dumps(summary))
+    summary = json.loads((out / "data_summary.json").read_text())
+    if (summary["train"], summary["val"], summary["source_size"], summary["seed"]) != (
+            args.train, args.val, list(args.source_size), args.seed):
+        parser.error(f"{data} holds another dataset ({summary}); give another --out")
+    print(f"data: {summary['train']} train + {summary['val']} val images of {summary['source_size'][0]}x"
+          f"{summary['source_size'][1]}, {summary['objects']} objects, in {data}", flush=True)
+    ground_truth = coco_ground_truth(data, out / "val_ground_truth.json")
+
+    skipped = ultralytics_available(args.ultralytics_python, out) if args.models else "no --models"
+    if skipped:
+        print(f"Ultralytics half skipped: {skipped}", flush=True)
+    entries = []
+    if not args.skip_detplug:
+        print(f"detplug: training {args.epochs} epochs at {args.imgsz}x{args.imgsz}, batch {args.batch} ...",
+              flush=True)
+        entries.append(run_detplug(data, out / "detplug", image_size=args.imgsz, batch=args.batch,
+                                   epochs=args.epochs, width=args.width, depth=args.depth,
+                                   trainer=args.trainer, overrides=args.detplug_set))
+        print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
+    if not skipped:
+        for model in args.models:
+            print(f"ultralytics {model}: training {args.epochs} epochs ...", flush=True)
+            entries.append(run_ultralytics(args.ultralytics_python, data, out / f"ultralytics_{Path(model).stem}",
+                                           model, image_size=args.imgsz, batch=args.batch, epochs=args.epochs,
+                                           threads=args.ultralytics_threads))
+            print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
+    entries = [score(entry, ground_truth, out) for entry in entries]
+    downloaded = strays(out, before)
+    report = {
+        "settings": {"train": args.train, "val": args.val, "source_size": list(args.source_size),
+                     "imgsz": args.imgsz, "epochs": args.epochs, "batch": args.batch, "seed": args.seed,
+                     "score_threshold": SCORE_THRESHOLD, "cpus": os.cpu_count()},
+        "data": summary, "entries": entries, "ultralytics_skipped": skipped, "stray_downloads": downloaded,
+        "note": "AP on the val images at their original size, scored by pycocotools from each tool's detections; "
+                "ap50_per_train_minute = COCO AP50 / training wall minutes; ap50_per_cpu_minute = COCO AP50 / "
+                "minutes of CPU time (user + system) the training process used",
+    }
+    path = args.json or out / "results.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(table(entries))
+    if downloaded:
+        print(f"WARNING: files a download may have left: {', '.join(downloaded)}")
+    print(f"figures: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
