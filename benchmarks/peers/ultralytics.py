@@ -474,7 +474,8 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
             "versions": info["versions"], "epochs": len(history["epoch_s"]), "train_images": train_images,
             **throughput(history["epoch_s"], history["epoch_images"]), "epoch_s": history["epoch_s"],
             "train_wall_s": timing["train"]["wall_s"], "timing": timing, "final_train_loss": history["final_loss"],
-            "own_eval_after_training": history["eval"], "detections": detections}
+            "final_val_loss": history["final_val_loss"], "own_eval_after_training": history["eval"],
+            "detections": detections}
 
 
 def detplug_predict(plan_path: str, result: str, run_args: Sequence[str]) -> None:
@@ -576,8 +577,8 @@ def run_ultralytics(python: str, root: str | Path, work: str | Path, model: str,
             "detections": predicted["detections"]}
 
 
-def _ultralytics_setup(config: dict[str, Any]) -> Any:
-    """Worker side: no download, no telemetry; torch on ``threads`` threads."""
+def _ultralytics_setup() -> Any:
+    """Worker side: offline, no telemetry (the settings live in YOLO_CONFIG_DIR, this run's own)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO, settings
 
@@ -589,7 +590,7 @@ def ultralytics_train(config: dict[str, Any], result: str) -> None:
     """Worker (the Ultralytics venv): train the model yaml from random weights."""
     import torch
 
-    YOLO = _ultralytics_setup(config)
+    YOLO = _ultralytics_setup()
     model = YOLO(config["model"])
     epoch_s: list[float] = []
     started: list[float] = []
@@ -624,7 +625,7 @@ def ultralytics_predict(config: dict[str, Any], result: str) -> None:
     import torch
     import ultralytics
 
-    YOLO = _ultralytics_setup(config)
+    YOLO = _ultralytics_setup()
     model = YOLO(str(Path(config["project"]) / "train" / "weights" / "last.pt"))
     model.add_callback("on_predict_start", lambda predictor: torch.set_num_threads(config["threads"]))
     _, params, _, gflops = model.model.info(verbose=True, imgsz=config["imgsz"])
@@ -665,12 +666,12 @@ def score(entry: dict[str, Any], ground_truth: Path, work: Path) -> dict[str, An
 def table(entries: list[dict[str, Any]]) -> str:
     """One row per tool and model; AP50/min: AP50 per minute of training wall time, and per
     minute of the CPU time it used."""
-    header = (f"{'tool':<12}{'model':<38}{'params':>8}{'GFLOPs':>7}{'img/s':>7}{'steady':>7}{'train s':>8}"
+    header = (f"{'tool':<12}{'model':<44}{'params':>8}{'GFLOPs':>7}{'img/s':>7}{'steady':>7}{'train s':>8}"
               f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}")
     lines = [header, "-" * len(header)]
     for e in entries:
         train = e["timing"]["train"]
-        lines.append(f"{e['tool']:<12}{e['model']:<38}{e['params'] / 1e6:>7.2f}M{e['gflops']:>7.2f}"
+        lines.append(f"{e['tool']:<12}{e['model']:<44}{e['params'] / 1e6:>7.2f}M{e['gflops']:>7.2f}"
                      f"{e['train_images_per_s']:>7.1f}{e['steady_images_per_s']:>7.1f}{train['wall_s']:>8.0f}"
                      f"{train['cpu_s']:>7.0f}{train['load_mean']:>5.1f}{e['coco']['ap50']:>7.3f}{e['coco']['ap']:>7.3f}"
                      f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}")
