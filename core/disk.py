@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +63,18 @@ def writing(what: str, where: str | Path) -> Iterator[None]:
         happened, advice = _CAUSES[code]
         raise DiskError(f"cannot write {what} in {where}: {happened}; {advice}. Nothing already written was "
                         f"lost: files are put in place only when complete") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with writing(path.name, path.parent):
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise

@@ -213,7 +213,7 @@ def _write_anchors(path: Path, value: str) -> None:
     may hold brackets of their own, such as an anchor table's."""
     import re
 
-    from detplug.core.train.checkpoints import write_atomically
+    from detplug.core.disk import write_atomically
 
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     header = next((i for i, line in enumerate(lines) if re.match(r"\[model\]\s*(#.*)?$", line.strip())), None)

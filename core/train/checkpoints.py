@@ -30,28 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from detplug.core.disk import writing
+from detplug.core.disk import write_atomically, writing
 from detplug.core.errors import CheckpointError
 
 STATE_FILE = "state.json"
 PREFIX = "ckpt"
 #: The checkpoint a run stopped by SIGTERM or SIGINT writes at the step it stopped after.
 INTERRUPTED = "interrupted"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with writing(path.name, path.parent):
-        try:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
 
 
 class CheckpointStore:

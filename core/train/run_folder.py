@@ -22,9 +22,8 @@ from typing import Any
 import attrs
 import tomli_w
 
-from detplug.core.disk import writing
+from detplug.core.disk import write_atomically, writing
 from detplug.core.errors import RunFolderBusy
-from detplug.core.train.checkpoints import write_atomically
 
 #: The file a training run holds an exclusive flock on; it names the holder.
 WRITER_LOCK = ".writer.lock"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from detplug import hookimpl
-from detplug.core.train.checkpoints import write_atomically
+from detplug.core.disk import write_atomically
 
 PLUGIN_API = 1
 
