@@ -125,11 +125,9 @@ def write_data_plan(plan: dict[str, Any], folder: Path, *, command: str) -> Path
                             f"--epochs, --image-size or --batch, or edited by hand); train it with --plan {path}, "
                             f"or give --workdir for a new run")
         return path
-    from detplug.core.disk import writing
+    from detplug.core.disk import write_atomically, writing
 
     with writing(PLAN_FILE, folder):
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".tmp-{PLAN_FILE}"
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
+    write_atomically(path, text)
     return path
