@@ -213,17 +213,15 @@ class Trainer:
                 for index, seen in enumerate(images.numpy().tolist())]
 
     def _images_tensor(self, images: tf.Tensor) -> tf.Tensor:
-        """:meth:`_images_in` inside a traced function."""
+        """Images in a global batch, from this process's share of it (exact when the
+        workers' shares are equal, which they are for training batches); traceable."""
         local = self.strategy.experimental_local_results(images)
         workers = max(1, self.strategy.num_replicas_in_sync // len(local))
         return workers * tf.add_n([tf.shape(part)[0] for part in local])
 
     def _images_in(self, images: tf.Tensor) -> int:
-        """Images in a global batch, from this process's share of it (exact when the
-        workers' shares are equal, which they are for training batches)."""
-        local = self.strategy.experimental_local_results(images)
-        workers = max(1, self.strategy.num_replicas_in_sync // len(local))
-        return workers * sum(int(tf.shape(part)[0]) for part in local)
+        """:meth:`_images_tensor` as a number, for a step run one at a time."""
+        return int(self._images_tensor(images))
 
 
 def _global_batch(images: tf.Tensor) -> tf.Tensor | None:
