@@ -18,9 +18,9 @@ measures it where it matters.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +82,17 @@ def bare_runner(parts: dict[str, Any]) -> Callable[[int], None]:
     return run
 
 
+def quiet_epochs(trainer: Any, batches_for: Callable[[int], Any], rate: float) -> Callable[[int], None]:
+    """``run(steps)``: one epoch of ``steps`` steps of ``trainer`` on ``batches_for(steps)`` at
+    learning rate ``rate``, its progress output silenced."""
+
+    def run(steps: int) -> None:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            trainer.train_epoch(batches_for(steps), steps, epoch=1, learning_rate_at=lambda step: rate)
+
+    return run
+
+
 def trainer_runner(parts: dict[str, Any], trainer_name: str) -> Callable[[int], None]:
     """detplug's trainer through its epoch loop (learning rate per step, progress, NaN guard)."""
     import keras
@@ -94,15 +105,7 @@ def trainer_runner(parts: dict[str, Any], trainer_name: str) -> Callable[[int], 
                             optimizer=keras.optimizers.Adam(parts["learning_rate"]))
     rate = parts["learning_rate"]
 
-    def run(steps: int) -> None:
-        with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                trainer.train_epoch([parts["batch"]] * steps, steps, epoch=1, learning_rate_at=lambda step: rate)
-            finally:
-                sys.stdout = stdout
-
-    return run
+    return quiet_epochs(trainer, lambda steps: [parts["batch"]] * steps, rate)
 
 
 def steps_runner(parts: dict[str, Any], per_call: int) -> Callable[[int], None]:
@@ -119,15 +122,7 @@ def steps_runner(parts: dict[str, Any], per_call: int) -> Callable[[int], None]:
     batches = iter(tf.data.Dataset.from_tensors(parts["batch"]).repeat())
     rate = parts["learning_rate"]
 
-    def run(steps: int) -> None:
-        with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                trainer.train_epoch(batches, steps, epoch=1, learning_rate_at=lambda step: rate)
-            finally:
-                sys.stdout = stdout
-
-    return run
+    return quiet_epochs(trainer, lambda steps: batches, rate)
 
 
 def loop_runner(parts: dict[str, Any]) -> Callable[[int], None]:
@@ -150,15 +145,7 @@ def loop_runner(parts: dict[str, Any]) -> Callable[[int], None]:
                                       augment_for=lambda epoch: augmentation or False), prepared.train_files)
     rate = parts["learning_rate"]
 
-    def run(steps: int) -> None:
-        with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                trainer.train_epoch(batches, steps, epoch=1, learning_rate_at=lambda step: rate)
-            finally:
-                sys.stdout = stdout
-
-    return run
+    return quiet_epochs(trainer, lambda steps: batches, rate)
 
 
 def fit_runner(parts: dict[str, Any]) -> Callable[[int], None]:
