@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 PROG = "detplug"
 DEFAULT_TEMPLATE = "small"
+#: Training images --show-data draws unless --images says otherwise.
+SHOW_IMAGES = 16
 
 
 # -- options, each declared once -----------------------------------------------------
@@ -112,11 +114,13 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                         help="start the plan over: move the run folder's checkpoints and logs to replaced-<time>/")
 
 
-def _data_folder(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def _data_folder(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, defaults: bool = True) -> None:
+    """--data and its options; ``defaults=False`` (the older flag form) leaves --model unset,
+    so that _from_legacy can tell it was given."""
     parser.add_argument("--data", type=Path, metavar="PATH",
                         help="train on this dataset without a plan of yours: a YOLO folder or its data.yaml, a COCO "
                              "annotations file or folder, or a KITTI root; writes runs/<name>/plan.toml")
-    parser.add_argument("--model", default=DEFAULT_TEMPLATE, metavar="TEMPLATE",
+    parser.add_argument("--model", default=DEFAULT_TEMPLATE if defaults else None, metavar="TEMPLATE",
                         help=f"with --data: the template plan giving the model and the periods (default "
                              f"{DEFAULT_TEMPLATE}; `list plans` shows them)")
     parser.add_argument("--epochs", type=int, metavar="N", help="with --data: epochs (over the template's)")
@@ -218,12 +222,14 @@ def _show_data_options(parser: argparse.ArgumentParser) -> None:
     _show_data(parser)
 
 
-def _show_data(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, out: bool = True) -> None:
+def _show_data(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, out: bool = True,
+               defaults: bool = True) -> None:
+    """--show-data's options; ``defaults=False`` as for :func:`_data_folder`."""
     if out:
         parser.add_argument("--out", type=Path, help="output folder (default: <run folder>/show-data)")
-    parser.add_argument("--images", dest="show_images", type=int, default=16, metavar="N",
-                        help="how many training images to draw (default 16)")
-    parser.add_argument("--period", type=int, default=1, metavar="K",
+    parser.add_argument("--images", dest="show_images", type=int, default=SHOW_IMAGES if defaults else None,
+                        metavar="N", help=f"how many training images to draw (default {SHOW_IMAGES})")
+    parser.add_argument("--period", type=int, default=1 if defaults else None, metavar="K",
                         help="draw the batches of period K (1-based; default 1)")
 
 
@@ -467,7 +473,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="with --list: params, defaults and factory module")
     _strict_plugins(parser)
     parser.add_argument("--plan", metavar="NAME_OR_PATH", help="plan name (plans/NAME.toml) or a .toml file")
-    _data_folder(parser.add_argument_group("training a dataset folder without a plan"))
+    _data_folder(parser.add_argument_group("training a dataset folder without a plan"), defaults=False)
     parser.add_argument("--check", action="store_true",
                         help="check that the plan's parts fit (spec chain, then the symbolic Keras model) and exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -502,7 +508,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     use.add_argument("--show-data", action="store_true",
                      help="draw training batches as the trainer sees them, and labels.png (with --out, --images N, "
                           "--period K)")
-    _show_data(use, out=False)
+    _show_data(use, out=False, defaults=False)
     use.add_argument("--import-weights", type=Path, metavar="FILE.weights",
                      help="read a Darknet .weights file into the plan's model; --out names the .weights.h5 to write")
     use.add_argument("--kitti-eval", nargs=2, type=Path, metavar=("LABEL_DIR", "RESULT_DIR"),
@@ -527,17 +533,22 @@ _OPTION_JOBS = {
     "out": ("predict", "show_data", "import_weights"), "checkpoint": ("evaluate", "predict", "export"),
     "write": ("anchors",), "format": ("export", "predict"),
     "results": ("evaluate",), "coco_gt": ("evaluate", "predict"), "quantize": ("export",),
-    "calibration_images": ("export",),
+    "calibration_images": ("export",), "show_images": ("show_data",), "period": ("show_data",),
+    "model": ("train",),
 }
-#: Options with a default: their flag, the default, and the jobs they mean something for.
-_DEFAULTED_OPTIONS = {"show_images": ("--images", 16, ("show_data",)), "period": ("--period", 1, ("show_data",)),
-                      "model": ("--model", DEFAULT_TEMPLATE, ("train",))}
+#: Flags whose name is not their destination's.
+_FLAGS = {"show_images": "--images"}
 #: --evaluate, --predict and --export together run one after the other, as they always did.
 _USE_JOBS = ("evaluate", "predict", "export")
 
 
 def _flag(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+    return _FLAGS.get(dest, "--" + dest.replace("_", "-"))
+
+
+def _given(value: object) -> bool:
+    """Was an option of the older form given? Unset options are None, False or [] (0 is a value)."""
+    return value is not None and value is not False and value != []
 
 
 def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> argparse.Namespace:
@@ -552,13 +563,10 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
     if jobs[0] in ("list", "kitti_eval") and old.plan:
         parser.error(f"{_JOB_FLAGS[jobs[0]]} takes no --plan")
     for dest, takers in _OPTION_JOBS.items():
-        if getattr(old, dest) not in (None, False, []) and not set(jobs) & set(takers):
+        if _given(getattr(old, dest)) and not set(jobs) & set(takers):
             doing = " ".join(_JOB_FLAGS.get(job, "training") for job in jobs)
             parser.error(f"{_flag(dest)} means nothing with {doing}; it goes with "
                          f"{', '.join(_JOB_FLAGS.get(job, 'training') for job in takers)}")
-    for dest, (flag, default, takers) in _DEFAULTED_OPTIONS.items():
-        if getattr(old, dest) != default and not set(jobs) & set(takers):
-            parser.error(f"{flag} means nothing without {', '.join(_JOB_FLAGS[job] for job in takers)}")
     args = argparse.Namespace(
         command=jobs[0].replace("_", "-"), handlers=[COMMANDS[job.replace("_", "-")][2] for job in jobs],
         plan=old.plan, set=old.set, strict_plugins=old.strict_plugins, strategy=old.strategy, restart=old.restart,
@@ -566,7 +574,9 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         verify=old.verify, force=old.force_prepare, static=False, checkpoint=old.checkpoint or "latest",
         kind=old.list or None, verbose=old.verbose, images=old.predict, out=old.out, directory=old.export,
         write=old.write, json=old.json, weights=old.import_weights, verbose_tf=old.verbose_tf,
-        show_images=old.show_images, period=old.period, data=old.data, model=old.model, epochs=old.epochs,
+        show_images=SHOW_IMAGES if old.show_images is None else old.show_images,
+        period=1 if old.period is None else old.period, data=old.data, model=old.model or DEFAULT_TEMPLATE,
+        epochs=old.epochs,
         image_size=old.image_size, batch=old.batch,
         format=old.format if old.format in EXPORT_FORMATS else "saved_model", quantize=old.quantize,
         calibration_images=old.calibration_images, results=old.results, coco_gt=old.coco_gt,
