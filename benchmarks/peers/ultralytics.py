@@ -478,6 +478,18 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
             "detections": detections}
 
 
+def _benchmarks_run() -> Any:
+    """benchmarks/run.py, loaded by its path (this file's folder is off sys.path), for its
+    forward_gflops_per_image: the same GFLOPs count as detplug's other benchmarks."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detplug_benchmarks_run", HERE.parent / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def detplug_predict(plan_path: str, result: str, run_args: Sequence[str]) -> None:
     """Worker (detplug's venv): ``run.py RUN_ARGS`` (--predict) in this process, then the
     trainable parameters and one image's forward GFLOPs of the plan's model: one TensorFlow
@@ -499,17 +511,11 @@ def detplug_predict(plan_path: str, result: str, run_args: Sequence[str]) -> Non
     plan = load_plan(Path(plan_path), [run_args[i + 1] for i, arg in enumerate(run_args) if arg == "--set"])
     checked = static_check(plan, resolve_components(plan, Registry.discover()))
     model = build_model(checked)
-    image = checked.chain.image
-    forward = tf.function(lambda images: model(images, training=False))
-    concrete = forward.get_concrete_function(tf.TensorSpec((1, image.height, image.width, 3), tf.float32))
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=concrete.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
-                                            options=options)
+    gflops = _benchmarks_run().forward_gflops_per_image(model, checked.chain.image)
     Path(result).write_text(json.dumps({
         "params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "params_all": int(model.count_params()),
-        "gflops": round(profile.total_float_ops / 1e9, 3),
+        "gflops": round(gflops, 3),
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}, "predict_s": round(predict_s, 1),
     }))
