@@ -124,6 +124,9 @@ def test_evaluate_prints_ap_per_class_and_difficulty_and_writes_json(trained):
     document = json.loads(truth.read_text())
     chosen = document["images"][:2]
     sample = next(trained["cache"].glob("synthetic/*/training/image_2"))
+    for image in chosen:  # each image's original size, as COCO tools read it
+        with Image.open(sample / image["file_name"]) as original:
+            assert (image["width"], image["height"]) == original.size
     out = trained["folder"] / "coco"
     predicted = use(trained, "--predict", *(str(sample / image["file_name"]) for image in chosen),
                     "--format", "coco", "--coco-gt", str(truth), "--out", str(out))

@@ -3,9 +3,10 @@
 ``--evaluate`` writes the detections it scored as a COCO results file
 (``coco_predictions.json``: a list of ``image_id``, ``category_id``, ``bbox`` [x, y, w, h]
 in the original image's pixels, ``score``) and the ground truth as a COCO instances file
-(``coco_ground_truth.json``). ``--predict --format coco`` writes the results file of any
-images. ``--evaluate --results FILE --coco-gt FILE`` scores a results file against a
-ground truth with the plan's evaluator and no model.
+(``coco_ground_truth.json``, with each image's original height and width). ``--predict
+--format coco`` writes the results file of any images. ``--evaluate --results FILE
+--coco-gt FILE`` scores a results file against a ground truth with the plan's evaluator
+and no model.
 
 Ids: with a ground-truth file, an image is the one of the same file name and a class the
 category of the same name. Without one, images are numbered 1, 2, ... in the order given
@@ -44,7 +45,8 @@ def ground_truth_document(truths: Sequence[ImageTruth], classes: Sequence[str]) 
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, truth in enumerate(truths, start=1):
-        images.append({"id": image_id, "file_name": truth.image_id})
+        size = {} if truth.size is None else {"height": truth.size[0], "width": truth.size[1]}
+        images.append({"id": image_id, "file_name": truth.image_id, **size})
         for box, name, truncated, occluded in zip(truth.boxes, truth.names, truth.truncated, truth.occluded):
             xywh = _xywh(box)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category[name],
@@ -83,6 +85,8 @@ def read_ground_truth(path: Path) -> tuple[list[ImageTruth], dict[str, int], dic
                         f"'categories')")
     names = {int(c["id"]): str(c["name"]) for c in document["categories"]}
     files = {int(image["id"]): str(image["file_name"]) for image in document["images"]}
+    sizes = {int(image["id"]): (image["height"], image["width"]) for image in document["images"]
+             if "height" in image and "width" in image}
     objects: dict[int, list[dict[str, Any]]] = {ident: [] for ident in files}
     for annotation in document["annotations"]:
         objects.setdefault(int(annotation["image_id"]), []).append(annotation)
@@ -94,7 +98,8 @@ def read_ground_truth(path: Path) -> tuple[list[ImageTruth], dict[str, int], dic
             boxes=[[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in found)],
             names=[IGNORE_NAME if a.get("iscrowd") else names[int(a["category_id"])] for a in found],
             truncated=[float(a.get("truncated", 0.0)) for a in found],
-            occluded=[int(a.get("occluded", 0)) for a in found]))
+            occluded=[int(a.get("occluded", 0)) for a in found],
+            size=sizes.get(ident)))
     return truths, {name: ident for ident, name in files.items()}, {name: ident for ident, name in names.items()}
 
 

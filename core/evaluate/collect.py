@@ -62,6 +62,7 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
                 image_id=image_id, boxes=record["source_boxes"].numpy(),
                 names=tuple(IGNORE_NAME if c < 0 else names[c] for c in classes),
                 truncated=record["truncated"].numpy(), occluded=record["occluded"].numpy().astype(int),
+                size=source_hw.numpy(),
             ))
             found_classes = found["classes"][index][:count].numpy()
             detections.append(ImageDetections(

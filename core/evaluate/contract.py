@@ -49,6 +49,10 @@ def _int_vector(value: Any) -> np.ndarray | None:
     return _vector(value, np.int64)
 
 
+def _size(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
 def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(name) for name in value)
 
@@ -71,6 +75,8 @@ class ImageTruth:
     names: tuple[str, ...] = attrs.field(converter=_names, validator=_same_length)
     truncated: np.ndarray = attrs.field(default=None, converter=_float_vector, validator=_same_length)
     occluded: np.ndarray = attrs.field(default=None, converter=_int_vector, validator=_same_length)
+    #: The original image's (height, width) in pixels, where the source gives it.
+    size: tuple[int, int] | None = attrs.field(default=None, converter=_size)
 
     def __attrs_post_init__(self) -> None:
         # Frozen: the defaults depend on the number of boxes, so they are filled in here.
