@@ -157,3 +157,17 @@ def test_eval_every_is_a_whole_number_or_auto(tmp_path, registry, value):
         checked(write_tiny_plan(tmp_path), registry, [f"evaluation.eval_every={value}"])
     assert checked(write_tiny_plan(tmp_path), registry, ['evaluation.eval_every="auto"']).plan.evaluation.eval_every \
         == "auto"
+
+
+def test_steps_per_execution_auto_is_eight_on_an_accelerator_and_one_on_a_cpu(tmp_path, registry):
+    from detplug.core.plan.settings import steps_per_call
+
+    assert steps_per_call("auto", on_accelerator=True) == 8
+    assert steps_per_call("auto", on_accelerator=False) == 1
+    assert steps_per_call(3, on_accelerator=True) == steps_per_call(3, on_accelerator=False) == 3
+    assert checked(write_tiny_plan(tmp_path), registry).plan.train.run.steps_per_execution == "auto"
+    for value in ("0", '"fast"'):
+        with pytest.raises(PlanError, match=r"steps_per_execution' must be a whole number >= 1 or \"auto\""):
+            checked(write_tiny_plan(tmp_path), registry, [f"train.steps_per_execution={value}"])
+    with pytest.raises(PlanError, match=r"train.steps_per_execution: expected int or str, found True"):
+        checked(write_tiny_plan(tmp_path), registry, ["train.steps_per_execution=true"])

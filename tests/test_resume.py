@@ -65,10 +65,10 @@ def assert_same_run(expected_run: Path, found_run: Path) -> None:
 
 @pytest.mark.slow(seconds=70)
 def test_several_steps_per_call_give_the_weights_and_losses_of_one_step_per_call(straight, tmp_path):
-    # The straight run took 8 steps per call (the default): each 4-step epoch in one call.
-    # One step per call, and 3 (calls of 3 steps, then 1), give the same run bit for bit.
+    # The straight run took one step per call ("auto" on a CPU). Eight per call (each 4-step
+    # epoch in one call) and 3 (calls of 3 steps, then 1) give the same run bit for bit.
     plan, straight_run, cache = straight
-    for steps in (1, 3):
+    for steps in (8, 3):
         result = train(plan, tmp_path / f"k{steps}", cache, *EXACT, "--set", f"train.steps_per_execution={steps}")
         assert result.returncode == 0, result.stderr[-3000:]
         assert_same_run(straight_run, tmp_path / f"k{steps}")
@@ -78,9 +78,12 @@ def test_several_steps_per_call_give_the_weights_and_losses_of_one_step_per_call
 def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
     # The graph trainer; test_periods.py resumes the eager one bit for bit (across a model switch).
     plan, straight_run, cache = straight
+    # Eight steps per call, as on a GPU: the run killed and resumed equals the straight one,
+    # which took one step per call.
     killer = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
-    assert train(plan, tmp_path / "killed", cache, *EXACT, env=killer).returncode == -9
-    resumed = train(plan, tmp_path / "killed", cache, *EXACT)
+    eight = ("--set", "train.steps_per_execution=8")
+    assert train(plan, tmp_path / "killed", cache, *EXACT, *eight, env=killer).returncode == -9
+    resumed = train(plan, tmp_path / "killed", cache, *EXACT, *eight)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming plan 'tiny' after epoch 1" in resumed.stdout
     assert f"drew the training curves: {tmp_path / 'killed' / 'results.png'}" in resumed.stdout

@@ -18,8 +18,25 @@ FREEZABLE = ("backbone", "head")
 MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 #: core/train/distribute.py builds them; listed here so the plan is checked without TensorFlow.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-#: [train] steps_per_execution's default (benchmarks/trainers.py measures 1 against 8).
-STEPS_PER_EXECUTION = 8
+#: [train] steps_per_execution = "auto" on a GPU or TPU (benchmarks/gpu_check.sh measures 1
+#: against 8). On a CPU "auto" is 1: a step there takes far longer than the host's read of
+#: its losses, and the loop costs its first call about 15 s more of graph optimisation
+#: (Grappler on the loop's body; measured on the tiny test plan, 2-core CPU: 36 s against 19 s).
+ACCELERATOR_STEPS_PER_EXECUTION = 8
+
+
+def _positive_or_auto(instance: Any, attribute: attrs.Attribute, value: int | str) -> None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return
+    raise ValueError(f"'{attribute.name}' must be a whole number >= 1 or \"auto\" (got {value!r})")
+
+
+def steps_per_call(setting: int | str, *, on_accelerator: bool) -> int:
+    """[train] steps_per_execution as a number: "auto" is ACCELERATOR_STEPS_PER_EXECUTION
+    where the steps run on GPUs or TPUs, 1 on a CPU."""
+    if setting != "auto":
+        return int(setting)
+    return ACCELERATOR_STEPS_PER_EXECUTION if on_accelerator else 1
 
 
 def _size_range(instance: Any, attribute: attrs.Attribute, value: tuple) -> None:
@@ -97,8 +114,9 @@ class RunSettings:
     #: left idle while the host reads each step's losses (keras.Model.fit's
     #: steps_per_execution). The learning rate still changes every step, and the NaN guard
     #: names the step. A stop on SIGTERM waits for the call in progress. The eager trainer
-    #: runs one step per call whatever this says.
-    steps_per_execution: int = field(default=STEPS_PER_EXECUTION, validator=validators.gt(0))
+    #: runs one step per call whatever this says. "auto": 8 on GPUs and TPUs, 1 on a CPU
+    #: (see ACCELERATOR_STEPS_PER_EXECUTION).
+    steps_per_execution: int | str = field(default="auto", validator=_positive_or_auto)
 
 
 PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))

@@ -225,6 +225,15 @@ def check_xla_fits(strategy: Any) -> None:
         )
 
 
+def on_accelerator(strategy: Any) -> bool:
+    """Whether the strategy's replicas are GPUs or TPUs (the default strategy: whether
+    TensorFlow sees a GPU, where it then places the ops)."""
+    import tensorflow as tf
+
+    devices = replica_devices(strategy) or [device.name for device in tf.config.list_logical_devices("GPU")[:1]]
+    return bool(devices) and all(_is_accelerator(device) for device in devices)
+
+
 def _is_accelerator(device: str) -> bool:
     kind = device.split("device:")[-1].upper()
     return kind.startswith(("GPU", "TPU"))

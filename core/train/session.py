@@ -16,7 +16,7 @@ from detplug.core.model.assemble import DetectorParts, build_parts
 from detplug.core.model.transfer import Transfer, transfer_weights
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.plan.plan_file import Period
-from detplug.core.plan.settings import RunSettings
+from detplug.core.plan.settings import RunSettings, steps_per_call
 from detplug.core.train import distribute
 from detplug.core.train.optimizers import build_optimizer, ema_swapped
 
@@ -147,7 +147,8 @@ class TrainingSession:
                     item.component, item.params, model=self.model, losses=build_losses(self.view, period.losses),
                     optimizer=self.optimizer, variables=self.model.trainable_variables,
                 )
-            trainer.steps_per_execution = self.checked.plan.train.run.steps_per_execution
+            trainer.steps_per_execution = steps_per_call(self.checked.plan.train.run.steps_per_execution,
+                                                         on_accelerator=distribute.on_accelerator(self.strategy))
             self._trainers[trainer_key] = trainer
         if announce:
             if transfer is not None:
