@@ -211,7 +211,9 @@ def convert_source(
     beyond_max_boxes = empty_boxes = 0
     dropped_in: dict[str, list[str]] = {"beyond_max_boxes": [], "empty_after_clipping": []}
     with writing(f"the records of dataset '{dataset}'", final.parent), staging(final, replace=force) as folder:
-        writers = {split: records.ShardWriter(folder, split, source.classes) for split in SPLITS}
+        per_shard = getattr(params, "records_per_shard", None)  # a third party's params may not say
+        writers = {split: records.ShardWriter(folder, split, source.classes, records_per_shard=per_shard)
+                   for split in SPLITS}
         results = _convert_all(source, [item for _, item in ordered], params, workers)
         bar = tqdm(total=len(ordered), desc=dataset, unit="img", mininterval=0.5, disable=None, leave=False)
         try:

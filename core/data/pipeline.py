@@ -241,9 +241,13 @@ class InputPipeline:
 
     def epochs(self, files: Sequence[str | Path], epochs: Sequence[int], *, batch_size: int, training: bool,
                seed: int = 0, augment_for: Callable[[int], bool | Augmentation | None] = lambda epoch: False,
-               sizes: Sequence[tuple[int, int]] = (), size_every: int = 10) -> tf.data.Dataset:
+               sizes: Sequence[tuple[int, int]] = (), size_every: int = 10,
+               steps_per_epoch: int | None = None) -> tf.data.Dataset:
         """The batches of several epochs, one epoch after the other, as one dataset: epoch
         ``e`` is exactly :meth:`dataset` with ``seed + e`` and ``augment_for(e)``.
+        ``steps_per_epoch`` (training): exactly that many batches an epoch, the epoch's
+        records read again from the start when they run out (a worker that reads only its own
+        shards still takes the steps every other worker takes).
 
         One dataset, and so one iterator, for a whole period: a new iterator per epoch
         costs about a second on a 2-core CPU (tf.data instantiates and optimises every
@@ -259,7 +263,7 @@ class InputPipeline:
             segment = numbers.flat_map(
                 lambda epoch, settings=settings: self._epoch(
                     paths, tf.constant(seed, tf.int64) + epoch, settings, batch_size=batch_size, training=training,
-                    scales=scales))
+                    scales=scales, steps=steps_per_epoch))
             dataset = segment if dataset is None else dataset.concatenate(segment)
         # Every caller asks for at least one epoch (dataset() asks for [0], training for the
         # epochs of a period that is not done yet), so the loop above made a dataset.
@@ -279,16 +283,20 @@ class InputPipeline:
         return Augmentation() if augment is True else (augment or Augmentation.none())
 
     def _epoch(self, paths: list[str], seed: tf.Tensor, settings: Augmentation, *, batch_size: int,
-               training: bool, scales: Scales | None = None) -> tf.data.Dataset:
-        """One epoch's batches; ``seed`` a tensor (this runs inside ``flat_map``)."""
+               training: bool, scales: Scales | None = None, steps: int | None = None) -> tf.data.Dataset:
+        """One epoch's batches (``steps`` of them when given); ``seed`` a tensor (this runs
+        inside ``flat_map``)."""
         mosaic_group, augment_and_assign = self._functions(settings, scales)
         parallel = {"num_parallel_calls": parallel_calls(), "deterministic": True}
         dataset = _shuffled_records(paths, seed) if training else tf.data.TFRecordDataset(paths)
+        if steps is not None:
+            dataset = dataset.repeat()
         dataset = dataset.enumerate().map(self.decode, **parallel)
         if settings.mosaic:
             dataset = dataset.batch(4).map(lambda *group: mosaic_group(seed, *group), **parallel).unbatch()
         dataset = dataset.map(lambda *example: augment_and_assign(seed, *example), **parallel)
-        return dataset.batch(batch_size, drop_remainder=training)
+        dataset = dataset.batch(batch_size, drop_remainder=training)
+        return dataset if steps is None else dataset.take(steps)
 
 
 def positives_per_stride(batches: tf.data.Dataset, *, max_images: int) -> tuple[dict[str, int], int]:

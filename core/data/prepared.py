@@ -60,6 +60,10 @@ class PreparedData:
     def images(self, split: str) -> int:
         return int(self._split(split)["images"])
 
+    def shard_records(self, split: str) -> list[int]:
+        """How many records each of a split's shards holds, in manifest order."""
+        return [int(shard["records"]) for shard in self._split(split)["shards"]]
+
     @property
     def skipped(self) -> list[dict[str, Any]]:
         """The bad images left out by a ``skip_bad`` conversion: image, split and reasons."""

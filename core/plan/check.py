@@ -116,6 +116,11 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
         warnings += [w for w in _anchor_warnings(plan, pixels, spec.image) if w not in warnings]
     for index in range(len(plan.periods)):
         _check_multi_scale(plan, resolved, index, chains[plan.periods[index].dataset])
+    run = plan.train.run
+    if run.shard_by == "file" and run.strategy != "multi_worker":
+        warnings.append(f"{plan.source}: [train] shard_by = \"file\" gives the workers of a multi_worker run "
+                        f"train shards of their own; under strategy '{run.strategy}' one process reads them all, "
+                        f"as with shard_by = \"data\"")
     model_dataset = plan.periods[0].dataset
     return CheckedPlan(plan, resolved, chains[model_dataset], chain_links[model_dataset], model_dataset,
                        warnings=tuple(warnings), chains=chains, chain_links=chain_links)

@@ -18,6 +18,7 @@ FREEZABLE = ("backbone", "head")
 MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 #: core/train/distribute.py builds them; listed here so the plan is checked without TensorFlow.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+SHARD_BY = ("data", "file")
 #: [train] steps_per_execution = "auto" on a GPU or TPU (benchmarks/gpu_check.sh measures 1
 #: against 8). On a CPU "auto" is 1: a step there takes far longer than the host's read of
 #: its losses, and the loop costs its first call about 15 s more of graph optimisation
@@ -117,6 +118,13 @@ class RunSettings:
     #: runs one step per call whatever this says. "auto": 8 on GPUs and TPUs, 1 on a CPU
     #: (see ACCELERATOR_STEPS_PER_EXECUTION).
     steps_per_execution: int | str = field(default="auto", validator=_positive_or_auto)
+    #: How the workers of a multi_worker run share the training data: "data", every worker
+    #: reads every shard and keeps its part of each batch (the batches of N workers are
+    #: those of one process); "file", each worker reads only its own train shards (for data
+    #: larger than a worker's memory or I/O), every epoch exactly the steps of the whole
+    #: split, a worker with fewer images than its share reading some twice. Validation is
+    #: sharded by data either way.
+    shard_by: str = field(default="data", validator=validators.in_(SHARD_BY))
 
 
 PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -196,6 +196,22 @@ def same_on_every_worker(strategy: Any, value: int, what: str, hint: str) -> Non
         raise DistributeError(f"the workers disagree on {what} (this one has {value}); {hint}")
 
 
+def split_shards(records: Sequence[int], workers: int) -> list[list[int]]:
+    """Which shards each worker reads under ``[train] shard_by = "file"`` (indices into
+    ``records``, the records of each shard), as even in records as whole files allow: the
+    largest shard first goes to the worker with the fewest records so far (ties: the lower
+    worker), and each worker reads its shards in their order. Needs a shard per worker."""
+    if len(records) < workers:
+        raise ValueError(f"{len(records)} shards cannot give each of {workers} workers one")
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    totals = [0] * workers
+    for index in sorted(range(len(records)), key=lambda i: (-records[i], i)):
+        worker = min(range(workers), key=lambda w: (totals[w], len(shares[w]), w))
+        shares[worker].append(index)
+        totals[worker] += records[index]
+    return [sorted(share) for share in shares]
+
+
 def any_worker(strategy: Any) -> Callable[[bool], bool]:
     """A function that every worker calls at the same point of its loop with its own flag,
     and that returns True on all of them when any one passed True (an all-reduce of the
@@ -210,6 +226,28 @@ def any_worker(strategy: Any) -> Callable[[bool], bool]:
         return float(total(tf.constant(1.0 if flag else 0.0))) > 0
 
     return agree
+
+
+def from_chief(strategy: Any, role: WorkerRole) -> Callable[[Sequence[float]], list[float]]:
+    """A function that every worker calls at the same point of its loop, and that returns
+    the numbers the chief passed to it on all of them (what the others pass is ignored):
+    an all-reduce in which only the chief's replicas contribute. Under ``multi_worker`` the
+    chief alone evaluates, and the others take its metric from here, so that every worker
+    decides alike whether an epoch is the best and saves it (their saves must stay in step)."""
+    import tensorflow as tf
+
+    local = max(1, len(replica_devices(strategy)))
+
+    @tf.function
+    def total(values: Any) -> Any:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(values)), axis=None)
+
+    def share(values: Sequence[float]) -> list[float]:
+        # Each of the chief's ``local`` replicas adds its share of the values.
+        mine = [value / local if role.is_chief else 0.0 for value in values]
+        return [float(value) for value in total(tf.constant(mine, tf.float64)).numpy()]
+
+    return share
 
 
 def check_xla_fits(strategy: Any) -> None:

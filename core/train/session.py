@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,12 @@ class TrainingSession:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    def distribute_by_worker(self, dataset_for: Callable[[Any], tf.data.Dataset]) -> Any:
+        """Per-replica batches from ``dataset_for(context)``, called once by each worker with
+        its ``tf.distribute.InputContext`` (which worker, how many, the per-replica batch):
+        each worker reads only what that dataset reads ([train] shard_by = "file")."""
+        return self.strategy.distribute_datasets_from_function(dataset_for)
 
     def evaluation_weights(self) -> Any:
         """A context in which the model holds the weights to evaluate (EMA when used)."""

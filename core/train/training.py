@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,8 +45,11 @@ class RunContext:
     checked: CheckedPlan
     start_epoch: int
     model: Any = None
-    #: (epoch, EvaluationResult, path of the drawn grid) of the latest evaluation, if any.
+    #: (epoch, EvaluationResult, path of the drawn grid) of the latest evaluation, if any
+    #: (under ``multi_worker`` the chief's only: the other workers do not evaluate).
     last_evaluation: Any = None
+    #: This process's place in a multi-worker cluster; a single process is the chief.
+    role: WorkerRole = attrs.field(factory=WorkerRole)
 
     @property
     def plan(self) -> Plan:
@@ -109,7 +112,7 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     state = source.state()
     check_resumable(state, checked, source.folder)
     done = int(state["epoch"])
-    run = RunContext(folder=folder, checked=checked, start_epoch=done)
+    run = RunContext(folder=folder, checked=checked, start_epoch=done, role=role)
     if done >= plan.total_epochs:
         print(f"every period of plan '{plan.name}' is done ({done}/{plan.total_epochs} epochs in "
               f"{resume_from.path}); nothing to train")
@@ -155,6 +158,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
         report = initialise(checked.first(), session.parts)
         assert report is not None
         print(report.describe())
+    if role.workers > 1 and plan.train.run.shard_by == "file":
+        check_file_sharding(plan, prepared, role.workers)
     if role.workers > 1:
         distribute.same_on_every_worker(
             strategy, done, "the epoch to resume after",
@@ -168,15 +173,17 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
     # One input pipeline and evaluator per model of the run: their traced steps serve every
     # period on a dataset of the same chain.
     pipelines = {key: input_pipeline(checked.for_dataset(key)) for key in checked.chains}
-    every = evaluation_schedule(plan, prepared)
+    every = evaluation_schedule(plan, prepared, role)
     evaluators = {period.dataset: plan_evaluator(checked.for_dataset(period.dataset))
                   for period, (start, end) in zip(plan.periods, plan.period_bounds())
                   if any(_evaluates(plan, epoch, every[period.dataset])
                          for epoch in range(max(start, done) + 1, end + 1))}
     with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)), \
             StopSignals() as signals:
+        from_chief = None
         if role.workers > 1:
             signals.agree_with(distribute.any_worker(strategy))
+            from_chief = distribute.from_chief(strategy, role)
         for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
             if end <= done:
                 print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
@@ -186,7 +193,8 @@ def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resum
                             resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
                             store=store, evaluator=evaluators.get(period.dataset),
                             evaluate_every=every[period.dataset], pipeline=pipelines[period.dataset],
-                            signals=signals, progress=progress if start <= done < end else None)
+                            signals=signals, from_chief=from_chief,
+                            progress=progress if start <= done < end else None)
             registry.hook.detplug_period_end(run=run, period=period, index=index)
     registry.hook.detplug_train_end(run=run)
     if role.is_chief:
@@ -199,11 +207,14 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
                     store: CheckpointStore,
                     evaluator: Evaluator | None = None, evaluate_every: int = 0,
                     pipeline: InputPipeline | None = None,
-                    signals: StopSignals | None = None, progress: EpochProgress | None = None) -> None:
+                    signals: StopSignals | None = None, progress: EpochProgress | None = None,
+                    from_chief: Callable[[Sequence[float]], list[float]] | None = None) -> None:
     """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
     InputPipeline for the period's model (one is made when not given). ``progress``: how far
     epoch ``resume_after + 1`` got before a signal stopped the run. While ``signals`` are
-    caught, a SIGTERM or SIGINT stops after the step in progress with a checkpoint there."""
+    caught, a SIGTERM or SIGINT stops after the step in progress with a checkpoint there.
+    ``from_chief`` (a multi-worker run: core/train/distribute.from_chief): the chief alone
+    evaluates, and every worker takes the chief's best_metric from it."""
     from detplug.core.data.integrity import naming_damaged_shards
     from detplug.core.data.pipeline import count_steps
     from detplug.core.train.optimizers import describe_schedule, learning_rate_at
@@ -234,9 +245,13 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     # takes exactly the batches an uninterrupted one does. The trainer may read them inside
     # a tf.function ([train] steps_per_execution); a damaged shard stops training with its name.
     sizes = training_sizes(checked, index)
-    train_batches = iter(session.distribute(training_batches(
-        checked, index, pipeline, prepared.train_files, range(resume_after + 1, end_epoch + 1)
-    ).skip(progress.steps if progress else 0)))
+    epochs, done_steps = list(range(resume_after + 1, end_epoch + 1)), progress.steps if progress else 0
+    if plan.train.run.shard_by == "file" and run.role.workers > 1:
+        train_batches = iter(worker_training_batches(run, session, index, pipeline, prepared, epochs,
+                                                     steps=train_steps, skip=done_steps))
+    else:
+        train_batches = iter(session.distribute(training_batches(
+            checked, index, pipeline, prepared.train_files, epochs).skip(done_steps)))
     val_batches = iter(session.distribute(pipeline.dataset(
         prepared.val_files, batch_size=settings.batch_size, training=False).repeat())) if val_steps else None
     first_rate = rate_at((resume_after - period_start) * train_steps + (progress.steps if progress else 0))
@@ -271,10 +286,14 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
             logs["seconds"] = train["seconds"] + val["seconds"]
         headline = None
         if evaluator is not None and _evaluates(plan, epoch, evaluate_every):
-            logs.update(evaluate_epoch(run, registry, session, evaluator, prepared, epoch))
-            assert run.last_evaluation is not None
-            result = run.last_evaluation[1]
-            headline = (result.headline, result.headline_value)
+            if run.role.is_chief:
+                logs.update(evaluate_epoch(run, registry, session, evaluator, prepared, epoch))
+                assert run.last_evaluation is not None
+                result = run.last_evaluation[1]
+                headline = (result.headline, result.headline_value)
+            if from_chief is not None and plan.evaluation.best_metric:
+                shared = _best_metric_from_chief(plan.evaluation.best_metric, logs, from_chief)
+                headline = headline if run.role.is_chief else shared
         print(epoch_summary(epoch, plan.total_epochs, logs, losses=list(train), metric=headline))
         # Logged before the checkpoint: a kill in between re-runs this epoch, and
         # detplug_train_start lets loggers drop the rows of epochs that run again.
@@ -309,16 +328,66 @@ def epoch_augmentation(plan: Plan, epoch: int) -> Any:
 
 
 def training_batches(checked: CheckedPlan, index: int, pipeline: InputPipeline, files: Sequence[Path],
-                     epochs: Iterable[int]) -> Any:
+                     epochs: Iterable[int], *, batch_size: int | None = None,
+                     steps_per_epoch: int | None = None) -> Any:
     """The training batches of period ``index``'s ``epochs``, one epoch after the other, as the
     trainer takes them (before a strategy distributes them): augmented, at the multi-scale
     sizes, each epoch's order a function of (seed, epoch) alone. ``run.py --show-data``
-    draws these same batches."""
+    draws these same batches. A worker that reads its own shards (``[train] shard_by =
+    "file"``) asks for its replicas' ``batch_size`` and ``steps_per_epoch`` batches an epoch."""
     plan = checked.plan
     settings = plan.periods[index].settings
-    return pipeline.epochs(files, list(epochs), batch_size=settings.batch_size, training=True,
+    return pipeline.epochs(files, list(epochs), batch_size=batch_size or settings.batch_size, training=True,
                            seed=plan.train.run.seed, augment_for=partial(epoch_augmentation, plan),
-                           sizes=training_sizes(checked, index), size_every=settings.multi_scale_every)
+                           sizes=training_sizes(checked, index), size_every=settings.multi_scale_every,
+                           steps_per_epoch=steps_per_epoch)
+
+
+def check_file_sharding(plan: Plan, prepared: dict[str, PreparedData], workers: int) -> None:
+    """Under ``[train] shard_by = "file"``, every dataset a period trains on must have a train
+    shard for each worker; a DataError naming the dataset and what to change otherwise."""
+    from detplug.core.errors import DataError
+
+    for key in dict.fromkeys(period.dataset for period in plan.periods):
+        data = prepared[key]
+        shards = len(data.train_files)
+        if shards < workers:
+            images = data.images("train")
+            raise DataError(
+                f"[train] shard_by = \"file\" gives each of the {workers} workers train shards of its own, but "
+                f"dataset '{key}' has {shards} ({images} images in {data.directory}); set the dataset's "
+                f"records_per_shard to at most {max(1, images // workers)}, or use shard_by = \"data\""
+            )
+
+
+def worker_training_batches(run: RunContext, session: TrainingSession, index: int, pipeline: InputPipeline,
+                            prepared: PreparedData, epochs: Sequence[int], *, steps: int, skip: int) -> Any:
+    """Period ``index``'s training batches of ``epochs`` under ``[train] shard_by = "file"``:
+    each worker reads only its share of the train shards (core/train/distribute.split_shards)
+    at its replicas' batch size, and takes ``steps`` global steps an epoch, as every worker
+    does; ``skip`` steps of the first epoch are done."""
+    from detplug.core.train.distribute import split_shards
+
+    files, records = prepared.train_files, prepared.shard_records("train")
+    shares = split_shards(records, run.role.workers)
+    batch_size = run.plan.periods[index].settings.batch_size
+
+    def dataset_for(context: Any) -> Any:
+        # One pipeline per worker (TensorFlow's InputContext says which); it feeds the
+        # worker's local replicas one per-replica batch each per step.
+        assert context.num_input_pipelines == len(shares), "one input pipeline per worker"
+        mine = shares[context.input_pipeline_id]
+        replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        per_replica = context.get_per_replica_batch_size(batch_size)
+        images = sum(records[i] for i in mine)
+        share = prepared.images("train") / context.num_input_pipelines
+        print(f"shard_by 'file': this {run.role.task_type} reads {len(mine)} of the {len(files)} train shards "
+              f"({images} images, {images / share:.0%} of an even share), {steps} steps an epoch of "
+              f"{replicas} x {per_replica} images")
+        return training_batches(run.checked, index, pipeline, [files[i] for i in mine], epochs,
+                                batch_size=per_replica, steps_per_epoch=steps * replicas).skip(skip * replicas)
+
+    return session.distribute_by_worker(dataset_for)
 
 
 def input_pipeline(view: CheckedPlan) -> InputPipeline:
@@ -354,9 +423,23 @@ def report_positives(view: CheckedPlan, batches: Any, *, epoch: int = 1) -> dict
     return counts
 
 
-def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData]) -> dict[str, int]:
+def _best_metric_from_chief(metric: str, logs: dict[str, Any],
+                            from_chief: Callable[[Sequence[float]], list[float]]) -> tuple[str, float] | None:
+    """Put the chief's value of ``metric`` (``[evaluation] best_metric``) into ``logs`` on
+    every worker, so that all of them keep the same epoch as ``best``; (metric, value), or
+    None when the chief's evaluation has no such figure (best falls back to the val loss)."""
+    present, value = from_chief([1.0 if metric in logs else 0.0, float(logs.get(metric, 0.0))])
+    if not present:
+        return None
+    logs[metric] = value
+    return metric, value
+
+
+def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData],
+                        role: WorkerRole | None = None) -> dict[str, int]:
     """Every how many epochs each dataset's periods evaluate ([evaluation] eval_every, "auto"
-    by its images: core/plan/settings.evaluation_every), said once per dataset."""
+    by its images: core/plan/settings.evaluation_every), said once per dataset. Under
+    ``multi_worker`` (``role``) the chief alone evaluates."""
     from detplug.core.plan.settings import evaluation_every
 
     every = {}
@@ -367,7 +450,12 @@ def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData]) -> dict[s
         if plan.evaluator is not None:
             when = "after the last epoch only" if every[key] == 0 else \
                 "every epoch" if every[key] == 1 else f"every {every[key]} epochs"
-            print(f"evaluation on {key}'s {split} split: {when} and after the last ({why})")
+            where = ""
+            if role is not None and role.workers > 1:
+                metric = plan.evaluation.best_metric
+                where = " by the chief only" + (f"; this {role.task_type} takes the chief's {metric} to keep the "
+                                                f"best checkpoint" if metric and not role.is_chief else "")
+            print(f"evaluation on {key}'s {split} split: {when} and after the last ({why}){where}")
     return every
 
 

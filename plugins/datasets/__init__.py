@@ -77,6 +77,9 @@ class RecordParams:
     max_boxes: int = field(default=50, validator=validators.gt(0))
     val_ratio: float = field(default=0.2, converter=float, validator=[validators.gt(0), validators.lt(1)])
     split_seed: int = 0
+    #: Images per TFRecord shard file. [train] shard_by = "file" gives each worker its own
+    #: shards, so a dataset needs at least one train shard per worker.
+    records_per_shard: int = field(default=256, validator=validators.gt(0))
 
 
 @frozen(kw_only=True)
