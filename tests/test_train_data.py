@@ -11,9 +11,9 @@ import tomllib
 from helpers import kill_at, make_plugin_package, pythonpath_env, run_cli, write_yolo_shapes
 from PIL import Image
 
-from detplug.core.data.layouts import detect_layout
+from detplug.core.data.layouts import detect_layout, typical_aspect
 from detplug.core.errors import DataError, PlanError
-from detplug.core.plan.from_data import data_plan, plan_name, template_names, write_data_plan
+from detplug.core.plan.from_data import data_image_size, data_plan, plan_name, template_names, write_data_plan
 
 
 def write_coco(root: Path) -> Path:
@@ -76,11 +76,30 @@ def test_the_plan_takes_the_template_the_data_and_yolov5s_gain_rules(tmp_path):
     assert plan["evaluation"]["evaluator"] == "coco_map"
     losses = plan["loss_combos"]["standard"]
     assert losses["objectness"]["weight"] == round(64 * 96 / 640**2, 4) and losses["category"] == round(0.5 * 5 / 80, 4)
-    # COCO's anchors (pixels at 416x416) scaled to 64x96: YOLOv3's (116, 90) at stride 32 -> (27, 14)
-    assert plan["model"]["anchors"]["32"][0] == [27, 14]
+    # COCO's anchors (pixels at 416x416) scaled by the long side, 96 / 416: YOLOv3's (116, 90)
+    # at stride 32 -> (27, 21)
+    assert plan["model"]["anchors"]["32"][0] == [27, 21]
     assert plan_name(tmp_path / "shapes" / "data.yaml", "small") == "shapes_small"
     with pytest.raises(PlanError, match="--model tiny: no such template; the templates are small, yolov3, yolov4"):
         data_plan(layout, model="tiny", name="x")
+
+
+def test_the_input_size_keeps_the_templates_long_side_and_takes_the_other_from_the_datas_shape(tmp_path):
+    kitti = tmp_path / "kitti"
+    (kitti / "training" / "image_2").mkdir(parents=True)
+    (kitti / "training" / "label_2").mkdir()
+    for index, size in enumerate([(1242, 375), (1224, 370), (1242, 375)]):
+        Image.new("RGB", size).save(kitti / "training" / "image_2" / f"{index:06d}.png")
+    aspect = typical_aspect(detect_layout(kitti))
+    assert aspect == (pytest.approx(1242 / 375), 3)  # the median of 3.308, 3.312, 3.312
+    # 320 / 3.312 = 96.6 -> 96; 416 / 3.312 = 125.6 -> 128 (the nearest multiples of 32)
+    assert data_image_size("small", aspect)[0] == (96, 320)
+    size, why = data_image_size("yolov3", aspect)
+    assert size == (128, 416) and "long side 416" in why and "median aspect 3.31 (width / height, 3 images)" in why
+    assert data_image_size("small", (0.75, 9))[0] == (320, 256)  # portrait: 320 x 0.75 = 240 -> 256
+    assert data_image_size("small", (1.0, 9))[0] == (320, 320)
+    assert data_image_size("small", None) == ((320, 320), "template 'small''s (no image to measure the data's shape)")
+    assert typical_aspect(detect_layout(write_coco(tmp_path / "coco"))) == (pytest.approx(40 / 30), 1)
 
 
 def test_a_written_plan_is_never_overwritten_by_a_different_one(tmp_path):

@@ -313,8 +313,15 @@ def train(args: argparse.Namespace) -> None:
 def _plan_for_data(args: argparse.Namespace) -> Path:
     """``train --data PATH``: the plan the template and the data give, written into the run
     folder as plan.toml (core/plan/from_data.py); its path."""
-    from detplug.core.data.layouts import detect_layout
-    from detplug.core.plan.from_data import PLAN_FILE, data_plan, image_size_of, plan_name, write_data_plan
+    from detplug.core.data.layouts import detect_layout, typical_aspect
+    from detplug.core.plan.from_data import (
+        PLAN_FILE,
+        data_image_size,
+        data_plan,
+        image_size_of,
+        plan_name,
+        write_data_plan,
+    )
     from detplug.core.plan.plan_file import apply_override
 
     if args.plan:
@@ -325,8 +332,11 @@ def _plan_for_data(args: argparse.Namespace) -> Path:
             raise DetplugError(f"{flag} {value}: give a whole number >= 1")
     layout = detect_layout(args.data)
     name = plan_name(args.data, args.model)
-    plan = data_plan(layout, model=args.model, name=name, epochs=args.epochs,
-                     image_size=image_size_of(args.image_size), batch=args.batch)
+    size = image_size_of(args.image_size)
+    if size is None:
+        size, why = data_image_size(args.model, typical_aspect(layout))
+        print(f"--data {args.data}: input size {size[0]}x{size[1]} (height x width): {why}")
+    plan = data_plan(layout, model=args.model, name=name, epochs=args.epochs, image_size=size, batch=args.batch)
     folder = args.workdir or Path("runs") / name
     for override in args.set:  # the written plan holds them, so that --plan plan.toml alone runs it again
         apply_override(plan, override, folder / PLAN_FILE)

@@ -44,6 +44,8 @@ class DataLayout:
     params: dict[str, Any]
     classes: tuple[str, ...]
     description: str
+    #: The folder its images are in (searched with its subfolders), for their typical shape.
+    images: Path | None = None
 
 
 def detect_layout(path: str | Path) -> DataLayout:
@@ -65,7 +67,7 @@ def detect_layout(path: str | Path) -> DataLayout:
             return _coco_from_folder(path, annotations)
         if (path / "training" / "image_2").is_dir() and (path / "training" / "label_2").is_dir():
             return DataLayout("kitti", {"root": str(path), "synthetic_fallback": False},
-                              ("Car", "Pedestrian", "Cyclist"), f"KITTI root {path}")
+                              ("Car", "Pedestrian", "Cyclist"), f"KITTI root {path}", path / "training" / "image_2")
         if _looks_like_yolo(path):
             return _yolo_folder(path)
     raise DataError(f"--data {path}: not a dataset layout detplug recognises; give "
@@ -91,7 +93,7 @@ def _yolo_from_yaml(path: Path) -> DataLayout:
         raise DataError(f"--data {path}: its 'path' {document['path']!r} is not a folder ({root})")
     names = names_from_yaml(path)
     return DataLayout("yolo_txt", {"root": str(root), "names": list(names)}, tuple(names),
-                      f"YOLO dataset {root} ({path.name}: {len(names)} classes)")
+                      f"YOLO dataset {root} ({path.name}: {len(names)} classes)", root)
 
 
 def _looks_like_yolo(folder: Path) -> bool:
@@ -105,7 +107,8 @@ def _yolo_folder(folder: Path) -> DataLayout:
     if names is None:
         raise DataError(f"--data {folder}: a YOLO folder, but its class names are missing; write them in "
                         f"{folder / 'data.yaml'} (names: [a, b, ...]) or {folder / 'classes.txt'} (one per line)")
-    return DataLayout("yolo_txt", {"root": str(folder)}, names, f"YOLO folder {folder} ({len(names)} classes)")
+    return DataLayout("yolo_txt", {"root": str(folder)}, names, f"YOLO folder {folder} ({len(names)} classes)",
+                      folder)
 
 
 def _coco_categories(path: Path) -> tuple[str, ...]:
@@ -136,7 +139,7 @@ def _coco_from_json(path: Path) -> DataLayout:
     root = path.parent.parent if path.parent.name == "annotations" else path.parent
     images = _images_beside(path, root)
     params = {"root": str(root), "annotations": str(path), "images": str(images), "classes": list(classes)}
-    return DataLayout("coco", params, classes, f"COCO annotations {path} ({len(classes)} categories)")
+    return DataLayout("coco", params, classes, f"COCO annotations {path} ({len(classes)} categories)", images)
 
 
 def _coco_from_folder(root: Path, annotations: list[Path]) -> DataLayout:
@@ -148,4 +151,35 @@ def _coco_from_folder(root: Path, annotations: list[Path]) -> DataLayout:
     if val is not None:
         params.update(val_annotations=str(val), val_images=str(_images_beside(val, root)))
     described = f"{train.name}" + (f" and {val.name}" if val is not None else "")
-    return DataLayout("coco", params, classes, f"COCO folder {root} ({described}: {len(classes)} categories)")
+    return DataLayout("coco", params, classes, f"COCO folder {root} ({described}: {len(classes)} categories)",
+                      Path(params["images"]))
+
+
+#: How many images :func:`typical_aspect` opens (evenly spread over the sorted file names).
+ASPECT_SAMPLE = 64
+
+
+def typical_aspect(layout: DataLayout) -> tuple[float, int] | None:
+    """The median width / height of the layout's images and how many were read (only their
+    headers, up to ASPECT_SAMPLE of them); None when it has no image folder or no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if layout.images is None or not layout.images.is_dir():
+        return None
+    files = sorted(path for path in layout.images.rglob("*") if is_image_file(path))
+    step = max(1, len(files) // ASPECT_SAMPLE)
+    ratios = []
+    for path in files[::step][:ASPECT_SAMPLE]:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, UnidentifiedImageError):
+            continue  # conversion names a bad image; this is only an estimate
+        if width > 0 and height > 0:
+            ratios.append(width / height)
+    if not ratios:
+        return None
+    ratios.sort()
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return median, len(ratios)

@@ -5,8 +5,11 @@ the periods) gets the dataset core/data/layouts.py recognises at PATH as its ``d
 dataset, with:
 
 - the evaluator of the format (``coco_map``; ``kitti_ap`` for KITTI);
-- anchors: COCO's (YOLOv3's nine, fitted at 416x416) scaled to the input size, unless the
-  template names its own; ``run.py anchors --plan P --write`` fits them to the data;
+- the input size: the template's long side, and the other side from the data's median
+  aspect (:func:`data_image_size`), so wide images (KITTI's 3.3 : 1) are not letterboxed
+  into a square that is two thirds padding;
+- anchors: COCO's (YOLOv3's nine, fitted at 416x416) scaled by the input's long side, unless
+  the template names its own; ``run.py anchors --plan P --write`` fits them to the data;
 - the objectness and class gains scaled as YOLOv5 scales its own (the template gives them
   for 640x640 and 80 classes): objectness x H x W / 640^2, class x classes / 80;
 - ``--epochs``, ``--image-size`` and ``--batch`` over the template's.
@@ -62,6 +65,23 @@ def image_size_of(values: list[int] | None) -> tuple[int, int] | None:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
+def data_image_size(model: str, aspect: tuple[float, int] | None) -> tuple[tuple[int, int], str]:
+    """The input (height, width) for data of median ``aspect`` (width / height, images read)
+    and template ``model``: the template's long side, the other side the nearest multiple of
+    32 (at least 32) that keeps the aspect; the template's size when the aspect is unknown.
+    With why, in words."""
+    height, width = (int(v) for v in read_template(model).get("datasets", {}).get(DATASET_KEY, {}).get(
+        "image_size", (416, 416)))
+    if aspect is None:
+        return (height, width), f"template '{model}''s (no image to measure the data's shape)"
+    ratio, images = aspect
+    long = max(height, width)
+    short = max(32, round(long / max(ratio, 1 / ratio) / 32) * 32)
+    size = (short, long) if ratio >= 1 else (long, short)
+    return size, (f"template '{model}''s long side {long}, the other side from the data's median aspect "
+                  f"{ratio:.2f} (width / height, {images} images); --image-size H W sets it")
+
+
 def plan_name(data: Path, model: str) -> str:
     """``shapes_small`` for --data .../shapes (or .../shapes/data.yaml) and --model small."""
     data = Path(data).expanduser().absolute()
@@ -83,9 +103,10 @@ def data_plan(layout: DataLayout, *, model: str, name: str, epochs: int | None =
     plan.setdefault("evaluation", {}).setdefault("evaluator", EVALUATORS.get(layout.component, "coco_map"))
     model_table = plan.setdefault("model", {})
     if model_table.get("anchors", ANCHOR_POOL) == ANCHOR_POOL:
+        # Letterboxing keeps the images' shape, so objects scale with the input's long side.
+        scale = max(height, width) / ANCHOR_POOL_SIZE
         model_table["anchors"] = {
-            str(stride): [[max(1, round(w * width / ANCHOR_POOL_SIZE)), max(1, round(h * height / ANCHOR_POOL_SIZE))]
-                          for w, h in pairs]
+            str(stride): [[max(1, round(w * scale)), max(1, round(h * scale))] for w, h in pairs]
             for stride, pairs in ANCHOR_POOLS[ANCHOR_POOL].items()}
     classes = len(layout.classes) or GAIN_CLASSES
     for combination in plan.get("loss_combos", {}).values():
