@@ -8,11 +8,11 @@ import re
 import shutil
 from pathlib import Path
 
+import attrs
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from detplug.core.data import records
 from detplug.core.data.datasets import prepare_datasets
 from detplug.core.data.integrity import guarded, verify_prepared
 from detplug.core.data.pipeline import make_dataset
@@ -55,9 +55,9 @@ def label(root: Path, stem: str) -> Path:
     return root / "training" / "label_2" / f"{stem}.txt"
 
 
-def convert(root: Path, cache: Path, **options):
+def convert(root: Path, cache: Path, params: KittiParams = PARAMS, **options):
     split_files = "ImageSets" if (root / "ImageSets").is_dir() else ""
-    return convert_kitti(root, PARAMS, cache_dir=cache, split_files=split_files, **options)
+    return convert_kitti(root, params, cache_dir=cache, split_files=split_files, **options)
 
 
 # -- each kind of bad input, named ------------------------------------------------------
@@ -234,12 +234,7 @@ def clean_records(tmp_path_factory):
     """12 images in train shards of 3 records (so there is a shard to name among several)."""
     folder = tmp_path_factory.mktemp("clean")
     root = write_kitti(folder / "kitti", {f"{i:06d}": [CAR] for i in range(12)}, train=[f"{i:06d}" for i in range(9)])
-    patch = pytest.MonkeyPatch()
-    patch.setattr(records, "RECORDS_PER_SHARD", 3)
-    try:
-        return convert(root, folder / "cache")
-    finally:
-        patch.undo()
+    return convert(root, folder / "cache", attrs.evolve(PARAMS, records_per_shard=3))
 
 
 @pytest.fixture
