@@ -235,23 +235,24 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
     end_epoch = period_start + period.epochs
 
     pipeline = pipeline or input_pipeline(session.view)
-    if resume_after == period_start and progress is None and (index == 0 or index in checked.model_changes()):
-        report_positives(session.view, pipeline.dataset(prepared.train_files, batch_size=settings.batch_size,
-                                                        training=True, seed=plan.train.run.seed + 1,
-                                                        augment=epoch_augmentation(plan, period_start + 1)),
-                         epoch=period_start + 1)
     # One iterator for the period's training batches and one for validation, which repeats
     # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
     # takes exactly the batches an uninterrupted one does. The trainer may read them inside
     # a tf.function ([train] steps_per_execution); a damaged shard stops training with its name.
     sizes = training_sizes(checked, index)
     epochs, done_steps = list(range(resume_after + 1, end_epoch + 1)), progress.steps if progress else 0
-    if plan.train.run.shard_by == "file" and run.role.workers > 1:
+    by_file = plan.train.run.shard_by == "file" and run.role.workers > 1
+    batches = None if by_file else training_batches(checked, index, pipeline, prepared.train_files, epochs)
+    if resume_after == period_start and progress is None and (index == 0 or index in checked.model_changes()):
+        # The first epoch's batches as training takes them (the same dataset: not built twice).
+        first = batches if batches is not None else training_batches(checked, index, pipeline,
+                                                                     prepared.train_files, epochs)
+        report_positives(session.view, first.take(train_steps), epoch=period_start + 1)
+    if batches is None:
         train_batches = iter(worker_training_batches(run, session, index, pipeline, prepared, epochs,
                                                      steps=train_steps, skip=done_steps))
     else:
-        train_batches = iter(session.distribute(training_batches(
-            checked, index, pipeline, prepared.train_files, epochs).skip(done_steps)))
+        train_batches = iter(session.distribute(batches.skip(done_steps)))
     val_batches = iter(session.distribute(pipeline.dataset(
         prepared.val_files, batch_size=settings.batch_size, training=False).repeat())) if val_steps else None
     first_rate = rate_at((resume_after - period_start) * train_steps + (progress.steps if progress else 0))
