@@ -87,7 +87,8 @@ def detplug_epoch_end(run: RunContext, epoch: int, logs: dict[str, float]) -> No
 def detplug_evaluation_end(run: RunContext, epoch: int, metrics: dict[str, float], grid: Path) -> None:
     """The evaluator ran on the validation split after ``epoch``: ``metrics`` are its
     results (also in that epoch's logs); ``grid`` is a PNG of validation images with
-    predicted and ground-truth boxes drawn. The TensorBoard logger shows the grid."""
+    predicted and ground-truth boxes drawn, unless ``[train] plots = false`` left it unwritten
+    (check ``grid.is_file()``). The TensorBoard logger shows the grid."""
 
 
 @hookspec

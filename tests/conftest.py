@@ -38,7 +38,12 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """The tiny plan's 1+1 epochs trained once through the CLI for the session: (plan, run
     folder, cache); its output is run folder/../stdout.txt. Copy the run folder to change it."""
-    folder = shared_folder(tmp_path_factory, "finished", _trained(write_tiny_plan))
+    def write(folder: Path) -> Path:  # with its pictures, which test_training_curves.py looks at
+        plan = write_tiny_plan(folder)
+        plan.write_text(plan.read_text().replace("plots = false\n", "plots = true\n"))
+        return plan
+
+    folder = shared_folder(tmp_path_factory, "finished", _trained(write))
     return folder / "tiny.toml", folder / "run", folder / "cache"
 
 

@@ -39,6 +39,7 @@ category = 1.0
 trainer = "{trainer}"
 batch_size = 4
 seed = 0
+plots = false
 
 [[periods]]
 dataset = "synth"
@@ -139,6 +140,7 @@ category = 1.0
 trainer = "eager"
 batch_size = 4
 seed = 0
+plots = false
 
 [evaluation]
 evaluator = "coco_map"

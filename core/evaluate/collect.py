@@ -34,9 +34,10 @@ COCO_PREDICTIONS, COCO_GROUND_TRUTH = "coco_predictions.json", "coco_ground_trut
 
 
 def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, batch_size: int = 8,
-            score_threshold: float | None = None) -> tuple[list[ImageTruth], list[ImageDetections], list[Image.Image]]:
+            score_threshold: float | None = None, draw: int = GRID_IMAGES
+            ) -> tuple[list[ImageTruth], list[ImageDetections], list[Image.Image]]:
     """Ground truth and detections for every record of ``files``, in source pixels, and the
-    first GRID_IMAGES letterboxed images with their predictions and truth drawn."""
+    first ``draw`` letterboxed images with their predictions and truth drawn."""
     chain, settings = checked.chain, checked.plan.evaluation
     image_spec = chain.image
     # static_check fills in every link of a checked plan's chain.
@@ -70,7 +71,7 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
                 boxes=to_source_pixels(found["boxes"][index][:count], source_hw, image_spec).numpy(),
                 names=tuple(names[c] for c in found_classes), scores=found["scores"][index][:count].numpy(),
             ))
-            if len(drawn) < GRID_IMAGES:
+            if len(drawn) < draw:
                 drawn.append(_drawn(images[index], found, index, count, record, names, settings.score_threshold))
 
     batch: list[dict[str, Any]] = []
@@ -140,7 +141,7 @@ def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluato
                    grid_path: Path | None = None, coco_folder: Path | None = None) -> EvaluationResult:
     """The evaluator's result on the records of ``files``; the drawn grid at ``grid_path``, and
     the detections and ground truth as COCO JSON files in ``coco_folder`` (core/evaluate/coco_files.py)."""
-    truths, detections, drawn = collect(model, checked, files)
+    truths, detections, drawn = collect(model, checked, files, draw=GRID_IMAGES if grid_path is not None else 0)
     if grid_path is not None and drawn:
         with writing(f"the drawn predictions {grid_path.name}", grid_path.parent):
             grid_path.parent.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,10 @@ class RunSettings:
     #: split, a worker with fewer images than its share reading some twice. Validation is
     #: sharded by data either way.
     shard_by: str = field(default="data", validator=validators.in_(SHARD_BY))
+    #: Pictures while training: results.png at each period's end and the drawn predictions
+    #: of each evaluation (predictions/epNN.png). false draws none (Ultralytics' plots=False):
+    #: a few seconds less per period for short runs; history.csv and TensorBoard keep everything.
+    plots: bool = True
 
 
 PERIOD_SETTING_KEYS = tuple(f.name for f in attrs.fields(PeriodSettings))

@@ -468,15 +468,16 @@ def evaluate_epoch(run: RunContext, registry: Registry, session: TrainingSession
                    prepared: PreparedData,
                    epoch: int) -> dict[str, float]:
     """The evaluator's metrics on the validation split (EMA weights when used), with a grid
-    of drawn predictions written to predictions/epNN.png. The epoch's line shows the
-    headline figure; the whole table is printed after the last epoch by
-    :func:`print_final_report` (every figure is in history.csv and results.png)."""
+    of drawn predictions written to predictions/epNN.png (unless [train] plots = false). The
+    epoch's line shows the headline figure; the whole table is printed after the last epoch
+    by :func:`print_final_report` (every figure is in history.csv and results.png)."""
     from detplug.core.evaluate.collect import evaluate_files
 
     grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
     with session.evaluation_weights():
         result = evaluate_files(session.model, session.view, evaluator,
-                                prepared.files(run.plan.evaluation.split), grid_path=grid)
+                                prepared.files(run.plan.evaluation.split),
+                                grid_path=grid if run.plan.train.run.plots else None)
     run.last_evaluation = (epoch, result, grid)
     registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
     return dict(result.metrics)

@@ -1,5 +1,6 @@
 """runs/<plan>/results.png: the training curves, redrawn from history.csv at the end of
-every period and when a run resumes, written as a third-party logger would write it.
+every period and when a run resumes (unless ``[train] plots = false``), written as a
+third-party logger would write it.
 
 It draws between periods, never inside the epoch loop: nothing waits on matplotlib
 while TensorFlow trains.
@@ -17,6 +18,8 @@ RESULTS_NAME = "results.png"
 
 
 def _redraw(run: Any) -> None:
+    if not run.plan.train.run.plots:  # [train] plots = false
+        return
     from detplug.core.pictures.training_curves import draw_results
 
     history = run.folder.history
