@@ -334,7 +334,7 @@ def test_verify_finds_every_damaged_shard_and_passes_good_ones(prepared):
 PLAN = """
 name = "prepare"
 [model]
-backbone = {{ name = "darknet53", width = 0.125, depth = 0.34 }}
+backbone = {{ name = "darknet53", width = 0.125, depth = 0.1 }}
 head = {{ name = "yolov3_fpn", width = 0.125 }}
 decoder = {{ name = "yolo" }}
 anchors = "coco_yolov3"

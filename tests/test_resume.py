@@ -63,15 +63,15 @@ def assert_same_run(expected_run: Path, found_run: Path) -> None:
     assert strip_seconds(rows[0]) == strip_seconds(rows[1])
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=60)
 def test_several_steps_per_call_give_the_weights_and_losses_of_one_step_per_call(straight, tmp_path):
-    # The straight run took one step per call ("auto" on a CPU). Eight per call (each 4-step
-    # epoch in one call) and 3 (calls of 3 steps, then 1) give the same run bit for bit.
+    # The straight run took one step per call ("auto" on a CPU). Three per call (a call of 3
+    # steps, then one of the epoch's last step) give the same run bit for bit; the kill test
+    # below runs 8 per call (each 4-step epoch in one call shorter than 8).
     plan, straight_run, cache = straight
-    for steps in (8, 3):
-        result = train(plan, tmp_path / f"k{steps}", cache, *EXACT, "--set", f"train.steps_per_execution={steps}")
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert_same_run(straight_run, tmp_path / f"k{steps}")
+    result = train(plan, tmp_path / "k3", cache, *EXACT, "--set", "train.steps_per_execution=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(straight_run, tmp_path / "k3")
 
 
 @pytest.mark.slow(seconds=100)

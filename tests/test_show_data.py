@@ -74,7 +74,7 @@ PLAN = """
 name = "one_box"
 
 [model]
-backbone = {{ name = "darknet53", width = 0.125, depth = 0.34 }}
+backbone = {{ name = "darknet53", width = 0.125, depth = 0.1 }}
 head = {{ name = "yolov3_fpn", width = 0.125 }}
 decoder = {{ name = "yolo" }}
 anchors = "coco_yolov3"
