@@ -1,7 +1,7 @@
 """Train-step throughput of detplug's trainers against a bare tf.function step and keras fit,
 and of the real training loop.
 
-    python benchmarks/trainers.py [--plan kitti_simple] [--steps 10] [--rounds 3]
+    python benchmarks/trainers.py [--plan kitti_simple] [--steps 10] [--rounds 3] [--only steps]
 
 The bare step, the trainers and fit run the same model, losses and batch (kept in
 memory, so the input pipeline is not measured there). The real loop is the graph
@@ -178,21 +178,28 @@ def fit_runner(parts: dict[str, Any]) -> Callable[[int], None]:
     return run
 
 
+RUNNERS: dict[str, Callable[[dict[str, Any]], Callable[[int], None]]] = {
+    "bare_step_ips": lambda parts: bare_runner(parts),
+    "graph_ips": lambda parts: trainer_runner(parts, "graph"),
+    "eager_ips": lambda parts: trainer_runner(parts, "eager"),
+    "fit_ips": lambda parts: fit_runner(parts),
+    "loop_ips": lambda parts: loop_runner(parts),
+    "k1_ips": lambda parts: steps_runner(parts, 1),
+    "k8_ips": lambda parts: steps_runner(parts, 8),
+}
+#: --only steps: the steps_per_execution comparison alone.
+GROUPS = {"steps": ("k1_ips", "k8_ips")}
+
+
 def measure_trainers(plan: str = "kitti_simple", *, steps: int = 10, rounds: int = 3,
-                     cache_dir: Path | None = None, parts: dict[str, Any] | None = None) -> dict[str, float]:
-    """images/s of each way to train, median over interleaved rounds, after one warm-up each."""
+                     cache_dir: Path | None = None, parts: dict[str, Any] | None = None,
+                     names: tuple[str, ...] = tuple(RUNNERS)) -> dict[str, float]:
+    """images/s of each way to train (``names``: some of RUNNERS), median over interleaved
+    rounds, after one warm-up each."""
     from detplug.core.train.training import default_cache_dir
 
     parts = parts or build(plan, cache_dir or default_cache_dir())
-    runners = {
-        "bare_step_ips": bare_runner(parts),
-        "graph_ips": trainer_runner(parts, "graph"),
-        "eager_ips": trainer_runner(parts, "eager"),
-        "fit_ips": fit_runner(parts),
-        "loop_ips": loop_runner(parts),
-        "k1_ips": steps_runner(parts, 1),
-        "k8_ips": steps_runner(parts, 8),
-    }
+    runners = {name: RUNNERS[name](parts) for name in names}
     # The eager trainer is several times slower: fewer steps keep the run short. The
     # several-steps trainer runs whole calls of 8.
     step_counts = {name: max(2, steps // 3) if name == "eager_ips" else steps for name in runners}
@@ -213,8 +220,16 @@ def measure_trainers(plan: str = "kitti_simple", *, steps: int = 10, rounds: int
             run(step_counts[name])
             samples[name].append(step_counts[name] * parts["batch_size"] / (time.perf_counter() - started))
     results = {name: statistics.median(values) for name, values in samples.items()}
-    results["k1_first_call_s"], results["k8_first_call_s"] = warm_up["k1_ips"], warm_up["k8_ips"]
+    if "k1_ips" in warm_up and "k8_ips" in warm_up:
+        results["k1_first_call_s"], results["k8_first_call_s"] = warm_up["k1_ips"], warm_up["k8_ips"]
     return results
+
+
+def print_steps(results: dict[str, float]) -> None:
+    print(f"steps_per_execution 1: {results['k1_ips']:.2f} images/s, 8: {results['k8_ips']:.2f} images/s "
+          f"(8 / 1 = {results['k8_ips'] / results['k1_ips']:.3f}; in-memory batches from a tf.data iterator); "
+          f"first 8 steps, traced and optimised (1 / 8 per call): {results['k1_first_call_s']:.1f} s / "
+          f"{results['k8_first_call_s']:.1f} s")
 
 
 def print_table(results: dict[str, float]) -> None:
@@ -224,10 +239,7 @@ def print_table(results: dict[str, float]) -> None:
                         ("fit_ips", "keras Model.fit"), ("eager_ips", "detplug eager trainer"),
                         ("loop_ips", "real training loop")):
         print(f"{label:<24} {results[name]:>9.2f} {graph / results[name]:>13.2f}")
-    print(f"steps_per_execution 1: {results['k1_ips']:.2f} images/s, 8: {results['k8_ips']:.2f} images/s "
-          f"(8 / 1 = {results['k8_ips'] / results['k1_ips']:.3f}; in-memory batches from a tf.data iterator); "
-          f"first 8 steps, traced and optimised (1 / 8 per call): {results['k1_first_call_s']:.1f} s / "
-          f"{results['k8_first_call_s']:.1f} s")
+    print_steps(results)
     goals = [("graph >= 0.95x bare", graph >= 0.95 * results["bare_step_ips"]),
              ("graph >= 1.2x fit", graph >= 1.2 * results["fit_ips"]),
              ("graph >= 2.5x eager", graph >= 2.5 * results["eager_ips"]),
@@ -240,8 +252,12 @@ def main() -> None:
     parser.add_argument("--plan", default="kitti_simple")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=sorted(GROUPS), help="measure one comparison alone")
     args = parser.parse_args()
-    print_table(measure_trainers(args.plan, steps=args.steps, rounds=args.rounds))
+    if args.only:
+        print_steps(measure_trainers(args.plan, steps=args.steps, rounds=args.rounds, names=GROUPS[args.only]))
+    else:
+        print_table(measure_trainers(args.plan, steps=args.steps, rounds=args.rounds))
 
 
 if __name__ == "__main__":
