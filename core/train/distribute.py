@@ -175,22 +175,28 @@ def describe(strategy: Any, name: str, role: WorkerRole) -> str:
     return f"strategy '{name}': {replicas} replica{'s' if replicas != 1 else ''} ({where})"
 
 
+def replica_sums(strategy: Any) -> Callable[[Sequence[float]], list[float]]:
+    """A function that every worker calls at the same point with its numbers, and that
+    returns on all of them each number's sum over every replica of every worker (one
+    all-reduce, in float64); each local replica adds this process's numbers once."""
+    import tensorflow as tf
+
+    @tf.function
+    def total(values: Any) -> Any:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(values)), axis=None)
+
+    def sums(values: Sequence[float]) -> list[float]:
+        return [float(value) for value in total(tf.constant(list(values), tf.float64)).numpy()]
+
+    return sums
+
+
 def same_on_every_worker(strategy: Any, value: int, what: str, hint: str) -> None:
     """Stop with an error unless every replica holds the same ``value`` (an all-reduce of
     the value and its square: their means agree only when all values are equal)."""
     if strategy.num_replicas_in_sync == 1:
         return
-    import tensorflow as tf
-
-    @tf.function
-    def sums() -> tuple[Any, Any]:
-        def both() -> tuple[Any, Any]:
-            local = tf.constant(float(value), tf.float64)
-            return local, local * local
-
-        return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, part, axis=None) for part in strategy.run(both))
-
-    total, squares = (float(part) for part in sums())
+    total, squares = replica_sums(strategy)([float(value), float(value) * value])
     replicas = strategy.num_replicas_in_sync
     if abs(total - replicas * value) > 0.5 or abs(squares - replicas * value * value) > 0.5:
         raise DistributeError(f"the workers disagree on {what} (this one has {value}); {hint}")
@@ -216,14 +222,10 @@ def any_worker(strategy: Any) -> Callable[[bool], bool]:
     """A function that every worker calls at the same point of its loop with its own flag,
     and that returns True on all of them when any one passed True (an all-reduce of the
     flags). The workers of a multi-worker run agree with it on the step to stop at."""
-    import tensorflow as tf
-
-    @tf.function
-    def total(flag: Any) -> Any:
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flag)), axis=None)
+    total = replica_sums(strategy)
 
     def agree(flag: bool) -> bool:
-        return float(total(tf.constant(1.0 if flag else 0.0))) > 0
+        return total([1.0 if flag else 0.0])[0] > 0
 
     return agree
 
@@ -234,18 +236,12 @@ def from_chief(strategy: Any, role: WorkerRole) -> Callable[[Sequence[float]], l
     an all-reduce in which only the chief's replicas contribute. Under ``multi_worker`` the
     chief alone evaluates, and the others take its metric from here, so that every worker
     decides alike whether an epoch is the best and saves it (their saves must stay in step)."""
-    import tensorflow as tf
-
     local = max(1, len(replica_devices(strategy)))
-
-    @tf.function
-    def total(values: Any) -> Any:
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(values)), axis=None)
+    total = replica_sums(strategy)
 
     def share(values: Sequence[float]) -> list[float]:
         # Each of the chief's ``local`` replicas adds its share of the values.
-        mine = [value / local if role.is_chief else 0.0 for value in values]
-        return [float(value) for value in total(tf.constant(mine, tf.float64)).numpy()]
+        return total([value / local if role.is_chief else 0.0 for value in values])
 
     return share
 
