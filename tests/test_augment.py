@@ -161,3 +161,70 @@ def test_colour_jitter_turns_hue_scales_saturation_and_value_and_leaves_grey_gre
     np.testing.assert_allclose(colour([1, 0, 0], 1 / 3, 1.0, 1.0), [0, 1, 0], atol=1e-6)  # red -> green, as in HSV
     np.testing.assert_allclose(colour([0.9, 0.3, 0.3], 0.0, 0.0, 1.0), [0.5, 0.5, 0.5], atol=1e-6)  # no saturation
     np.testing.assert_allclose(colour([0.5, 0.5, 0.5], 0.2, 1.7, 0.5), [0.25, 0.25, 0.25], atol=1e-6)
+
+
+def white_box(pixels: np.ndarray) -> list[float]:
+    """y1 x1 y2 x2 (ratios) of the white pixels of a square image."""
+    rows, cols = np.nonzero(pixels.min(axis=-1) > 0.5)
+    size = pixels.shape[0]
+    return [rows.min() / size, cols.min() / size, (rows.max() + 1) / size, (cols.max() + 1) / size]
+
+
+def block_image() -> tuple[np.ndarray, np.ndarray]:
+    """A white block at rows 1..3, columns 4..7 of a black 8x8 image, its box, and a padding row."""
+    pixels = np.zeros((8, 8, 3), np.float32)
+    pixels[1:3, 4:7] = 1.0
+    boxes = np.array([[1 / 8, 4 / 8, 3 / 8, 7 / 8], [0, 0, 0, 0]], np.float32)
+    return pixels, boxes
+
+
+def test_flipud_and_quarter_turns_move_a_hand_made_box_with_its_pixels():
+    pixels, boxes = block_image()
+    flipped, flipped_boxes = augment_ops.flip_up_down(tf.constant(pixels), tf.constant(boxes),
+                                                      tf.constant([1, 2], tf.int64), 1.0)
+    # Upside down: rows 1..3 of 8 become rows 5..7.
+    np.testing.assert_allclose(flipped_boxes.numpy(), [[5 / 8, 4 / 8, 7 / 8, 7 / 8], [0, 0, 0, 0]])
+    np.testing.assert_allclose(white_box(flipped.numpy()), flipped_boxes.numpy()[0])
+    # A quarter turn counter-clockwise takes (y, x) to (1 - x, y): columns 4..7 become rows 1..4,
+    # rows 1..3 columns 1..3.
+    np.testing.assert_allclose(augment_ops.quarter_turn_boxes(tf.constant(boxes[:1])).numpy(),
+                               [[1 / 8, 1 / 8, 4 / 8, 3 / 8]])
+    np.testing.assert_allclose(white_box(tf.image.rot90(pixels).numpy()), [1 / 8, 1 / 8, 4 / 8, 3 / 8])
+    turned_boxes = set()
+    for seed in range(12):
+        turned, moved = augment_ops.rotate90(tf.constant(pixels), tf.constant(boxes),
+                                             tf.constant([seed, 7], tf.int64), 1.0)
+        np.testing.assert_allclose(white_box(turned.numpy()), moved.numpy()[0], atol=1e-6)
+        assert not moved.numpy()[1].any(), "a padding row stays zero"
+        turned_boxes.add(tuple(np.round(moved.numpy()[0], 4)))
+    assert len(turned_boxes) == 3 and tuple(boxes[0]) not in turned_boxes  # 90, 180 and 270 degrees, never 0
+    kept, kept_boxes = augment_ops.rotate90(tf.constant(pixels), tf.constant(boxes), tf.constant([0, 7], tf.int64),
+                                            0.0)
+    np.testing.assert_array_equal(kept.numpy(), pixels)
+    np.testing.assert_array_equal(kept_boxes.numpy(), boxes)
+
+
+@pytest.mark.slow(seconds=10)
+def test_flipud_and_rot90_are_off_by_default_and_in_the_pipeline_boxes_follow_them(tmp_path):
+    assert Augmentation().flipud == 0 and Augmentation().rot90 == 0
+    assert attrs.evolve(Augmentation.none(), rot90=0.5).active
+    # Square records of the block image; every batch's boxes lie on their white pixels.
+    root = tmp_path / "kitti"
+    (root / "training" / "image_2").mkdir(parents=True)
+    (root / "training" / "label_2").mkdir(parents=True)
+    for index in range(3):
+        image = Image.new("RGB", (64, 64))
+        ImageDraw.Draw(image).rectangle([32, 8, 55, 23], fill=(255, 255, 255))  # x 32..56, y 8..24
+        image.save(root / "training" / "image_2" / f"{index:06d}.png")
+        (root / "training" / "label_2" / f"{index:06d}.txt").write_text("Car 0 0 0 32 8 56 24 1 1 1 1 1 1 0\n")
+    prepared = convert_kitti(root, KittiParams(image_size=(64, 64), max_boxes=4, val_ratio=0.34),
+                             cache_dir=root / "cache")
+    square = ImageSpec(64, 64)
+    settings = attrs.evolve(Augmentation.none(), flipud=0.5, rot90=1.0)
+    dataset = make_dataset(prepared.train_files + prepared.val_files, image=square, labels=LabelSpec(("Car",), 4),
+                           anchors=anchors_to_ratios(anchor_pixels("coco_yolov3"), square), batch_size=3,
+                           training=True, seed=3, augment=settings)
+    (images, targets), = list(dataset)
+    for image, (y, x, h, w) in zip(images.numpy(), targets["boxes"].numpy()[:, 0], strict=True):
+        np.testing.assert_allclose(white_box(image), [y - h / 2, x - w / 2, y + h / 2, x + w / 2], atol=1e-5)
+        assert white_box(image) != [8 / 64, 32 / 64, 24 / 64, 56 / 64], "rot90 = 1 turns every image"

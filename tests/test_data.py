@@ -223,7 +223,7 @@ def test_processes_drawing_the_same_sample_at_once_each_read_a_complete_one(tmp_
 
 def test_conversion_writes_manifest_and_shards_it_lists(prepared):
     manifest = prepared.manifest
-    assert manifest["format_version"] == 2 and manifest["size_policy"] == "letterbox"
+    assert manifest["format_version"] == 3 and manifest["size_policy"] == "letterbox"
     assert manifest["image_size"] == [64, 192] and manifest["classes"] == list(CLASSES)
     assert (prepared.images("train"), prepared.images("val")) == (10, 2)
     shard = manifest["splits"]["train"]["shards"][0]

@@ -171,3 +171,12 @@ def test_steps_per_execution_auto_is_eight_on_an_accelerator_and_one_on_a_cpu(tm
             checked(write_tiny_plan(tmp_path), registry, [f"train.steps_per_execution={value}"])
     with pytest.raises(PlanError, match=r"train.steps_per_execution: expected int or str, found True"):
         checked(write_tiny_plan(tmp_path), registry, ["train.steps_per_execution=true"])
+
+
+def test_rot90_is_refused_for_a_non_square_input_in_one_sentence(tmp_path, registry):
+    path = write_tiny_plan(tmp_path)
+    with pytest.raises(CheckError, match=r"train\.augment\.rot90: a turn by 90 degrees needs a square input, but "
+                                         r"dataset 'synth' trains at 64x96; set rot90 = 0"):
+        checked(path, registry, ["train.augment={ rot90 = 0.5 }"])
+    square = checked(path, registry, ["train.augment={ rot90 = 0.5, flipud = 0.5 }", "datasets.synth.image_size=[64, 64]"])
+    assert square.plan.train.augmentation.rot90 == 0.5 and square.plan.train.augmentation.flipud == 0.5

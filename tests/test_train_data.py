@@ -11,9 +11,21 @@ import tomllib
 from helpers import kill_at, make_plugin_package, pythonpath_env, run_cli, write_yolo_shapes
 from PIL import Image
 
-from detplug.core.data.layouts import detect_layout, typical_aspect
+from detplug.core.data.layouts import detect_layout, typical_aspect, typical_long_side
 from detplug.core.errors import DataError, PlanError
-from detplug.core.plan.from_data import data_image_size, data_plan, plan_name, template_names, write_data_plan
+from detplug.core.plan.from_data import (
+    data_image_size,
+    data_plan,
+    plan_name,
+    template_names,
+    tile_hint,
+    tile_image_size,
+    tile_table,
+    write_data_plan,
+)
+from detplug.core.plan.plan_file import load_plan, resolve_components
+from detplug.plugins.datasets import TileParams
+from detplug.registry import Registry
 
 
 def write_coco(root: Path) -> Path:
@@ -109,6 +121,42 @@ def test_a_written_plan_is_never_overwritten_by_a_different_one(tmp_path):
     with pytest.raises(PlanError, match=r"plan\.toml exists and differs from the plan this --data command gives"):
         write_data_plan(data_plan(layout, model="small", name="s", epochs=7), tmp_path / "run", command="run.py")
     assert tomllib.loads(first.read_text())["periods"][0]["epochs"] == 30
+
+
+def test_tile_gives_the_dataset_its_tile_table_and_a_square_input_of_the_tiles_size(tmp_path):
+    layout = detect_layout(write_yolo_shapes(tmp_path / "shapes", train=2, val=1))
+    assert tile_table(None, None) is None and tile_table(320, None) == {"size": 320}
+    size, why = tile_image_size(300)  # 300 / 32 = 9.4 -> 288
+    assert size == (288, 288) and why.startswith("--tile 300's square")
+    plan = data_plan(layout, model="small", name="s", image_size=size, tile=tile_table(300, 0.25))
+    path = write_data_plan(plan, tmp_path / "run", command="run.py")
+    params = resolve_components(load_plan(path), Registry.discover())["datasets.data"].params
+    assert params.tile == TileParams(size=300, overlap=0.25) and params.image_size == (288, 288)
+
+
+@pytest.mark.parametrize("size, overlap, words", [
+    (None, 0.3, "--overlap 0.3 goes with --tile SIZE"),
+    (0, None, "--tile 0: give the tiles' side in pixels"),
+    (320, 1.0, "--overlap 1: give the share of a tile its neighbour also covers"),
+])
+def test_a_bad_tile_or_overlap_is_one_sentence(size, overlap, words):
+    with pytest.raises(PlanError, match=words):
+        tile_table(size, overlap)
+
+
+def test_without_tile_one_line_says_when_the_median_image_is_twice_the_inputs_long_side(tmp_path):
+    folder = tmp_path / "aerial"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    (folder / "classes.txt").write_text("car\n")
+    for index, size in enumerate([(1000, 700), (700, 1000), (1200, 900)]):
+        Image.new("RGB", size).save(folder / "images" / f"{index}.png")
+    long_side = typical_long_side(detect_layout(folder))
+    assert long_side == (1000, 3)  # the median of 1000, 1000, 1200
+    hint = tile_hint((320, 320), long_side)
+    assert hint is not None and "1000 px (3 images read), 3.1x the input's 320" in hint and "--tile 320" in hint
+    assert tile_hint((320, 512), long_side) is None  # 1000 < 2 x 512
+    assert tile_hint((320, 320), None) is None
 
 
 @pytest.mark.slow(seconds=60)

@@ -127,6 +127,11 @@ def _data_folder(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, d
     parser.add_argument("--image-size", type=int, nargs="+", metavar="SIZE",
                         help="with --data: input size, one number (square) or height and width")
     parser.add_argument("--batch", type=int, metavar="B", help="with --data: batch size (over the template's)")
+    parser.add_argument("--tile", type=int, metavar="SIZE",
+                        help="with --data: cut images larger than SIZE into SIZExSIZE tiles at conversion (split by "
+                             "source image); the input is SIZExSIZE unless --image-size says")
+    parser.add_argument("--overlap", type=float, metavar="R",
+                        help="with --tile: the share of a tile its neighbour also covers (default 0.2)")
 
 
 def _check_options(parser: argparse.ArgumentParser) -> None:
@@ -313,13 +318,16 @@ def train(args: argparse.Namespace) -> None:
 def _plan_for_data(args: argparse.Namespace) -> Path:
     """``train --data PATH``: the plan the template and the data give, written into the run
     folder as plan.toml (core/plan/from_data.py); its path."""
-    from detplug.core.data.layouts import detect_layout, typical_aspect
+    from detplug.core.data.layouts import detect_layout, typical_aspect, typical_long_side
     from detplug.core.plan.from_data import (
         PLAN_FILE,
         data_image_size,
         data_plan,
         image_size_of,
         plan_name,
+        tile_hint,
+        tile_image_size,
+        tile_table,
         write_data_plan,
     )
     from detplug.core.plan.plan_file import apply_override
@@ -330,13 +338,18 @@ def _plan_for_data(args: argparse.Namespace) -> Path:
     for flag, value in (("--epochs", args.epochs), ("--batch", args.batch)):
         if value is not None and value < 1:
             raise DetplugError(f"{flag} {value}: give a whole number >= 1")
+    tile = tile_table(args.tile, args.overlap)
     layout = detect_layout(args.data)
     name = plan_name(args.data, args.model)
     size = image_size_of(args.image_size)
     if size is None:
-        size, why = data_image_size(args.model, typical_aspect(layout))
+        size, why = tile_image_size(tile["size"]) if tile else data_image_size(args.model, typical_aspect(layout))
         print(f"--data {args.data}: input size {size[0]}x{size[1]} (height x width): {why}")
-    plan = data_plan(layout, model=args.model, name=name, epochs=args.epochs, image_size=size, batch=args.batch)
+    hint = None if tile else tile_hint(size, typical_long_side(layout))
+    if hint:
+        print(f"--data {args.data}: {hint}")
+    plan = data_plan(layout, model=args.model, name=name, epochs=args.epochs, image_size=size, batch=args.batch,
+                     tile=tile)
     folder = args.workdir or Path("runs") / name
     for override in args.set:  # the written plan holds them, so that --plan plan.toml alone runs it again
         apply_override(plan, override, folder / PLAN_FILE)
@@ -540,6 +553,7 @@ _OPTION_JOBS = {
     "workdir": _PLAN_JOBS, "data_root": _PLAN_JOBS, "cache_dir": _PLAN_JOBS,
     "skip_bad": ("prepare", "train"), "verify": ("prepare",), "force_prepare": ("prepare",),
     "data": ("train",), "epochs": ("train",), "image_size": ("train",), "batch": ("train",),
+    "tile": ("train",), "overlap": ("train",),
     "out": ("predict", "show_data", "import_weights"), "checkpoint": ("evaluate", "predict", "export"),
     "write": ("anchors",), "format": ("export", "predict"),
     "results": ("evaluate",), "coco_gt": ("evaluate", "predict"), "quantize": ("export",),
@@ -587,7 +601,7 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         show_images=SHOW_IMAGES if old.show_images is None else old.show_images,
         period=1 if old.period is None else old.period, data=old.data, model=old.model or DEFAULT_TEMPLATE,
         epochs=old.epochs,
-        image_size=old.image_size, batch=old.batch,
+        image_size=old.image_size, batch=old.batch, tile=old.tile, overlap=old.overlap,
         format=old.format if old.format in EXPORT_FORMATS else "saved_model", quantize=old.quantize,
         calibration_images=old.calibration_images, results=old.results, coco_gt=old.coco_gt,
         predict_format=old.format if old.format in PREDICT_FORMATS else "kitti",

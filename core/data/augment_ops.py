@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from detplug.core.data.letterbox import PAD_VALUE
 from detplug.core.data.source import IGNORE_CLASS
+from detplug.core.errors import CheckError
 
 PAD = PAD_VALUE / 255.0
 
@@ -56,6 +57,45 @@ def flip(pixels: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor, probability: floa
         tf.cond(do_flip, lambda: tf.image.flip_left_right(pixels), lambda: pixels),
         tf.cond(do_flip, lambda: mirrored, lambda: boxes),
     )
+
+
+def flip_up_down(pixels: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor,
+                 probability: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mirror top-bottom with ``probability``; padding rows stay zero."""
+    do_flip = tf.random.stateless_uniform([], seed=seed) < probability
+    mirrored = tf.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1)
+    mirrored = tf.where(real_rows(boxes)[:, None], mirrored, boxes)
+    return (
+        tf.cond(do_flip, lambda: tf.image.flip_up_down(pixels), lambda: pixels),
+        tf.cond(do_flip, lambda: mirrored, lambda: boxes),
+    )
+
+
+def quarter_turn_boxes(boxes: tf.Tensor) -> tf.Tensor:
+    """Boxes (y1 x1 y2 x2, ratios of a square image) after the image turns 90 degrees
+    counter-clockwise, as ``tf.image.rot90`` turns it: the point (y, x) goes to (1 - x, y)."""
+    return tf.stack([1.0 - boxes[:, 3], boxes[:, 0], 1.0 - boxes[:, 1], boxes[:, 2]], axis=1)
+
+
+def rotate90(pixels: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor,
+             probability: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """With ``probability``, turn a square image counter-clockwise by 90, 180 or 270 degrees
+    (one of the three at random), its boxes with it; padding rows stay zero."""
+    if pixels.shape[0] != pixels.shape[1]:
+        raise CheckError(f"rot90 turns square images only (got {pixels.shape[0]}x{pixels.shape[1]}); set "
+                         f"[train.augment] rot90 = 0 or give the dataset a square image_size")
+    draws = tf.random.stateless_uniform([2], seed=seed)
+    turns = tf.where(draws[0] < probability, 1 + tf.cast(tf.minimum(draws[1] * 3.0, 2.0), tf.int32), 0)
+    real = real_rows(boxes)[:, None]
+
+    def turned(times: int) -> tuple[tf.Tensor, tf.Tensor]:
+        moved = boxes
+        for _ in range(times):
+            moved = quarter_turn_boxes(moved)
+        return tf.image.rot90(pixels, k=times), tf.where(real, moved, boxes)
+
+    pixels_out, boxes_out = tf.switch_case(turns, [lambda times=times: turned(times) for times in range(4)])
+    return tf.ensure_shape(pixels_out, pixels.shape), tf.ensure_shape(boxes_out, boxes.shape)
 
 
 def scale_translate(

@@ -6,6 +6,11 @@ rest for all of them: the fingerprint that names (and lets us reuse) the
 records folder, the train/val split, the per-image work in worker processes,
 the shards and ``manifest.json``.
 
+A dataset whose params ask for tiles (``tile``) is split by source image first and
+cut into tiles after, image by image, so no pixel of a validation image reaches
+training; the manifest's ``tiles`` lists every source image with its tiles
+(core/data/prepared.py says how).
+
 Results are consumed in item order whatever the number of workers, and each
 image's record depends only on that image, so the shards (and their sha256)
 are the same for 1 worker or 16.
@@ -31,8 +36,9 @@ from tqdm import tqdm
 from detplug.core.data import records
 from detplug.core.data.letterbox import PAD_VALUE
 from detplug.core.data.prepared import FORMAT_VERSION, MANIFEST_NAME, SPLITS, PreparedData, read_prepared
-from detplug.core.data.source import Failed, LabelReader, SourceItem, convert_chunk, convert_item
+from detplug.core.data.source import Converted, Failed, LabelReader, SourceItem, convert_chunk, convert_item
 from detplug.core.data.staging import staging
+from detplug.core.data.tiles import TileSettings
 from detplug.core.disk import writing
 from detplug.core.errors import DataError, first_few
 from detplug.core.plan.specs import name_tuple
@@ -124,7 +130,7 @@ def default_workers(images: int) -> int:
 
 def _convert_all(source: Source, items: Sequence[SourceItem], params: Any, workers: int) -> Generator[Any, None, None]:
     """:func:`convert_item` over ``items``, in order, in ``workers`` processes."""
-    target, max_boxes = tuple(params.image_size), params.max_boxes
+    target, max_boxes, tile = tuple(params.image_size), params.max_boxes, tile_settings(params)
     done = 0
     if workers > 1:
         # spawn, not fork: the parent usually holds TensorFlow's threads, and a forked
@@ -134,7 +140,7 @@ def _convert_all(source: Source, items: Sequence[SourceItem], params: Any, worke
         try:
             for start in range(0, len(items), CHUNK):
                 pending.append(pool.submit(convert_chunk, source.reader, items[start : start + CHUNK], target,
-                                           max_boxes))
+                                           max_boxes, tile))
                 if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
                     for result in pending.popleft().result():
                         done += 1
@@ -150,7 +156,24 @@ def _convert_all(source: Source, items: Sequence[SourceItem], params: Any, worke
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     for item in items[done:]:
-        yield convert_item(source.reader, item, target, max_boxes)
+        yield convert_item(source.reader, item, target, max_boxes, tile)
+
+
+def tile_settings(params: Any) -> TileSettings | None:
+    """The params' ``tile`` (None: whole images); a third party's params may have none."""
+    return getattr(params, "tile", None)
+
+
+def _source_entry(item: SourceItem, converted: Converted, split: str) -> dict[str, Any]:
+    """A tiled dataset's manifest entry for one source image: where it is, its size and its
+    tiles, and for the val split its boxes as labelled, so that whole images can be evaluated
+    by sliced prediction without reading the source's labels again."""
+    entry: dict[str, Any] = {"key": item.key, "image": str(item.image), "size": list(converted.size),
+                             "tiles": [list(record.window) for record in converted.records]}
+    if split == "val":
+        entry["boxes"] = converted.source_boxes.astype(float).round(3).tolist()
+        entry["classes"] = converted.source_classes.astype(int).tolist()
+    return entry
 
 
 def _stop_message(failed: Failed, split: str) -> str:
@@ -208,6 +231,8 @@ def convert_source(
     )
     started = time.perf_counter()
     skipped: list[dict[str, Any]] = []
+    tile = tile_settings(params)
+    tiled_images: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     beyond_max_boxes = empty_boxes = 0
     dropped_in: dict[str, list[str]] = {"beyond_max_boxes": [], "empty_after_clipping": []}
     with writing(f"the records of dataset '{dataset}'", final.parent), staging(final, replace=force) as folder:
@@ -217,14 +242,17 @@ def convert_source(
         results = _convert_all(source, [item for _, item in ordered], params, workers)
         bar = tqdm(total=len(ordered), desc=dataset, unit="img", mininterval=0.5, disable=None, leave=False)
         try:
-            for (split, _), result in zip(ordered, results, strict=True):
+            for (split, item), result in zip(ordered, results, strict=True):
                 bar.update(1)
                 if isinstance(result, Failed):
                     if not skip_bad:
                         raise DataError(_stop_message(result, split))
                     skipped.append({"image": result.image, "split": split, "reasons": list(result.errors)})
                     continue
-                writers[split].write(result.record)
+                for record in result.records:
+                    writers[split].write(record)
+                if tile is not None:
+                    tiled_images[split].append(_source_entry(item, result, split))
                 beyond_max_boxes += result.beyond_max_boxes
                 empty_boxes += result.empty_boxes
                 for kind, count in (("beyond_max_boxes", result.beyond_max_boxes),
@@ -260,6 +288,11 @@ def convert_source(
                               "images": dropped_in},
             "labels_without_images": list(source.unmatched_labels),
         }
+        if tile is not None:
+            for split in SPLITS:
+                split_entries[split]["source_images"] = len(tiled_images[split])
+            manifest["tiles"] = {"size": tile.size, "overlap": tile.overlap, "min_area_ratio": tile.min_area_ratio,
+                                 "images": tiled_images}
         if skip_bad:
             manifest["skip_bad"] = True
             manifest["skipped"] = skipped
@@ -270,7 +303,8 @@ def convert_source(
 
 def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: float, workers: int) -> None:
     splits = manifest["splits"].values()
-    images = sum(s["images"] for s in splits) + len(manifest.get("skipped", []))
+    # A tiled split counts its source images: its records are tiles, said on a line of their own.
+    images = sum(s.get("source_images", s["images"]) for s in splits) + len(manifest.get("skipped", []))
     seen = {name: sum(s["boxes_per_class"][name] for s in splits) for name in source.classes}
     print(
         f"{dataset}: converted {images} images in {seconds:.1f} s ({images / max(seconds, 1e-9):.0f} images/s, "
@@ -278,6 +312,13 @@ def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: 
         + ", ".join(f"{name} {count}" for name, count in seen.items())
         + f", {sum(s['ignore_regions'] for s in splits)} ignore regions"
     )
+    if "tiles" in manifest:
+        tiles = manifest["tiles"]
+        counts = {split: (entry["source_images"], entry["images"]) for split, entry in manifest["splits"].items()}
+        size = tiles["size"]
+        print(f"{dataset}: {sum(n for n, _ in counts.values())} images -> {sum(m for _, m in counts.values())} tiles "
+              f"of {size}x{size} (overlap {tiles['overlap']:g}; split by source image: "
+              + ", ".join(f"{split} {n} -> {m}" for split, (n, m) in counts.items()) + ")")
     if manifest.get("skipped"):
         names = [Path(entry["image"]).name for entry in manifest["skipped"]]
         print(f"{dataset}: skipped {len(names)} bad images ({first_few(names)}); manifest.json lists them with their "

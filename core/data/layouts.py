@@ -159,16 +159,16 @@ def _coco_from_folder(root: Path, annotations: list[Path]) -> DataLayout:
 ASPECT_SAMPLE = 64
 
 
-def typical_aspect(layout: DataLayout) -> tuple[float, int] | None:
-    """The median width / height of the layout's images and how many were read (only their
-    headers, up to ASPECT_SAMPLE of them); None when it has no image folder or no image."""
+def _header_sizes(layout: DataLayout) -> list[tuple[int, int]]:
+    """(width, height) of up to ASPECT_SAMPLE of the layout's images, evenly spread over the
+    sorted file names, from their headers alone; empty when it has no image folder or image."""
     from PIL import Image, UnidentifiedImageError
 
     if layout.images is None or not layout.images.is_dir():
-        return None
+        return []
     files = sorted(path for path in layout.images.rglob("*") if is_image_file(path))
     step = max(1, len(files) // ASPECT_SAMPLE)
-    ratios = []
+    sizes = []
     for path in files[::step][:ASPECT_SAMPLE]:
         try:
             with Image.open(path) as image:
@@ -176,10 +176,25 @@ def typical_aspect(layout: DataLayout) -> tuple[float, int] | None:
         except (OSError, UnidentifiedImageError):
             continue  # conversion names a bad image; this is only an estimate
         if width > 0 and height > 0:
-            ratios.append(width / height)
-    if not ratios:
-        return None
-    ratios.sort()
-    middle = len(ratios) // 2
-    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
-    return median, len(ratios)
+            sizes.append((width, height))
+    return sizes
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def typical_aspect(layout: DataLayout) -> tuple[float, int] | None:
+    """The median width / height of the layout's images and how many were read (only their
+    headers, up to ASPECT_SAMPLE of them); None when it has no image folder or no image."""
+    sizes = _header_sizes(layout)
+    return (_median([width / height for width, height in sizes]), len(sizes)) if sizes else None
+
+
+def typical_long_side(layout: DataLayout) -> tuple[float, int] | None:
+    """The median long side (pixels) of the layout's images and how many were read, as
+    :func:`typical_aspect` reads them; None when there is no image to read."""
+    sizes = _header_sizes(layout)
+    return (_median([max(size) for size in sizes]), len(sizes)) if sizes else None

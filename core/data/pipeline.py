@@ -199,6 +199,14 @@ class InputPipeline:
             )
         if settings.flip:
             pixels, boxes = augment_ops.flip(pixels, boxes, seeds[3], settings.flip)
+        # Seeds of their own, folded from the flip's, so that adding these left every other
+        # draw (and so every earlier run's batches) as it was.
+        if settings.flipud:
+            pixels, boxes = augment_ops.flip_up_down(
+                pixels, boxes, tf.random.experimental.stateless_fold_in(seeds[3], 1), settings.flipud)
+        if settings.rot90:
+            pixels, boxes = augment_ops.rotate90(
+                pixels, boxes, tf.random.experimental.stateless_fold_in(seeds[3], 2), settings.rot90)
         if settings.colour:
             pixels = augment_ops.hsv(pixels, seeds[4], hue=settings.hue, saturation=settings.saturation,
                                      value=settings.value)

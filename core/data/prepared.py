@@ -2,6 +2,19 @@
 
 This is what a dataset factory returns (core/build.py). No TensorFlow here:
 run.py can report what a dataset holds without starting TensorFlow.
+
+A tiled dataset (its ``tile`` param set) writes one record per tile, so a split's
+``images`` counts tiles; the manifest then also holds:
+
+- ``splits.<split>.source_images``: how many source images the split's tiles come from;
+- ``tiles``: ``size``, ``overlap`` and ``min_area_ratio`` as converted, and ``images``:
+  for each split, the source images in record order, each with ``key`` (the records'
+  ``image/source_key``), ``image`` (its path), ``size`` ([height, width]) and ``tiles``
+  (one [top, left, height, width] per record, in record order; one covering the whole
+  image when it is no larger than a tile). A ``val`` image also has ``boxes`` (x1, y1,
+  x2, y2 in its pixels, as labelled) and ``classes`` (class indices, -1 for an ignore
+  region): the full-size ground truth that whole-image evaluation by sliced prediction
+  needs. The split is by source image: no key is in both splits.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ MANIFEST_NAME = "manifest.json"
 
 #: Bump when the record features or the manifest layout change; a cache folder
 #: written with another version is rebuilt rather than misread.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 SPLITS = ("train", "val")
 
@@ -63,6 +76,18 @@ class PreparedData:
     def shard_records(self, split: str) -> list[int]:
         """How many records each of a split's shards holds, in manifest order."""
         return [int(shard["records"]) for shard in self._split(split)["shards"]]
+
+    @property
+    def tile(self) -> dict[str, Any] | None:
+        """How the records were tiled (``size``, ``overlap``, ``min_area_ratio``), or None."""
+        tiles = self.manifest.get("tiles")
+        return None if tiles is None else {key: value for key, value in tiles.items() if key != "images"}
+
+    def source_images(self, split: str) -> list[dict[str, Any]]:
+        """A tiled split's source images, each with its key, image path, size and tiles (and
+        for ``val`` its boxes and classes; see the module docstring); empty when not tiled."""
+        self._split(split)
+        return list(self.manifest.get("tiles", {}).get("images", {}).get(split, []))
 
     @property
     def skipped(self) -> list[dict[str, Any]]:

@@ -1,17 +1,22 @@
 """The one TFRecord format every dataset writes, and its ``manifest.json``.
 
-One example per image::
+One example per image, or per tile of an image when the dataset is tiled (``tile``)::
 
-    image/encoded           PNG bytes of the image, already letterboxed to the plan's image_size
-    image/filename          the image's key: its name (or path) within the source
-    image/original_height   before letterboxing
+    image/encoded           PNG bytes of the image (or tile), already letterboxed to the plan's image_size
+    image/filename          the image's key: its name (or path) within the source; a tile's adds
+                            ``@top_left`` (its window's first row and column)
+    image/original_height   before letterboxing (a tile's own size)
     image/original_width
+    image/source_key        the key of the source image the pixels come from
+    image/window            4 ints: top, left, height, width of those pixels in the source image
+                            (0, 0 and the image's size when it was not cut)
     objects/bbox            N*4 floats: y1, x1, y2, x2 normalised to the letterboxed image
     objects/class           N int64 class indices; -1 marks an ignore region (KITTI's DontCare, COCO's crowds)
     objects/truncated       N floats, as the source gives them (0 where it has none)
     objects/occluded        N floats
     objects/source_bbox     N*4 floats: x1, y1, x2, y2 in source pixels, as labelled
-                            (KITTI's difficulty levels use the original box height)
+                            (KITTI's difficulty levels use the original box height); in a
+                            tile's pixels for a tile, clipped to it
 
 Converters build into a temporary sibling folder (core/data/staging.py) and write
 the manifest last, so a half-written conversion is never taken as done.
@@ -65,6 +70,8 @@ def serialize(record: Record) -> bytes:
         "objects/truncated": _floats(record.truncated),
         "objects/occluded": _floats(record.occluded),
         "objects/source_bbox": _floats(record.source_boxes),
+        "image/source_key": _bytes(record.source_key.encode("utf-8")),
+        "image/window": _ints(record.window),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
@@ -84,6 +91,8 @@ _ALL_FEATURES = {
     "objects/truncated": tf.io.VarLenFeature(tf.float32),
     "objects/occluded": tf.io.VarLenFeature(tf.float32),
     "objects/source_bbox": tf.io.VarLenFeature(tf.float32),
+    "image/source_key": tf.io.FixedLenFeature([], tf.string),
+    "image/window": tf.io.FixedLenFeature([4], tf.int64),
 }
 
 
@@ -100,8 +109,8 @@ def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 
 def parse_all(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Every feature (for evaluation and inspection): :func:`parse`'s plus ``filename``,
-    ``original_size`` (2,), ``truncated``, ``occluded`` (N,) and ``source_boxes`` (N, 4)
-    x1 y1 x2 y2 in source pixels."""
+    ``original_size`` (2,), ``truncated``, ``occluded`` (N,), ``source_boxes`` (N, 4)
+    x1 y1 x2 y2 in source pixels, ``source_key`` and ``window`` (4,) top left height width."""
     example = tf.io.parse_single_example(serialized, _ALL_FEATURES)
     dense = {key: tf.sparse.to_dense(value) for key, value in example.items() if isinstance(value, tf.SparseTensor)}
     return {
@@ -113,6 +122,8 @@ def parse_all(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "truncated": dense["objects/truncated"],
         "occluded": dense["objects/occluded"],
         "source_boxes": tf.reshape(dense["objects/source_bbox"], [-1, 4]),
+        "source_key": example["image/source_key"],
+        "window": example["image/window"],
     }
 
 

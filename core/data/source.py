@@ -2,7 +2,8 @@
 
 Formats (KITTI, COCO, YOLO txt) differ only in how they list their images and
 read one image's labels. Everything after that is common and lives here:
-checking every box against the image, letterboxing, PNG encoding. It runs in
+checking every box against the image, cutting it into tiles when the dataset
+asks for them, letterboxing, PNG encoding. It runs in
 worker processes, so neither this module nor a format's reader may import
 TensorFlow: every worker would pay seconds and hundreds of MB for it.
 
@@ -24,6 +25,7 @@ from PIL import Image
 
 from detplug.core.data.images import read_rgb
 from detplug.core.data.letterbox import letterbox_image
+from detplug.core.data.tiles import Tile, TileSettings, clip_to_tile, tile_grid
 from detplug.core.errors import DataError
 
 #: The class index of an ignore region: no target, but it still masks objectness.
@@ -85,26 +87,40 @@ class InlineReader:
 
 @attrs.frozen(eq=False)
 class Record:
-    """One image and its boxes, ready to serialise (records.py)."""
+    """One image (or one tile of an image) and its boxes, ready to serialise (records.py)."""
 
     png: bytes
+    #: The image's key, or for a tile the key and the tile's name (``key@top_left``).
     filename: str
+    #: (height, width) of the image, or of the tile, before letterboxing.
     original_size: tuple[int, int]
     boxes: np.ndarray  # (N, 4) float32, y1 x1 y2 x2 in [0, 1] of the letterboxed image
     classes: np.ndarray  # (N,) int64, IGNORE_CLASS for ignore regions
     truncated: np.ndarray  # (N,) float32
     occluded: np.ndarray  # (N,) float32
     #: (N, 4) float32 x1 y1 x2 y2 in source pixels, as the labels give them: KITTI's
-    #: easy/moderate/hard levels are defined on the original box height.
+    #: easy/moderate/hard levels are defined on the original box height. For a tile, in the
+    #: tile's pixels, clipped to it.
     source_boxes: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 4), np.float32))
+    #: The source image's key and where in it the record's pixels are: (top, left, height,
+    #: width), the whole image unless it was cut into tiles.
+    source_key: str = ""
+    window: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 @attrs.frozen(eq=False)
 class Converted:
+    """One source image converted: its record, or one record per tile."""
+
     key: str
-    record: Record
-    beyond_max_boxes: int  # boxes left out because the image had more than max_boxes
+    records: tuple[Record, ...]
+    beyond_max_boxes: int  # boxes left out because an image (or tile) had more than max_boxes
     empty_boxes: int  # boxes of zero size after clipping to the image, left out
+    #: The source image's (height, width) and its boxes (x1 y1 x2 y2, source pixels) and
+    #: classes as labelled: a tiled dataset's manifest keeps them for whole-image evaluation.
+    size: tuple[int, int] = (0, 0)
+    source_boxes: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 4), np.float32))
+    source_classes: np.ndarray = attrs.field(factory=lambda: np.zeros((0,), np.int64))
 
 
 @attrs.frozen
@@ -145,8 +161,11 @@ def _open_image(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, f"{path} cannot be read as an image ({error})"
 
 
-def convert_item(reader: LabelReader, item: SourceItem, target: tuple[int, int], max_boxes: int) -> Converted | Failed:
-    """Read, check, letterbox and PNG-encode one image; every problem is collected, none raised."""
+def convert_item(
+    reader: LabelReader, item: SourceItem, target: tuple[int, int], max_boxes: int, tile: TileSettings | None = None
+) -> Converted | Failed:
+    """Read, check, letterbox and PNG-encode one image, or each of its tiles when ``tile`` is
+    given and the image is larger than a tile; every problem is collected, none raised."""
     path = Path(item.image)
     image, image_error = _open_image(path)
     errors = [image_error] if image_error else []
@@ -165,6 +184,39 @@ def convert_item(reader: LabelReader, item: SourceItem, target: tuple[int, int],
     # An image that cannot be read leaves an error: past the return above it was read.
     assert image is not None and size is not None
 
+    windows = tile_grid(size[0], size[1], tile.size, tile.overlap) if tile is not None else []
+    if tile is None or len(windows) == 1:  # not tiled, or no larger than a tile: the whole image, as it is
+        pieces = [(Tile(0, 0, *size), image, list(objects), item.key)]
+    else:
+        pieces = [(window, image.crop((window.left, window.top, window.right, window.bottom)),
+                   _objects_in(objects, window, tile.min_area_ratio), item.key + window.name())
+                  for window in windows]
+    records, beyond, empty = [], 0, 0
+    for window, pixels, inside, filename in pieces:
+        record, left_out, zero_size = _record(pixels, inside, target, max_boxes, filename)
+        records.append(attrs.evolve(record, source_key=item.key, window=window.window()))
+        beyond, empty = beyond + left_out, empty + zero_size
+    return Converted(
+        item.key, tuple(records), beyond, empty, size=size,
+        source_boxes=np.array([o.box for o in objects], np.float32).reshape(-1, 4),
+        source_classes=np.array([o.label for o in objects], np.int64),
+    )
+
+
+def _objects_in(objects: Sequence[SourceObject], window: Tile, min_area_ratio: float) -> list[SourceObject]:
+    """The objects a tile holds, clipped to it and in its pixels: an object cut so that less
+    than ``min_area_ratio`` of it is inside becomes an ignore region there, so that half an
+    object is never trained as background (an ignore region stays one)."""
+    clipped = clip_to_tile([o.box for o in objects], window, min_area_ratio)
+    return [attrs.evolve(objects[part.index], box=part.box,
+                         label=objects[part.index].label if part.kept else IGNORE_CLASS)
+            for part in clipped]
+
+
+def _record(image: Image.Image, objects: Sequence[SourceObject], target: tuple[int, int], max_boxes: int,
+            filename: str) -> tuple[Record, int, int]:
+    """One letterboxed, PNG-encoded record; how many boxes max_boxes left out and how many
+    were of zero size."""
     letterboxed, mapping = letterbox_image(image, target)
     png = io.BytesIO()
     letterboxed.save(png, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
@@ -180,20 +232,21 @@ def convert_item(reader: LabelReader, item: SourceItem, target: tuple[int, int],
     kept = kept[:max_boxes]
     record = Record(
         png=png.getvalue(),
-        filename=item.key,
-        original_size=size,
+        filename=filename,
+        original_size=(image.height, image.width),
         boxes=boxes[kept].reshape(-1, 4),
         classes=np.array([objects[i].label for i in kept], np.int64),
         truncated=np.array([objects[i].truncated for i in kept], np.float32),
         occluded=np.array([objects[i].occluded for i in kept], np.float32),
         source_boxes=source_boxes[kept].astype(np.float32).reshape(-1, 4),
     )
-    return Converted(item.key, record, beyond, int((~nonempty).sum()))
+    return record, beyond, int((~nonempty).sum())
 
 
 def convert_chunk(
-    reader: LabelReader, items: Sequence[SourceItem], target: tuple[int, int], max_boxes: int
+    reader: LabelReader, items: Sequence[SourceItem], target: tuple[int, int], max_boxes: int,
+    tile: TileSettings | None = None,
 ) -> list[Converted | Failed]:
     """:func:`convert_item` over a few items: one task for a worker process, so the
     reader is pickled once per chunk rather than once per image."""
-    return [convert_item(reader, item, target, max_boxes) for item in items]
+    return [convert_item(reader, item, target, max_boxes, tile) for item in items]

@@ -11,8 +11,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import attrs
+
+
+class TileSettings(Protocol):
+    """How a dataset asks to be tiled (the built-in datasets' ``tile`` param, TileParams, is one):
+    tiles of ``size`` pixels overlapping by ``overlap``; a cut box keeps its label where at least
+    ``min_area_ratio`` of its area is inside the tile."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def overlap(self) -> float: ...
+
+    @property
+    def min_area_ratio(self) -> float: ...
 
 
 @attrs.frozen
@@ -36,6 +52,10 @@ class Tile:
     def name(self) -> str:
         """The suffix that tells a tile's record from its source image's: ``@y0_x0``."""
         return f"@{self.top}_{self.left}"
+
+    def window(self) -> tuple[int, int, int, int]:
+        """(top, left, height, width): how records and the manifest store a tile."""
+        return (self.top, self.left, self.height, self.width)
 
 
 def tile_starts(length: int, size: int, overlap: float) -> list[int]:

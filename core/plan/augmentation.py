@@ -30,8 +30,15 @@ class Augmentation:
     value jitter (YOLOv5: 0.5, 0.7, 0.4) for small detectors, and mosaic off.
     """
 
-    #: Probability of a horizontal flip.
+    #: Probability of a horizontal flip (Ultralytics' fliplr).
     flip: float = field(default=0.5, converter=float, validator=_fraction)
+    #: Probability of an upside-down flip (Ultralytics' flipud). Off by default: most scenes
+    #: have an up; aerial and microscope images do not.
+    flipud: float = field(default=0.0, converter=float, validator=_fraction)
+    #: Probability of a turn by 90, 180 or 270 degrees (one of the three at random), for scenes
+    #: without an up. Square inputs only (the static check says so): a quarter turn of an H x W
+    #: input is W x H, and fitting it back into H x W would shrink every object of that image.
+    rot90: float = field(default=0.0, converter=float, validator=_fraction)
     #: Zoom drawn from [1 - scale, 1 + scale], about the image centre.
     scale: float = field(default=0.25, converter=float, validator=_below_one)
     #: Shift drawn from [-translate, translate] of the image height and width.
@@ -51,7 +58,7 @@ class Augmentation:
 
     @classmethod
     def none(cls) -> Augmentation:
-        return cls(flip=0, scale=0, translate=0, hue=0, saturation=0, value=0, mosaic=0)
+        return cls(flip=0, flipud=0, rot90=0, scale=0, translate=0, hue=0, saturation=0, value=0, mosaic=0)
 
     @classmethod
     def flip_only(cls) -> Augmentation:
@@ -59,7 +66,8 @@ class Augmentation:
 
     @property
     def active(self) -> bool:
-        return any((self.flip, self.scale, self.translate, self.hue, self.saturation, self.value, self.mosaic))
+        return any((self.flip, self.flipud, self.rot90, self.scale, self.translate, self.hue, self.saturation,
+                    self.value, self.mosaic))
 
     @property
     def geometric(self) -> bool:

@@ -116,6 +116,7 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
         warnings += [w for w in _anchor_warnings(plan, pixels, spec.image) if w not in warnings]
     for index in range(len(plan.periods)):
         _check_multi_scale(plan, resolved, index, chains[plan.periods[index].dataset])
+    _check_rot90(plan, {key: dataset_specs[key].image for key in trained})
     run = plan.train.run
     if run.shard_by == "file" and run.strategy != "multi_worker":
         warnings.append(f"{plan.source}: [train] shard_by = \"file\" gives the workers of a multi_worker run "
@@ -155,6 +156,20 @@ def _check_multi_scale(plan: Plan, resolved: Mapping[str, Resolved], index: int,
             _walk_model(plan, resolved, start, resolved[f"datasets.{period.dataset}"])
         except CheckError as error:
             raise CheckError(f"{error} (at the multi-scale size {height}x{width}; {where})") from None
+
+
+def _check_rot90(plan: Plan, images: Mapping[str, ImageSpec]) -> None:
+    """A quarter turn keeps an input's shape only when it is square: [train.augment] rot90 is
+    refused for a non-square one (fitting the turned image back in would shrink its objects)."""
+    augmentation = plan.train.augmentation
+    if augmentation is None or not augmentation.rot90:
+        return
+    for key, image in images.items():
+        if image.height != image.width:
+            raise CheckError(
+                f"{plan.source}: train.augment.rot90: a turn by 90 degrees needs a square input, but dataset "
+                f"'{key}' trains at {image.height}x{image.width}; set rot90 = 0, or give the dataset a square "
+                f"image_size (tiles, tile = {{ size = S }}, train well at [S, S])")
 
 
 def _visit(plan: Plan, item: Resolved, chain: Chain, by_kind: dict[str, Resolved]) -> Any:

@@ -12,7 +12,11 @@ dataset, with:
   the template names its own; ``run.py anchors --plan P --write`` fits them to the data;
 - the objectness and class gains scaled as YOLOv5 scales its own (the template gives them
   for 640x640 and 80 classes): objectness x H x W / 640^2, class x classes / 80;
-- ``--epochs``, ``--image-size`` and ``--batch`` over the template's.
+- ``--epochs``, ``--image-size`` and ``--batch`` over the template's;
+- ``--tile SIZE [--overlap R]``: the dataset's ``tile`` param (images larger than SIZE cut
+  into SIZE x SIZE tiles at conversion), and a SIZE x SIZE input unless ``--image-size``
+  says otherwise. Without ``--tile``, one line says when the median image is at least
+  twice the input's long side, and which ``--tile`` fits.
 
 The result is an ordinary plan file, written as ``runs/<name>/plan.toml``: training,
 resuming and the static check treat it as any plan, and ``--plan`` runs it again.
@@ -82,6 +86,50 @@ def data_image_size(model: str, aspect: tuple[float, int] | None) -> tuple[tuple
                   f"{ratio:.2f} (width / height, {images} images); --image-size H W sets it")
 
 
+#: The median image's long side, over the input's, from which training on tiles is suggested.
+TILE_HINT_RATIO = 2.0
+
+
+def tile_table(size: int | None, overlap: float | None) -> dict[str, Any] | None:
+    """The dataset's ``tile`` table for ``--tile SIZE [--overlap R]``; None without --tile."""
+    if size is None:
+        if overlap is not None:
+            raise PlanError(f"--overlap {overlap:g} goes with --tile SIZE (the tiles' side in pixels); give both, "
+                            f"or neither")
+        return None
+    if size < 1:
+        raise PlanError(f"--tile {size}: give the tiles' side in pixels, a whole number >= 1 (e.g. --tile 320)")
+    table: dict[str, Any] = {"size": size}
+    if overlap is not None:
+        if not 0.0 <= overlap < 1.0:
+            raise PlanError(f"--overlap {overlap:g}: give the share of a tile its neighbour also covers, >= 0 and "
+                            f"< 1 (e.g. 0.2)")
+        table["overlap"] = overlap
+    return table
+
+
+def tile_image_size(size: int) -> tuple[tuple[int, int], str]:
+    """The square input for tiles of ``size``: the nearest multiple of 32 (at least 32), so a
+    tile is trained at (about) its own resolution. With why, in words."""
+    side = max(32, round(size / 32) * 32)
+    return (side, side), f"--tile {size}'s square, the nearest multiple of 32; --image-size H W sets it"
+
+
+def tile_hint(image_size: tuple[int, int], long_side: tuple[float, int] | None) -> str | None:
+    """One line when the data's median image (``long_side``: its long side and how many images
+    were read) is at least TILE_HINT_RATIO times the input's long side, naming the ``--tile``
+    that trains on tiles of the input's size; None otherwise."""
+    if long_side is None:
+        return None
+    median, images = long_side
+    input_long = max(image_size)
+    if median < TILE_HINT_RATIO * input_long:
+        return None
+    return (f"the median image's long side is {median:g} px ({images} images read), {median / input_long:.1f}x the "
+            f"input's {input_long}: letterboxing shrinks objects that much; --tile {input_long} trains on "
+            f"{input_long}x{input_long} tiles at full resolution")
+
+
 def plan_name(data: Path, model: str) -> str:
     """``shapes_small`` for --data .../shapes (or .../shapes/data.yaml) and --model small."""
     data = Path(data).expanduser().absolute()
@@ -90,8 +138,10 @@ def plan_name(data: Path, model: str) -> str:
 
 
 def data_plan(layout: DataLayout, *, model: str, name: str, epochs: int | None = None,
-              image_size: tuple[int, int] | None = None, batch: int | None = None) -> dict[str, Any]:
-    """The plan document for ``layout`` from template ``model`` (see the module docstring)."""
+              image_size: tuple[int, int] | None = None, batch: int | None = None,
+              tile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plan document for ``layout`` from template ``model`` (see the module docstring);
+    ``tile``: the dataset's tile table (:func:`tile_table`)."""
     plan = copy.deepcopy(read_template(model))
     plan["name"] = name
     template_data = plan.get("datasets", {}).get(DATASET_KEY, {})
@@ -100,6 +150,8 @@ def data_plan(layout: DataLayout, *, model: str, name: str, epochs: int | None =
                                       "image_size": [int(height), int(width)]}}
     if layout.classes:
         plan["datasets"][DATASET_KEY].setdefault("classes", list(layout.classes))
+    if tile:
+        plan["datasets"][DATASET_KEY]["tile"] = dict(tile)
     plan.setdefault("evaluation", {}).setdefault("evaluator", EVALUATORS.get(layout.component, "coco_map"))
     model_table = plan.setdefault("model", {})
     if model_table.get("anchors", ANCHOR_POOL) == ANCHOR_POOL:
@@ -143,8 +195,8 @@ def write_data_plan(plan: dict[str, Any], folder: Path, *, command: str) -> Path
             existing = tomllib.load(handle)
         if existing != tomllib.loads(text):
             raise PlanError(f"{path} exists and differs from the plan this --data command gives (another template, "
-                            f"--epochs, --image-size or --batch, or edited by hand); train it with --plan {path}, "
-                            f"or give --workdir for a new run")
+                            f"--epochs, --image-size, --batch or --tile, or edited by hand); train it with --plan "
+                            f"{path}, or give --workdir for a new run")
         return path
     from detplug.core.disk import write_atomically, writing
 

@@ -2,6 +2,9 @@
 
 Values are checked against the field types before the class's own validators
 run, so that the error names the key, the expected type and the found value.
+A field typed as an attrs class takes a table of that class's keys (built the
+same way, errors named ``key.inner``); an optional one (``X | None``) is unset
+by an empty table, as TOML has no null.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def build_params(params_class: type, values: Mapping[str, Any]) -> Any:
             valid = ", ".join(fields) or "none (this component takes no params)"
             raise ParamsError(f"unknown key; {hint}valid keys: {valid}", key)
         kwargs[fields[key].alias or key] = coerce(value, hints.get(key, Any), key)
+    missing = [name for name, spec in fields.items()
+               if spec.init and spec.default is attrs.NOTHING and name not in values]
+    if missing:
+        raise ParamsError(f"missing; give {' and '.join(missing)}", missing[0])
     try:
         return params_class(**kwargs)
     except (TypeError, ValueError) as error:
@@ -64,9 +71,17 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is Any or annotation is None:
         return value
+    if attrs.has(annotation) and isinstance(value, Mapping):
+        try:
+            return build_params(annotation, value)
+        except ParamsError as error:
+            raise ParamsError(error.message, f"{key}.{error.key}" if error.key else key) from None
     if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if type(None) in options and isinstance(value, Mapping) and not value:
+            return None
         errors = []
-        for option in typing.get_args(annotation):
+        for option in options:
             if option is type(None):
                 if value is None:
                     return None
@@ -74,6 +89,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             try:
                 return coerce(value, option, key)
             except ParamsError as error:
+                if attrs.has(option) and isinstance(value, Mapping):
+                    raise  # the table was meant for this class: its own error says what is wrong
                 errors.append(error)
         raise ParamsError(f"expected {_describe(annotation)}, found {value!r}", key)
     if origin in (tuple, list):
@@ -106,6 +123,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 
 def _describe(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if attrs.has(annotation):
+        return f"a table of {', '.join(attrs.fields_dict(annotation))}"
     if origin is None:
         return getattr(annotation, "__name__", str(annotation))
     args = typing.get_args(annotation)

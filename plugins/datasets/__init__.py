@@ -67,6 +67,42 @@ def _class_map(instance, attribute, value) -> None:
         )
 
 
+def _positive_int(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"'{attribute.name}' must be a whole number of pixels > 0 (got {value!r})")
+
+
+def _overlap(instance, attribute, value) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"'{attribute.name}' must be >= 0 and < 1, the share of a tile its neighbour also "
+                         f"covers (got {value!r})")
+
+
+def _area_ratio(instance, attribute, value) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"'{attribute.name}' must be > 0 and <= 1, the share of a box's area a tile must hold "
+                         f"for the box to keep its label there (got {value!r})")
+
+
+@frozen(kw_only=True)
+class TileParams:
+    """Images larger than a tile are cut into tiles at conversion (detplug.core.data.tiles):
+    ``size`` x ``size`` windows overlapping by ``overlap``, the last row and column shifted back
+    to end at the image's edge; a smaller image stays whole. A box cut by a tile keeps its label
+    there when at least ``min_area_ratio`` of its area is inside, else it is an ignore region."""
+
+    size: int = field(validator=_positive_int)
+    overlap: float = field(default=0.2, converter=float, validator=_overlap)
+    min_area_ratio: float = field(default=0.5, converter=float, validator=_area_ratio)
+
+
+def _as_tile(value):
+    """A table (from TOML or plain Python) to TileParams; None or an empty table: no tiling."""
+    if value is None or (isinstance(value, dict) and not value):
+        return None
+    return TileParams(**value) if isinstance(value, dict) else value
+
+
 @frozen(kw_only=True)
 class RecordParams:
     """What every dataset's records are made with."""
@@ -80,6 +116,10 @@ class RecordParams:
     #: Images per TFRecord shard file. [train] shard_by = "file" gives each worker its own
     #: shards, so a dataset needs at least one train shard per worker.
     records_per_shard: int = field(default=256, validator=validators.gt(0))
+    #: Train on tiles: { size = 320, overlap = 0.2, min_area_ratio = 0.5 } (see TileParams). The
+    #: train/val split is by source image, before tiling. Absent or {}: whole images.
+    tile: TileParams | None = field(default=None, converter=_as_tile,
+                                    validator=validators.optional(validators.instance_of(TileParams)))
 
 
 @frozen(kw_only=True)
