@@ -123,7 +123,8 @@ def read_annotation(path: Path) -> tuple[VocAnnotation | None, list[str]]:
     except ElementTree.ParseError as error:
         line, column = error.position
         reason = str(error).rsplit(": line", 1)[0]
-        return None, [f"{path}:{line}: malformed XML at column {column} ({reason})"]
+        # expat counts columns from 0, editors from 1.
+        return None, [f"{path}:{line}: malformed XML at column {column + 1} ({reason})"]
     except OSError as error:
         return None, [f"{path}: cannot read the annotation file ({error})"]
     if root.tag != "annotation":
