@@ -245,6 +245,8 @@ VOC_PARAMS = VocParams(image_size=(32, 64))
         ("<html/>", ": not a VOC annotation (its root element is <html>, expected <annotation>)"),
         (voc_xml("b.png", [("dog", (1, "ten", 9, 9))]), " object 1 ('dog'): <bndbox> <ymin> must be a number (got "
                                                         "'ten')"),
+        (voc_xml("b.png", [("dog", (1, 1, 9, 9))]).replace("<xmax>9</xmax>", ""), " object 1 ('dog'): <bndbox> has "
+                                                                                  "no <xmax>"),
         (voc_xml("b.png", [("dog", (1, 1, 9, 9), "yes")]), " object 1 ('dog'): <difficult> must be 0 or 1 (got "
                                                            "'yes')"),
         (voc_xml("b.png", [("", (1, 1, 9, 9))]), " object 1: it has no <name>"),
@@ -279,6 +281,23 @@ def test_a_voc_size_that_disagrees_with_the_image_is_named_and_skip_bad_lists_th
     assert prepared.images("train") + prepared.images("val") == 2
     ignore_regions = sum(prepared.manifest["splits"][split]["ignore_regions"] for split in ("train", "val"))
     assert ignore_regions == 1, "d's difficult cat"
+
+
+def test_voc_split_lists_that_overlap_and_images_that_cannot_be_told_apart_are_named(tmp_path):
+    root = write_labelimg(tmp_path / "photos", voc_xml("renamed.png", [("dog", (1, 1, 9, 9))]))
+    lists = root / "ImageSets" / "Main"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("a\nb\n")
+    (lists / "val.txt").write_text("b\n")
+    with pytest.raises(DataError, match=re.escape(f"{lists / 'train.txt'} and {lists / 'val.txt'} both list 1 "
+                                                  f"images (b.png)")):
+        prepare_voc(VOC_PARAMS, data_root=root, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=re.escape(f"image_sets = 'splits': {root / 'splits'} is not a folder")):
+        prepare_voc(attrs.evolve(VOC_PARAMS, image_sets="splits"), data_root=root, cache_dir=tmp_path / "cache")
+    Image.new("RGB", (80, 40)).save(root / "b.jpg")  # b.xml's <filename> names neither b.png nor b.jpg
+    with pytest.raises(DataError, match=re.escape(f"{root / 'b.xml'}: several images have its stem (b.jpg, b.png) "
+                                                  f"and its <filename> names none of them")):
+        prepare_voc(attrs.evolve(VOC_PARAMS, image_sets=""), data_root=root, cache_dir=tmp_path / "cache")
 
 
 # -- damaged shards --------------------------------------------------------------------------

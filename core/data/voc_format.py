@@ -98,9 +98,12 @@ def _object(element: ElementTree.Element, where: str) -> tuple[VocObject | None,
         return None, [f"{where}: it has no <bndbox>"]
     values = []
     for key in BOX_KEYS:
-        value = _number(box.findtext(key))
-        if not math.isfinite(value):
-            problems.append(f"{where}: <bndbox> <{key}> must be a number (got {box.findtext(key)!r})")
+        text = box.findtext(key)
+        value = _number(text)
+        if text is None:
+            problems.append(f"{where}: <bndbox> has no <{key}>")
+        elif not math.isfinite(value):
+            problems.append(f"{where}: <bndbox> <{key}> must be a number (got {text!r})")
         values.append(value)
     flag = (element.findtext("difficult") or "0").strip()  # LabelImg and CVAT may leave it out
     if flag not in ("0", "1"):

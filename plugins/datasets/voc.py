@@ -144,6 +144,15 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def _stems(items: Sequence[SourceItem]) -> dict[str, SourceItem | None]:
+    """XML stem -> its item, as the split lists name them; None for a stem of several XML files."""
+    by_stem: dict[str, SourceItem | None] = {}
+    for item in items:
+        stem = Path(item.label).stem
+        by_stem[stem] = None if stem in by_stem else item
+    return by_stem
+
+
 def _read_list(path: Path, by_stem: Mapping[str, SourceItem | None], root: Path) -> list[SourceItem]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -165,8 +174,15 @@ def _read_list(path: Path, by_stem: Mapping[str, SourceItem | None], root: Path)
     return listed
 
 
-def _given_lists(folder: Path) -> tuple[Path | None, Path | None]:
+def _given_lists(root: Path, image_sets: str) -> tuple[Path | None, Path | None]:
     """The train list and its val list (module docstring); None for a list that is not there."""
+    if not image_sets:
+        return None, None
+    folder = Path(image_sets).expanduser()
+    folder = folder if folder.is_absolute() else root / folder
+    if not folder.is_dir() and image_sets != DEFAULT_IMAGE_SETS:
+        raise DataError(f"image_sets = {image_sets!r}: {folder} is not a folder; give the folder of train.txt and "
+                        f"val.txt, or \"\" to split by val_ratio")
     train = next((folder / name for name in TRAIN_LISTS if (folder / name).is_file()), None)
     if train is None:
         return None, None
@@ -174,15 +190,24 @@ def _given_lists(folder: Path) -> tuple[Path | None, Path | None]:
     return train, val
 
 
-def _list_folder(root: Path, image_sets: str) -> Path | None:
-    if not image_sets:
-        return None
-    folder = Path(image_sets).expanduser()
-    folder = folder if folder.is_absolute() else root / folder
-    if not folder.is_dir() and image_sets != DEFAULT_IMAGE_SETS:
-        raise DataError(f"image_sets = {image_sets!r}: {folder} is not a folder; give the folder of train.txt and "
-                        f"val.txt, or \"\" to split by val_ratio")
-    return folder
+def _annotated_items(root: Path, annotations: Mapping[Path, tuple[VocAnnotation | None, list[str]]],
+                     index: Mapping[str, int]) -> tuple[list[SourceItem], list[str]]:
+    """One item per XML file whose image is found, and the XML files (relative) whose image is not."""
+    devkit = is_devkit(root)
+    folders = _ImageFolders()
+    items, unmatched = [], []
+    for xml, (annotation, problems) in annotations.items():
+        image, image_problems = folders.image_of(xml, annotation, root / IMAGES if devkit else xml.parent)
+        if image is None:
+            unmatched.append(_relative(xml, root))
+            continue
+        items.append(SourceItem(key=_relative(image, root), image=str(image), label=str(xml),
+                                objects=_objects(annotation, index), problems=tuple(problems + image_problems),
+                                expected_size=annotation.size if annotation is not None else None))
+    if not items:
+        raise DataError(f"none of the {len(annotations)} XML files of {root} has its image (an image file of the "
+                        f"XML's stem or its <filename>, in {IMAGES}/ of a devkit or beside the XML)")
+    return items, unmatched
 
 
 def voc_source(root: Path, params: VocParams) -> Source:
@@ -190,31 +215,15 @@ def voc_source(root: Path, params: VocParams) -> Source:
     from detplug.core.data.convert import Source
 
     root = Path(root).absolute()
-    devkit = is_devkit(root)
-    files = _xml_files(root)
-    annotations = {xml: read_annotation(xml) for xml in files}
+    annotations = {xml: read_annotation(xml) for xml in _xml_files(root)}
     names = [item.name for found, _ in annotations.values() if found is not None for item in found.objects]
     classes = params.classes or _trained_names(names, params.class_map)
     if not classes:
         raise DataError(f"the XML files of {root} name no objects, so there are no classes to train")
     index = {name: position for position, name in enumerate(classes)}
     index.update({name: index[target] for name, target in params.class_map.items()})
-    folders = _ImageFolders()
-    items, unmatched = [], []
-    by_stem: dict[str, SourceItem | None] = {}
-    for xml, (annotation, problems) in annotations.items():
-        image, image_problems = folders.image_of(xml, annotation, root / IMAGES if devkit else xml.parent)
-        if image is None:
-            unmatched.append(_relative(xml, root))
-            continue
-        item = SourceItem(key=_relative(image, root), image=str(image), label=str(xml),
-                          objects=_objects(annotation, index), problems=tuple(problems + image_problems),
-                          expected_size=annotation.size if annotation is not None else None)
-        items.append(item)
-        by_stem[xml.stem] = None if xml.stem in by_stem else item  # None: two files of one stem
-    if not items:
-        raise DataError(f"none of the {len(files)} XML files of {root} has its image (an image file of the XML's "
-                        f"stem or its <filename>, in {IMAGES}/ of a devkit or beside the XML)")
+    items, unmatched = _annotated_items(root, annotations, index)
+    devkit = is_devkit(root)
     used = {Path(item.image) for item in items}
     image_tree = (root / IMAGES).iterdir() if devkit else root.rglob("*")
     notes: dict[str, Any] = {
@@ -226,10 +235,10 @@ def voc_source(root: Path, params: VocParams) -> Source:
     common: dict[str, Any] = {"format": "voc", "root": root, "classes": classes, "label_map": index,
                               "reader": InlineReader(), "notes": notes, "unmatched_labels": unmatched}
     image_and_xml = [path for item in items for path in (Path(item.image), Path(item.label))]
-    folder = _list_folder(root, params.image_sets)
-    train_list, val_list = _given_lists(folder) if folder is not None else (None, None)
+    train_list, val_list = _given_lists(root, params.image_sets)
     if train_list is None:
         return Source(items=items, fingerprint_files=image_and_xml, **common)
+    by_stem = _stems(items)
     train = _read_list(train_list, by_stem, root)
     notes["unlisted_images"] = len(items) - len(train)
     if val_list is None:
