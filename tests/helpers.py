@@ -193,6 +193,24 @@ def write_yolo_shapes(root: Path, *, train: int = 8, val: int = 2, seed: int = 0
     return root
 
 
+def voc_xml(filename: str, objects: list[tuple], *, size: tuple[int, int] | None = None) -> str:
+    """A Pascal VOC annotation as LabelImg writes it. ``objects``: (name, (xmin, ymin, xmax, ymax))
+    or (name, box, difficult); a box's values are written as given (1-based, as the devkit's);
+    difficult None leaves the element out; ``size`` is (height, width)."""
+    parts = [f"<annotation>\n  <folder>images</folder>\n  <filename>{filename}</filename>\n"]
+    if size is not None:
+        parts.append(f"  <size><width>{size[1]}</width><height>{size[0]}</height><depth>3</depth></size>\n")
+    for name, box, *difficult in objects:
+        flag = difficult[0] if difficult else 0
+        parts.append(f"  <object>\n    <name>{name}</name>\n    <pose>Unspecified</pose>\n")
+        if flag is not None:
+            parts.append(f"    <difficult>{flag}</difficult>\n")
+        corners = "".join(f"<{key}>{value}</{key}>" for key, value in zip(("xmin", "ymin", "xmax", "ymax"), box,
+                                                                           strict=True))
+        parts.append(f"    <bndbox>{corners}</bndbox>\n  </object>\n")
+    return "".join(parts) + "</annotation>\n"
+
+
 def write_mobilenet_weights(folder: Path, input_shape: tuple[int, int, int]) -> Path:
     """A local Keras weights file of MobileNetV2 (alpha 0.35, no top) whose first convolution's
     kernel is all 0.125, as a keras.applications backbone's ``weights`` param takes one."""

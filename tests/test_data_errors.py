@@ -11,6 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 import tensorflow as tf
+from helpers import voc_xml
 from PIL import Image
 
 from detplug.core.data.datasets import prepare_datasets
@@ -22,9 +23,10 @@ from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.check import static_check
 from detplug.core.plan.plan_file import load_plan, resolve_components
 from detplug.core.plan.specs import ImageSpec, LabelSpec
-from detplug.plugins.datasets import CocoParams, KittiParams, YoloTxtParams
+from detplug.plugins.datasets import CocoParams, KittiParams, VocParams, YoloTxtParams
 from detplug.plugins.datasets.coco import prepare_coco
 from detplug.plugins.datasets.kitti import convert_kitti
+from detplug.plugins.datasets.voc import prepare_voc
 from detplug.plugins.datasets.yolo_txt import prepare_yolo_txt
 from detplug.registry import Registry
 
@@ -220,6 +222,82 @@ def test_a_coco_file_that_is_not_json_is_named_with_its_line(tmp_path):
     (root / "instances.json").write_text('{"images": [],\n "categories": [,]}')
     with pytest.raises(DataError, match=re.escape(f"{root / 'instances.json'}:2: not valid JSON")):
         prepare_coco(COCO_PARAMS, data_root=root, cache_dir=tmp_path / "cache")
+
+
+def write_labelimg(root: Path, xml_of_b: str) -> Path:
+    """Two 80x40 images with LabelImg's XML beside them; b's XML is ``xml_of_b``."""
+    root.mkdir(parents=True)
+    for name in ("a", "b"):
+        Image.new("RGB", (80, 40)).save(root / f"{name}.png")
+    (root / "a.xml").write_text(voc_xml("a.png", [("dog", (11, 6, 30, 15))], size=(40, 80)))
+    (root / "b.xml").write_text(xml_of_b)
+    return root
+
+
+VOC_PARAMS = VocParams(image_size=(32, 64))
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ("<annotation>\n  <object>\n    <name>dog</name>\n  </annotation>\n",
+         ":4: malformed XML at column 5 (mismatched tag)"),
+        ("<html/>", ": not a VOC annotation (its root element is <html>, expected <annotation>)"),
+        (voc_xml("b.png", [("dog", (1, "ten", 9, 9))]), " object 1 ('dog'): <bndbox> <ymin> must be a number (got "
+                                                        "'ten')"),
+        (voc_xml("b.png", [("dog", (1, 1, 9, 9))]).replace("<xmax>9</xmax>", ""), " object 1 ('dog'): <bndbox> has "
+                                                                                  "no <xmax>"),
+        (voc_xml("b.png", [("dog", (1, 1, 9, 9), "yes")]), " object 1 ('dog'): <difficult> must be 0 or 1 (got "
+                                                           "'yes')"),
+        (voc_xml("b.png", [("", (1, 1, 9, 9))]), " object 1: it has no <name>"),
+        (voc_xml("b.png", [("dog", (1, 1, 90, 20))]), " object 1 ('dog'): the box (x1 0, y1 0, x2 90, y2 20) lies "
+                                                      "outside the 80x40 image by more than 1 px"),
+        (voc_xml("b.png", [], size=(50, "eighty")), ": <size> needs whole-number <width> and <height> (width "
+                                                    "'eighty', height '50')"),
+    ],
+)
+def test_bad_voc_annotations_are_named_with_their_file(tmp_path, xml, message):
+    root = write_labelimg(tmp_path / "photos", xml)
+    with pytest.raises(DataError, match=re.escape(f"{root / 'b.xml'}{message}")) as error:
+        prepare_voc(VOC_PARAMS, data_root=root, cache_dir=tmp_path / "cache")
+    assert SKIP_ADVICE in str(error.value)
+
+
+def test_a_voc_size_that_disagrees_with_the_image_is_named_and_skip_bad_lists_the_bad_files(tmp_path):
+    root = write_labelimg(tmp_path / "photos", voc_xml("b.png", [("cat", (1, 1, 9, 9), 1)], size=(50, 80)))
+    with pytest.raises(DataError, match=re.escape(f"{root / 'b.png'} is 80x40 px but {root / 'b.xml'} gives it as "
+                                                  f"80x50")):
+        prepare_voc(VOC_PARAMS, data_root=root, cache_dir=tmp_path / "cache")
+    Image.new("RGB", (80, 40)).save(root / "c.png")
+    (root / "c.xml").write_text("<annotation><object></annotation>")
+    Image.new("RGB", (80, 40)).save(root / "d.png")
+    (root / "d.xml").write_text(voc_xml("d.png", [("cat", (1, 1, 9, 9), 1), ("dog", (2, 2, 9, 9))], size=(40, 80)))
+    prepared = prepare_voc(attrs.evolve(VOC_PARAMS, val_ratio=0.5), data_root=root, cache_dir=tmp_path / "cache",
+                           skip_bad=True)
+    assert prepared.classes == ("cat", "dog"), "the names of the bad files count too"
+    skipped = {Path(entry["image"]).name: entry["reasons"] for entry in prepared.skipped}
+    assert skipped == {"b.png": [f"{root / 'b.png'} is 80x40 px but {root / 'b.xml'} gives it as 80x50"],
+                       "c.png": [f"{root / 'c.xml'}:1: malformed XML at column 23 (mismatched tag)"]}
+    assert prepared.images("train") + prepared.images("val") == 2
+    ignore_regions = sum(prepared.manifest["splits"][split]["ignore_regions"] for split in ("train", "val"))
+    assert ignore_regions == 1, "d's difficult cat"
+
+
+def test_voc_split_lists_that_overlap_and_images_that_cannot_be_told_apart_are_named(tmp_path):
+    root = write_labelimg(tmp_path / "photos", voc_xml("renamed.png", [("dog", (1, 1, 9, 9))]))
+    lists = root / "ImageSets" / "Main"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("a\nb\n")
+    (lists / "val.txt").write_text("b\n")
+    with pytest.raises(DataError, match=re.escape(f"{lists / 'train.txt'} and {lists / 'val.txt'} both list 1 "
+                                                  f"images (b.png)")):
+        prepare_voc(VOC_PARAMS, data_root=root, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=re.escape(f"image_sets = 'splits': {root / 'splits'} is not a folder")):
+        prepare_voc(attrs.evolve(VOC_PARAMS, image_sets="splits"), data_root=root, cache_dir=tmp_path / "cache")
+    Image.new("RGB", (80, 40)).save(root / "b.jpg")  # b.xml's <filename> names neither b.png nor b.jpg
+    with pytest.raises(DataError, match=re.escape(f"{root / 'b.xml'}: several images have its stem (b.jpg, b.png) "
+                                                  f"and its <filename> names none of them")):
+        prepare_voc(attrs.evolve(VOC_PARAMS, image_sets=""), data_root=root, cache_dir=tmp_path / "cache")
 
 
 # -- damaged shards --------------------------------------------------------------------------

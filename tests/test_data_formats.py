@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import voc_xml
 from PIL import Image
 
 from detplug.core.data import records
@@ -17,9 +18,10 @@ from detplug.core.errors import DataError
 from detplug.core.plan.anchors import anchor_pixels, anchors_to_ratios
 from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.specs import ImageSpec, LabelSpec, SpecError
-from detplug.plugins.datasets import COCO, YOLO_TXT, CocoParams, KittiParams, YoloTxtParams
+from detplug.plugins.datasets import COCO, VOC, YOLO_TXT, CocoParams, KittiParams, VocParams, YoloTxtParams
 from detplug.plugins.datasets.coco import prepare_coco
 from detplug.plugins.datasets.kitti import convert_kitti
+from detplug.plugins.datasets.voc import prepare_voc
 from detplug.plugins.datasets.yolo_txt import prepare_yolo_txt
 
 IMAGE = ImageSpec(32, 64)
@@ -197,6 +199,95 @@ def test_yolo_txt_split_folders_give_the_splits_and_a_missing_label_is_backgroun
     assert by_filename(prepared)["images/train/b.png"]["classes"].tolist() == []
 
 
+# -- Pascal VOC -------------------------------------------------------------------------
+
+
+# The COCO test's boxes as the devkit writes them: 1-based, so xmin and ymin are one more
+# than the pixel edge (x 10..30 is xmin 11, xmax 30); floats as LabelImg and CVAT write them.
+VOC_OBJECTS = {
+    "a": [("car", (11, 6, 30, 15)), ("person", (41, 21, 70, 35), 1)],  # the person is difficult
+    "b": [("person", (31, 1, 60, 60), None)],  # no <difficult> element
+    "c": [("dog", ("46.0", "1.0", "90.0", "30.0"))],
+    "d": [],  # a background image
+}
+
+
+def write_voc_devkit(root: Path, lists: dict[str, str]) -> Path:
+    """Annotations/ and JPEGImages/ (a, c PNG; b JPEG; d a palette PNG) and ImageSets/Main's ``lists``."""
+    write_images(root / "JPEGImages", {"a.png": SIZES["a.png"], "c.png": SIZES["c.png"]})
+    Image.new("RGB", (60, 60), (200, 30, 30)).save(root / "JPEGImages" / "b.jpg")
+    Image.new("P", (20, 20)).save(root / "JPEGImages" / "d.png")
+    sizes = {"a": (40, 80), "b": (60, 60), "c": (30, 90), "d": (20, 20)}
+    (root / "Annotations").mkdir()
+    for stem, objects in VOC_OBJECTS.items():
+        image = next((root / "JPEGImages").glob(f"{stem}.*")).name
+        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(image, objects, size=sizes[stem]))
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for name, stems in lists.items():
+        (root / "ImageSets" / "Main" / name).write_text(stems.replace(" ", "\n") + "\n")
+    return root
+
+
+def test_voc_devkit_boxes_are_one_based_difficult_objects_are_ignore_regions_and_the_lists_split(tmp_path):
+    # Both pairs of lists are there: train.txt and val.txt win over trainval.txt and test.txt.
+    lists = {"train.txt": "a c", "val.txt": "b", "trainval.txt": "a b c", "test.txt": "d"}
+    root = write_voc_devkit(tmp_path / "VOC2007", lists)
+    prepared = prepare_voc(VocParams(image_size=(32, 64)), data_root=root, cache_dir=tmp_path / "cache")
+    assert prepared.classes == ("car", "dog", "person"), "every object name, sorted"
+    found = by_filename(prepared)
+    a, b, c = (found[f"JPEGImages/{name}"] for name in ("a.png", "b.jpg", "c.png"))
+    assert a["classes"].tolist() == [0, -1], "the car, then the difficult person as an ignore region"
+    np.testing.assert_allclose(a["source_boxes"], [[10, 5, 30, 15], [40, 20, 70, 35]])
+    np.testing.assert_allclose(a["boxes"][0], BOX_A, atol=1e-6)
+    np.testing.assert_allclose(b["boxes"], [BOX_B], atol=1e-6)
+    np.testing.assert_allclose(c["boxes"], [BOX_C], atol=1e-6)
+    assert (b["classes"].tolist(), c["classes"].tolist()) == ([2], [1])
+    assert (prepared.images("train"), prepared.images("val")) == (2, 1)
+    source = prepared.manifest["source"]
+    assert source["format"] == "voc" and source["split"].endswith("train.txt, " + str(root / "ImageSets/Main/val.txt"))
+    assert source["unlisted_images"] == 1 and source["difficult"] == "ignore region"
+
+    (root / "ImageSets" / "Main" / "train.txt").unlink()  # trainval.txt trains, test.txt holds out
+    prepared = prepare_voc(VocParams(image_size=(32, 64)), data_root=root, cache_dir=tmp_path / "cache")
+    assert (prepared.images("train"), prepared.images("val")) == (3, 1)
+    assert by_filename(prepared)["JPEGImages/d.png"]["classes"].tolist() == []
+    (root / "ImageSets" / "Main" / "test.txt").write_text("e\n")
+    with pytest.raises(DataError, match=re.escape(f"{root / 'ImageSets/Main/test.txt'}:1: image 'e' is not an "
+                                                  f"annotated image of {root}")):
+        prepare_voc(VocParams(image_size=(32, 64)), data_root=root, cache_dir=tmp_path / "cache")
+
+
+def test_voc_xml_beside_images_takes_classes_class_map_filename_and_splits_by_val_ratio(tmp_path):
+    root = tmp_path / "labelimg"
+    write_images(root / "day", {"a.png": (40, 80), "b.png": (60, 60)})
+    write_images(root / "night", {"photo.png": (30, 90), "unlabelled.png": (30, 30)})
+    (root / "day" / "a.xml").write_text(voc_xml("a.png", [("man", ("11.5", 6, 30, 15)), ("car", (41, 21, 70, 35))]))
+    (root / "day" / "b.xml").write_text(voc_xml("b.png", [("person", (31, 1, 60, 60), 1)]))
+    # Renamed after labelling: no image of its stem, so its <filename> (a Windows path) names it.
+    (root / "night" / "shot.xml").write_text(voc_xml("C:\\labels\\photo.png", [("person", (46, 1, 90, 30))]))
+    (root / "night" / "lost.xml").write_text(voc_xml("lost.png", [("person", (1, 1, 5, 5))]))
+    params = VocParams(image_size=(32, 64), classes=("person",), class_map={"man": "person"}, val_ratio=0.34)
+    prepared = prepare_voc(params, data_root=root, cache_dir=tmp_path / "cache")
+    found = by_filename(prepared)
+    assert sorted(found) == ["day/a.png", "day/b.png", "night/photo.png"]
+    assert found["day/a.png"]["classes"].tolist() == [0], "man is trained as person, car is dropped"
+    np.testing.assert_allclose(found["day/a.png"]["source_boxes"], [[10.5, 5, 30, 15]])
+    assert found["day/b.png"]["classes"].tolist() == [-1] and found["night/photo.png"]["classes"].tolist() == [0]
+    assert (prepared.images("train"), prepared.images("val")) == (2, 1)
+    manifest = prepared.manifest
+    assert manifest["source"]["split"].startswith("random: val_ratio 0.34")
+    assert manifest["label_map"] == {"person": 0, "man": 0}
+    assert manifest["labels_without_images"] == ["night/lost.xml"]
+    assert manifest["source"]["images_without_annotations"] == 1
+    # Without 'classes', every name (after class_map) sorted, read by the spec at --check time too.
+    unlisted = VocParams(image_size=(32, 64), class_map={"man": "person"}, root=str(root))
+    assert VOC.spec(unlisted, None).labels.classes == ("car", "person")
+    with pytest.raises(SpecError, match="list the classes in the plan or set the dataset's 'root'"):
+        VOC.spec(VocParams(image_size=(32, 64)), None)
+    with pytest.raises(ValueError, match="'class_map' maps to bike, which is not one of the classes person"):
+        VocParams(classes=("person",), class_map={"man": "bike"})
+
+
 # -- the pipeline on converted data: flip by hand --------------------------------------------
 
 
@@ -296,18 +387,20 @@ def test_the_readers_and_the_per_image_work_do_not_import_tensorflow():
 
     code = ("import sys\n"
             "import detplug.core.data.source, detplug.plugins.datasets.kitti\n"
-            "import detplug.plugins.datasets.coco, detplug.plugins.datasets.yolo_txt\n"
+            "import detplug.plugins.datasets.coco, detplug.plugins.datasets.yolo_txt, detplug.plugins.datasets.voc\n"
             "assert 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_coco_and_yolo_txt_meet_the_dataset_contract(tmp_path):
+def test_coco_yolo_txt_and_voc_meet_the_dataset_contract(tmp_path):
     from detplug.testing import check_dataset_prepares
 
     coco = write_coco(tmp_path / "coco")
     check_dataset_prepares(COCO, CocoParams(**COCO_PARAMS, root=str(coco)), cache_dir=tmp_path / "cache")
     yolo = write_yolo(tmp_path / "yolo", YOLO_LABELS)
     check_dataset_prepares(YOLO_TXT, YoloTxtParams(image_size=(32, 64), root=str(yolo)), cache_dir=tmp_path / "cache")
+    voc = write_voc_devkit(tmp_path / "voc", {"train.txt": "a c", "val.txt": "b"})
+    check_dataset_prepares(VOC, VocParams(image_size=(32, 64), root=str(voc)), cache_dir=tmp_path / "cache")
 
 
 def test_dropped_boxes_and_labels_without_images_are_counted_on_the_console_with_file_names(tmp_path, capsys):

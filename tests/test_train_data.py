@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from helpers import kill_at, make_plugin_package, pythonpath_env, run_cli, write_yolo_shapes
+from helpers import kill_at, make_plugin_package, pythonpath_env, run_cli, voc_xml, write_yolo_shapes
 from PIL import Image
 
 from detplug.core.data.layouts import detect_layout, typical_aspect, typical_long_side
@@ -65,6 +65,28 @@ def test_a_yolo_folder_its_data_yaml_a_coco_file_or_folder_and_a_kitti_root_are_
     assert detect_layout(kitti).component == "kitti"
 
 
+def test_a_voc_devkit_and_a_folder_of_images_with_xml_beside_them_are_recognised(tmp_path):
+    devkit = tmp_path / "VOC2012"
+    (devkit / "Annotations").mkdir(parents=True)
+    (devkit / "JPEGImages").mkdir()
+    Image.new("RGB", (40, 30)).save(devkit / "JPEGImages" / "a.jpg")
+    (devkit / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", [("dog", (1, 1, 9, 9)), ("cat", (2, 2, 8, 8), 1)]))
+    layout = detect_layout(devkit)
+    assert (layout.component, layout.params, layout.classes) == ("voc", {"root": str(devkit)}, ("cat", "dog"))
+    assert layout.images == devkit / "JPEGImages" and typical_aspect(layout) == (pytest.approx(40 / 30), 1)
+    assert data_plan(layout, model="small", name="v")["datasets"]["data"]["classes"] == ["cat", "dog"]
+
+    labelimg = tmp_path / "photos"
+    (labelimg / "day").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(labelimg / "day" / "b.png")
+    (labelimg / "day" / "b.xml").write_text(voc_xml("b.png", [("person", (1, 1, 9, 9))]))
+    layout = detect_layout(labelimg)
+    assert (layout.component, layout.classes, layout.images) == ("voc", ("person",), labelimg)
+    (labelimg / "day" / "b.xml").write_text(voc_xml("b.png", []))
+    with pytest.raises(DataError, match="a VOC folder, but none of its 1 XML files names an object"):
+        detect_layout(labelimg)
+
+
 def test_a_folder_that_fits_no_layout_is_one_sentence_listing_the_layouts(tmp_path):
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
@@ -73,7 +95,8 @@ def test_a_folder_that_fits_no_layout_is_one_sentence_listing_the_layouts(tmp_pa
     message = str(error.value)
     assert message.startswith(f"--data {tmp_path / 'photos'}: not a dataset layout detplug recognises; give a YOLO "
                               f"data.yaml")
-    assert "COCO instances JSON" in message and "KITTI root" in message and "\n" not in message
+    assert "COCO instances JSON" in message and "KITTI root" in message and "VOC devkit" in message
+    assert "\n" not in message
     with pytest.raises(DataError, match="no such file or folder"):
         detect_layout(tmp_path / "missing")
 

@@ -119,7 +119,8 @@ def _data_folder(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, d
     so that _from_legacy can tell it was given."""
     parser.add_argument("--data", type=Path, metavar="PATH",
                         help="train on this dataset without a plan of yours: a YOLO folder or its data.yaml, a COCO "
-                             "annotations file or folder, or a KITTI root; writes runs/<name>/plan.toml")
+                             "annotations file or folder, a KITTI root, or a Pascal VOC devkit (or images with their "
+                             "XML beside them); writes runs/<name>/plan.toml")
     parser.add_argument("--model", default=DEFAULT_TEMPLATE if defaults else None, metavar="TEMPLATE",
                         help=f"with --data: the template plan giving the model and the periods (default "
                              f"{DEFAULT_TEMPLATE}; `list plans` shows them)")

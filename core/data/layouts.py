@@ -6,8 +6,10 @@ Recognised, in this order:
 - a COCO instances JSON file (``images``, ``annotations`` and ``categories``), or a folder
   holding ``annotations/instances_*.json``;
 - a KITTI root: ``training/image_2`` and ``training/label_2``;
+- a Pascal VOC devkit folder: ``Annotations/`` and ``JPEGImages/``;
 - a YOLO folder without a yaml: ``images/`` with ``labels/`` beside it, or images with their
-  ``.txt`` labels beside them, and the class names in ``classes.txt`` or ``obj.names``.
+  ``.txt`` labels beside them, and the class names in ``classes.txt`` or ``obj.names``;
+- a folder of images with VOC XML files beside them (LabelImg's habit).
 
 The answer is a dataset component's name and its params (for the plan's [datasets] table)
 and the class names when the layout declares them. No TensorFlow, and nothing is converted.
@@ -23,6 +25,7 @@ import attrs
 
 from detplug.core.data.class_names import names_from_yaml, source_names
 from detplug.core.data.images import is_image_file
+from detplug.core.data.voc_format import IMAGES, annotation_files, has_labelimg_files, is_devkit, object_names
 from detplug.core.errors import DataError
 
 #: What :func:`detect_layout` recognises, for the error that lists it.
@@ -30,7 +33,9 @@ RECOGNISED = (
     "a YOLO data.yaml, or a folder holding one",
     "a COCO instances JSON file, or a folder holding annotations/instances_*.json",
     "a KITTI root holding training/image_2 and training/label_2",
+    "a Pascal VOC devkit folder holding Annotations/ and JPEGImages/",
     "a YOLO folder: images/ and labels/ (or images with .txt labels beside them) and classes.txt",
+    "a folder of images with VOC XML files beside them (LabelImg)",
 )
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 NAME_LISTS = ("classes.txt", "obj.names")
@@ -68,8 +73,12 @@ def detect_layout(path: str | Path) -> DataLayout:
         if (path / "training" / "image_2").is_dir() and (path / "training" / "label_2").is_dir():
             return DataLayout("kitti", {"root": str(path), "synthetic_fallback": False},
                               ("Car", "Pedestrian", "Cyclist"), f"KITTI root {path}", path / "training" / "image_2")
+        if is_devkit(path):
+            return _voc_folder(path, f"VOC devkit {path}", path / IMAGES)
         if _looks_like_yolo(path):
             return _yolo_folder(path)
+        if has_labelimg_files(path):
+            return _voc_folder(path, f"VOC folder {path} (XML beside the images)", path)
     raise DataError(f"--data {path}: not a dataset layout detplug recognises; give "
                     + "; or ".join(RECOGNISED))
 
@@ -109,6 +118,16 @@ def _yolo_folder(folder: Path) -> DataLayout:
                         f"{folder / 'data.yaml'} (names: [a, b, ...]) or {folder / 'classes.txt'} (one per line)")
     return DataLayout("yolo_txt", {"root": str(folder)}, names, f"YOLO folder {folder} ({len(names)} classes)",
                       folder)
+
+
+def _voc_folder(folder: Path, description: str, images: Path) -> DataLayout:
+    files = annotation_files(folder)
+    names = object_names(files)
+    if not names:
+        raise DataError(f"--data {folder}: a VOC folder, but none of its {len(files)} XML files names an object; "
+                        f"annotate some images first")
+    return DataLayout("voc", {"root": str(folder)}, names, f"{description} ({len(files)} XML files: "
+                      f"{len(names)} classes)", images)
 
 
 def _coco_categories(path: Path) -> tuple[str, ...]:

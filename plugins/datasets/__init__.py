@@ -169,6 +169,38 @@ class YoloTxtParams(RecordParams):
     classes: tuple[str, ...] = field(default=(), converter=as_tuple, validator=_class_names_or_empty)
 
 
+def _name_map(instance, attribute, value) -> None:
+    if not isinstance(value, dict) or any(not isinstance(k, str) or not isinstance(v, str) for k, v in value.items()):
+        raise ValueError(
+            f"'{attribute.name}' must map object names to class names, like {{ van = \"car\" }} (got {value!r})"
+        )
+    if instance.classes:
+        unknown = sorted(v for v in set(value.values()) if v not in instance.classes)
+        if unknown:
+            raise ValueError(f"'{attribute.name}' maps to {', '.join(unknown)}, which is not one of the classes "
+                             f"{', '.join(instance.classes)}")
+    both = sorted(k for k in value if k in instance.classes)
+    if both:
+        raise ValueError(f"'{attribute.name}' maps {', '.join(both)}, which is also one of the classes; "
+                         f"map a name or train it, not both")
+
+
+@frozen(kw_only=True)
+class VocParams(RecordParams):
+    """Pascal VOC XML annotations: a devkit folder (``Annotations/``, ``JPEGImages/``, split
+    lists in ``ImageSets/Main``) or XML files beside their images (LabelImg)."""
+
+    root: str = ""
+    #: The names to train, in this order (objects of other names are dropped). Empty: every
+    #: object name of the XML files, sorted (read at --check time, which then needs 'root').
+    classes: tuple[str, ...] = field(default=(), converter=as_tuple, validator=_class_names_or_empty)
+    #: Other object names to train as one of the classes, e.g. { van = "car" }.
+    class_map: dict[str, str] = field(factory=_FrozenMap, converter=_as_map, validator=_name_map)
+    #: The folder of the split lists (train.txt, val.txt, trainval.txt, test.txt: one image
+    #: stem a line), relative to the root unless absolute. Empty, or no list there: split by val_ratio.
+    image_sets: str = "ImageSets/Main"
+
+
 @frozen(kw_only=True)
 class SyntheticParams(RecordParams):
     #: How many images to draw, at what (height, width) before letterboxing, from which seed.
@@ -243,7 +275,17 @@ YOLO_TXT = Component(
     factory="detplug.plugins.datasets.yolo_txt:prepare_yolo_txt",
 )
 
+VOC = Component(
+    kind="dataset",
+    name="voc",
+    summary="Pascal VOC XML (a devkit folder, or LabelImg's XML beside each image) to TFRecords; difficult "
+            "objects become ignore regions",
+    params=VocParams,
+    spec=_spec_with_source_classes("detplug.plugins.datasets.voc"),
+    factory="detplug.plugins.datasets.voc:prepare_voc",
+)
+
 
 @hookimpl
 def detplug_components() -> list[Component]:
-    return [KITTI, SYNTHETIC, COCO, YOLO_TXT]
+    return [KITTI, SYNTHETIC, COCO, YOLO_TXT, VOC]
