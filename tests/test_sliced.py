@@ -9,9 +9,13 @@ under test."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from detplug.core.data.slicing import Slicing
 from detplug.core.model.sliced import merge_detections, predict_sliced
@@ -140,3 +144,62 @@ def test_slicing_says_how_it_cuts_and_refuses_a_bad_grid_in_one_sentence():
         Slicing(320, 1.0)
     with pytest.raises(ValueError, match="tile size must be"):
         Slicing(0)
+
+
+def test_a_datasets_tile_param_is_the_default_slicing_and_none_is_no_slicing():
+    from types import SimpleNamespace
+
+    from detplug.core.data.slicing import dataset_slicing
+
+    assert dataset_slicing(SimpleNamespace(tile={"size": 320, "overlap": 0.1, "min_area_ratio": 0.5})) == \
+        Slicing(320, 0.1)
+    assert dataset_slicing(SimpleNamespace(tile=SimpleNamespace(size=256, overlap=0.3))) == Slicing(256, 0.3)
+    assert dataset_slicing(SimpleNamespace(tile={"size": 0})) is None
+    assert dataset_slicing(SimpleNamespace()) is None
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--overlap", "0.3"], "--overlap goes with --tile SIZE (dataset 'synth' of the plan is not tiled)"),
+    (["--tile", "0", "--full-image-pass"], "--full-image-pass goes with --tile SIZE (--tile 0 predicts whole images)"),
+    (["--tile", "48", "--overlap", "1.5"], "--tile 48 --overlap 1.5: tile overlap must be in [0, 1)"),
+    (["--tile", "-2"], "--tile -2 --overlap 0.2: tile size must be a whole number of pixels >= 1"),
+])
+def test_a_slicing_option_that_cannot_apply_is_one_sentence(tiny_plan, tmp_path, capsys, options, message):
+    from detplug.core.cli.main import main
+
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    assert main(["predict", "--plan", str(tiny_plan), "--workdir", str(tmp_path / "run"), str(image),
+                 *options]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+@pytest.mark.slow(seconds=12)
+def test_predict_tile_writes_every_format_in_the_images_own_pixels(finished, tmp_path, capsys):
+    from detplug.core.cli.main import main
+
+    plan, workdir, cache = finished
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    sizes = {"large": (150, 230), "small": (40, 50)}  # (height, width); the small one is one tile
+    for name, size in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)).save(images / f"{name}.png")
+    common = ["--plan", str(plan), "--workdir", str(workdir), "--cache-dir", str(cache),
+              "--set", "evaluation.score_threshold=0.01", str(images), "--tile", "48", "--full-image-pass"]
+    assert main(["predict", *common, "--out", str(tmp_path / "kitti")]) == 0
+    assert "predicting 2 images sliced: 48 px tiles, overlap 0.2, and the whole image" in capsys.readouterr().out
+    assert main(["predict", *common, "--out", str(tmp_path / "coco"), "--format", "coco"]) == 0
+    coco = json.loads((tmp_path / "coco" / "predictions.json").read_text())
+    ids = {int(ident): Path(path).stem for ident, path in
+           json.loads((tmp_path / "coco" / "image_ids.json").read_text()).items()}
+    for name, (height, width) in sizes.items():
+        with Image.open(tmp_path / "kitti" / f"{name}.png") as drawn:
+            assert drawn.size == (width, height)
+        rows = [line.split() for line in (tmp_path / "kitti" / f"{name}.txt").read_text().splitlines()]
+        kitti = np.array([[float(v) for v in row[4:8]] for row in rows]).reshape(-1, 4)
+        xywh = np.array([row["bbox"] for row in coco if ids[row["image_id"]] == name]).reshape(-1, 4)
+        assert len(kitti) == len(xywh) > 0, name  # the same detections, in both formats
+        assert (kitti >= 0).all() and (kitti[:, [0, 2]] <= width).all() and (kitti[:, [1, 3]] <= height).all()
+        np.testing.assert_allclose(np.sort(xywh[:, 0]), np.sort(kitti[:, 0]), atol=0.01)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from detplug.core.cli.slicing import add_slicing_options, slicing_options
 from detplug.core.errors import DetplugError, PlanError
 from detplug.core.plan.settings import STRATEGIES
 from detplug.core.train.preemption import Stopped
@@ -173,6 +174,7 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="predict_format", choices=PREDICT_FORMATS, default="kitti",
                         help=PREDICT_FORMAT_HELP)
     _coco_gt(parser)
+    add_slicing_options(parser)  # --tile SIZE [--overlap R] [--full-image-pass]: core/cli/slicing.py
 
 
 #: --predict's formats: drawn PNGs + KITTI result files, or one COCO results file.
@@ -390,7 +392,8 @@ def predict(args: argparse.Namespace) -> None:
     checked = _checked(args, _registry(args))
     workdir = _run_folder(args, checked)
     use.predict(checked, workdir=workdir, checkpoint=args.checkpoint, images=args.images,
-                out_dir=args.out or workdir / "predictions", format=args.predict_format, coco_gt=args.coco_gt)
+                out_dir=args.out or workdir / "predictions", format=args.predict_format, coco_gt=args.coco_gt,
+                **slicing_options(args))
 
 
 def export(args: argparse.Namespace) -> None:

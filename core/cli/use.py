@@ -91,25 +91,33 @@ def _score_results(checked: CheckedPlan, results: Path, coco_gt: Path | None) ->
 
 
 def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: list[Path], out_dir: Path,
-            format: str = "kitti", coco_gt: Path | None = None) -> None:
+            format: str = "kitti", coco_gt: Path | None = None, tile: int | None = None,
+            overlap: float | None = None, full_image_pass: bool = False) -> None:
     """Detections of ``images``: drawn PNGs and KITTI result files, or (``format`` "coco") one
-    COCO results file at the evaluation score threshold, ids from ``coco_gt`` if given."""
+    COCO results file at the evaluation score threshold, ids from ``coco_gt`` if given. Large
+    images are cut into ``tile``-pixel tiles (default: the tiling of the dataset the model
+    trained on; core/cli/slicing.py), every format in the images' own pixels."""
     from detplug.core.cli.predict import detector_module, image_paths, predict_coco, predict_images
+    from detplug.core.cli.slicing import prediction_slicing
     from detplug.core.model.inference import DetectorModule
 
     paths = image_paths(images)  # a missing image is reported before the model is built
     if coco_gt is not None and format != "coco":
         raise PlanError("--coco-gt goes with --format coco: it gives the COCO results file its image and category ids")
+    slicing = prediction_slicing(checked, tile=tile, overlap=overlap, full_image_pass=full_image_pass)
     model, view = _model(checked, workdir, checkpoint)
+    if slicing is not None:
+        print(f"predicting {len(paths)} image{'' if len(paths) == 1 else 's'} {slicing.describe()} "
+              f"(each tile letterboxed to the {view.chain.image} input)")
     if format == "coco":
         labels = view.chain.labels
         assert view.chain.image is not None and labels is not None  # static_check fills in every link
         # Scored results keep every detection an AP needs: the evaluation threshold, not the drawing one.
         module = DetectorModule(model, view.chain.image, labels.classes, view.plan.evaluation,
                                 score_threshold=view.plan.evaluation.eval_score_threshold)
-        predict_coco(module, paths, out_dir, coco_gt=coco_gt, classes=labels.classes)
+        predict_coco(module, paths, out_dir, coco_gt=coco_gt, classes=labels.classes, slicing=slicing)
         return
-    predict_images(detector_module(view, model), paths, out_dir)
+    predict_images(detector_module(view, model), paths, out_dir, slicing)
 
 
 def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path, format: str = "saved_model",
