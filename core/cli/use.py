@@ -33,8 +33,9 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
     print the table, write the JSON when asked, draw the evaluator's PR curves and write what
     was scored as COCO JSON. With ``results`` (a COCO results file) and ``coco_gt`` (its
     ground truth), score that file instead, with no model."""
-    from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
+    from detplug.core.evaluate.collect import plan_evaluator
     from detplug.core.evaluate.contract import format_table
+    from detplug.core.evaluate.whole_images import evaluate_split, evaluation_subject
     from detplug.core.pictures.pr_curves import pr_curve_path, write_pr_curves
 
     if checked.plan.evaluator is None:
@@ -54,10 +55,13 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
         prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
         grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
         split = checked.plan.evaluation.split
-        result = evaluate_files(model, view, evaluator, prepared.files(split), grid_path=grid_path,
-                                coco_folder=folder)
-        print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
-              f"({prepared.images(split)} images):")
+        subject = evaluation_subject(prepared, checked.plan.evaluation)
+        result = evaluate_split(model, view, evaluator, prepared, grid_path=grid_path, coco_folder=folder)
+        if subject is None:
+            print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
+                  f"({prepared.images(split)} images):")
+        else:
+            print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset}: {result.evaluator} on {subject}:")
     print(format_table(result))
     if json_path is not None:
         from detplug.core.disk import writing

@@ -119,6 +119,15 @@ def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluato
     """The evaluator's result on the records of ``files``; the drawn grid at ``grid_path``, and
     the detections and ground truth as COCO JSON files in ``coco_folder`` (core/evaluate/coco_files.py)."""
     truths, detections, drawn = collect(model, checked, files, draw=GRID_IMAGES if grid_path is not None else 0)
+    return score_collected(checked, evaluator, truths, detections, drawn, grid_path=grid_path,
+                           coco_folder=coco_folder)
+
+
+def score_collected(checked: CheckedPlan, evaluator: Evaluator, truths: Sequence[ImageTruth],
+                    detections: Sequence[ImageDetections], drawn: Sequence[Image.Image], *,
+                    grid_path: Path | None = None, coco_folder: Path | None = None) -> EvaluationResult:
+    """The evaluator's result on collected ground truth and detections, with the drawn grid
+    and the COCO JSON files written where asked (see :func:`evaluate_files`)."""
     if grid_path is not None and drawn:
         with writing(f"the drawn predictions {grid_path.name}", grid_path.parent):
             grid_path.parent.mkdir(parents=True, exist_ok=True)
