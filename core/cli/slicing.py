@@ -26,8 +26,8 @@ def add_slicing_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
 
 
 def slicing_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The slicing options of ``args`` as :func:`prediction_slicing` takes them (unset where the
-    command has none: the older flag form declares none)."""
+    """The slicing options of ``args`` as :func:`prediction_slicing` takes them (unset where a
+    namespace has none)."""
     return {"tile": getattr(args, "tile", None), "overlap": getattr(args, "overlap", None),
             "full_image_pass": getattr(args, "full_image_pass", False)}
 
