@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from detplug.core.cli.slicing import add_slicing_options, slicing_options
 from detplug.core.errors import DetplugError, PlanError
 from detplug.core.plan.settings import STRATEGIES
 from detplug.core.train.preemption import Stopped
@@ -179,6 +180,7 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="predict_format", choices=PREDICT_FORMATS, default="kitti",
                         help=PREDICT_FORMAT_HELP)
     _coco_gt(parser)
+    add_slicing_options(parser)  # --tile SIZE [--overlap R] [--full-image-pass]: core/cli/slicing.py
 
 
 #: --predict's formats: drawn PNGs + KITTI result files, or one COCO results file.
@@ -404,7 +406,8 @@ def predict(args: argparse.Namespace) -> None:
     checked = _checked(args, _registry(args))
     workdir = _run_folder(args, checked)
     use.predict(checked, workdir=workdir, checkpoint=args.checkpoint, images=args.images,
-                out_dir=args.out or workdir / "predictions", format=args.predict_format, coco_gt=args.coco_gt)
+                out_dir=args.out or workdir / "predictions", format=args.predict_format, coco_gt=args.coco_gt,
+                **slicing_options(args))
 
 
 def export(args: argparse.Namespace) -> None:
@@ -606,6 +609,7 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         format=old.format if old.format in EXPORT_FORMATS else "saved_model", quantize=old.quantize,
         calibration_images=old.calibration_images, results=old.results, coco_gt=old.coco_gt,
         predict_format=old.format if old.format in PREDICT_FORMATS else "kitti",
+        tile=None, overlap=None, full_image_pass=False,  # predict --tile has no older flag form
     )
     for formats, job in ((EXPORT_FORMATS, "export"), (PREDICT_FORMATS, "predict")):
         if old.format in formats and job not in jobs:

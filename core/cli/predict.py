@@ -11,13 +11,15 @@ import tensorflow as tf
 from PIL import Image
 
 from detplug.core.data.images import IMAGE_SUFFIXES, read_rgb
+from detplug.core.data.slicing import Slicing
 from detplug.core.disk import writing
 from detplug.core.errors import CheckpointError, DataError, first_few
 from detplug.core.evaluate.contract import ImageDetections
 from detplug.core.evaluate.drawing import draw_boxes
 from detplug.core.evaluate.kitti_files import write_kitti_results
 from detplug.core.model.assemble import build_model
-from detplug.core.model.inference import DetectorModule, valid_rows
+from detplug.core.model.inference import DetectorModule, batch_detector, valid_rows
+from detplug.core.model.sliced import predict_sliced
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.checkpoints import PREFIX, CheckpointStore
 
@@ -76,15 +78,31 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {error}") from None
 
 
-def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path) -> list[Path]:
+def detect_image(module: DetectorModule, pixels: np.ndarray, slicing: Slicing | None = None) -> dict[str, np.ndarray]:
+    """The detections of one uint8 image (H, W, 3) in its pixels: boxes x1 y1 x2 y2, scores,
+    classes, class_names. Whole (``module.serve``, as the exported model), or with ``slicing``
+    cut into tiles that go through the same model and NMS in batches (core/model/sliced.py)."""
+    if slicing is None:
+        return valid_rows(module.serve(tf.constant(pixels[None])))
+    settings = module.settings
+    detect = batch_detector(module.model, module.image, settings.max_detections, settings.iou_threshold,
+                            module.score_threshold)
+    found = predict_sliced(pixels, detect, module.image, slicing, iou_threshold=settings.iou_threshold,
+                           max_detections=settings.max_detections)
+    found["class_names"] = module.class_names.numpy()[found["classes"]]
+    return found
+
+
+def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path,
+                   slicing: Slicing | None = None) -> list[Path]:
     """For each image: ``<stem>.png`` with the boxes drawn at its original size, and a
-    KITTI-format result file ``<stem>.txt`` (16 columns, the score last)."""
+    KITTI-format result file ``<stem>.txt`` (16 columns, the score last); sliced with ``slicing``."""
     with writing("the predictions folder", out_dir.parent):
         out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
         pixels = read_image(path)
-        found = valid_rows(module.serve(tf.constant(pixels[None])))
+        found = detect_image(module, pixels, slicing)
         names = [name.decode() for name in found["class_names"]]
         drawn = draw_boxes(Image.fromarray(pixels), found["boxes"], names, scores=found["scores"],
                            classes=found["classes"])
@@ -98,9 +116,9 @@ def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path) -> 
 
 
 def predict_coco(module: DetectorModule, paths: list[Path], out_dir: Path, *, coco_gt: Path | None,
-                 classes: Sequence[str]) -> Path:
+                 classes: Sequence[str], slicing: Slicing | None = None) -> Path:
     """One COCO results file, ``out_dir/predictions.json``, of every image's detections at its
-    original size. Ids: ``coco_gt``'s image of the same file name and category of the same
+    original size (sliced with ``slicing``). Ids: ``coco_gt``'s image of the same file name and category of the same
     name; without it images 1, 2, ... in the order given (listed in ``image_ids.json``) and
     classes 1, 2, ... in the plan's order."""
     import json
@@ -120,7 +138,7 @@ def predict_coco(module: DetectorModule, paths: list[Path], out_dir: Path, *, co
         category_ids = {name: index for index, name in enumerate(classes, start=1)}
     detections = []
     for path in paths:
-        found = valid_rows(module.serve(tf.constant(read_image(path)[None])))
+        found = detect_image(module, read_image(path), slicing)
         detections.append(ImageDetections(image_id=path.name, boxes=found["boxes"],
                                           names=tuple(name.decode() for name in found["class_names"]),
                                           scores=found["scores"]))

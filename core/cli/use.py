@@ -33,8 +33,9 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
     print the table, write the JSON when asked, draw the evaluator's PR curves and write what
     was scored as COCO JSON. With ``results`` (a COCO results file) and ``coco_gt`` (its
     ground truth), score that file instead, with no model."""
-    from detplug.core.evaluate.collect import evaluate_files, plan_evaluator
+    from detplug.core.evaluate.collect import plan_evaluator
     from detplug.core.evaluate.contract import format_table
+    from detplug.core.evaluate.whole_images import evaluate_split, evaluation_subject
     from detplug.core.pictures.pr_curves import pr_curve_path, write_pr_curves
 
     if checked.plan.evaluator is None:
@@ -54,10 +55,13 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
         prepared = _prepared(checked, dataset, data_root=data_root, cache_dir=cache_dir)
         grid_path = RunFolder(workdir).path / "predictions" / f"evaluate-{checkpoint}.png"
         split = checked.plan.evaluation.split
-        result = evaluate_files(model, view, evaluator, prepared.files(split), grid_path=grid_path,
-                                coco_folder=folder)
-        print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
-              f"({prepared.images(split)} images):")
+        subject = evaluation_subject(prepared, checked.plan.evaluation)
+        result = evaluate_split(model, view, evaluator, prepared, grid_path=grid_path, coco_folder=folder)
+        if subject is None:
+            print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset} {split} split "
+                  f"({prepared.images(split)} images):")
+        else:
+            print(f"{checked.plan.name}, checkpoint '{checkpoint}', {dataset}: {result.evaluator} on {subject}:")
     print(format_table(result))
     if json_path is not None:
         from detplug.core.disk import writing
@@ -91,25 +95,33 @@ def _score_results(checked: CheckedPlan, results: Path, coco_gt: Path | None) ->
 
 
 def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: list[Path], out_dir: Path,
-            format: str = "kitti", coco_gt: Path | None = None) -> None:
+            format: str = "kitti", coco_gt: Path | None = None, tile: int | None = None,
+            overlap: float | None = None, full_image_pass: bool = False) -> None:
     """Detections of ``images``: drawn PNGs and KITTI result files, or (``format`` "coco") one
-    COCO results file at the evaluation score threshold, ids from ``coco_gt`` if given."""
+    COCO results file at the evaluation score threshold, ids from ``coco_gt`` if given. Large
+    images are cut into ``tile``-pixel tiles (default: the tiling of the dataset the model
+    trained on; core/cli/slicing.py), every format in the images' own pixels."""
     from detplug.core.cli.predict import detector_module, image_paths, predict_coco, predict_images
+    from detplug.core.cli.slicing import prediction_slicing
     from detplug.core.model.inference import DetectorModule
 
     paths = image_paths(images)  # a missing image is reported before the model is built
     if coco_gt is not None and format != "coco":
         raise PlanError("--coco-gt goes with --format coco: it gives the COCO results file its image and category ids")
+    slicing = prediction_slicing(checked, tile=tile, overlap=overlap, full_image_pass=full_image_pass)
     model, view = _model(checked, workdir, checkpoint)
+    if slicing is not None:
+        print(f"predicting {len(paths)} image{'' if len(paths) == 1 else 's'} {slicing.describe()} "
+              f"(each tile letterboxed to the {view.chain.image} input)")
     if format == "coco":
         labels = view.chain.labels
         assert view.chain.image is not None and labels is not None  # static_check fills in every link
         # Scored results keep every detection an AP needs: the evaluation threshold, not the drawing one.
         module = DetectorModule(model, view.chain.image, labels.classes, view.plan.evaluation,
                                 score_threshold=view.plan.evaluation.eval_score_threshold)
-        predict_coco(module, paths, out_dir, coco_gt=coco_gt, classes=labels.classes)
+        predict_coco(module, paths, out_dir, coco_gt=coco_gt, classes=labels.classes, slicing=slicing)
         return
-    predict_images(detector_module(view, model), paths, out_dir)
+    predict_images(detector_module(view, model), paths, out_dir, slicing)
 
 
 def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: Path, format: str = "saved_model",

@@ -4,8 +4,7 @@ images' pixels, handed to the plan's evaluator, plus a grid of drawn predictions
 from __future__ import annotations
 
 import json
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from detplug.core.disk import writing
 from detplug.core.errors import CheckError
 from detplug.core.evaluate.contract import EvaluationResult, Evaluator, ImageDetections, ImageTruth
 from detplug.core.evaluate.drawing import draw_boxes, grid
-from detplug.core.model.inference import flatten_predictions, non_max_suppression, to_source_pixels
+from detplug.core.model.inference import batch_detector, to_source_pixels
 from detplug.core.plan.check import CheckedPlan
-from detplug.core.plan.specs import ImageSpec, SpecError
+from detplug.core.plan.specs import SpecError
 
 #: How many validation images the drawn grid shows.
 GRID_IMAGES = 8
@@ -48,7 +47,7 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
     truths: list[ImageTruth] = []
     detections: list[ImageDetections] = []
     drawn: list[Image.Image] = []
-    detect = _detector(model, image_spec, settings.max_detections, settings.iou_threshold, threshold)
+    detect = batch_detector(model, image_spec, settings.max_detections, settings.iou_threshold, threshold)
 
     def run(batch: list[dict[str, Any]]) -> None:
         images = tf.stack([tf.image.convert_image_dtype(tf.io.decode_png(r["png"], channels=3), tf.float32)
@@ -83,28 +82,6 @@ def collect(model: keras.Model, checked: CheckedPlan, files: Sequence[Path], *, 
     if batch:
         run(batch)
     return truths, detections, drawn
-
-
-#: Each model's traced detection functions, by their settings: evaluating every few epochs
-#: traces the model once, not once per evaluation.
-_DETECTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _detector(model: keras.Model, image: ImageSpec, max_detections: int, iou_threshold: float,
-              score_threshold: float) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """Model, flattening and NMS as one tf.function over batches of model-input images. Tracing
-    costs a few seconds once; the model run eagerly costs more than that on every batch."""
-    key = (image, max_detections, iou_threshold, score_threshold)
-    functions = _DETECTORS.setdefault(model, {})
-    if key not in functions:
-        @tf.function(input_signature=[tf.TensorSpec([None, image.height, image.width, 3], tf.float32)])
-        def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
-            boxes, scores = flatten_predictions(model(images, training=False), image)
-            return non_max_suppression(boxes, scores, max_detections=max_detections, iou_threshold=iou_threshold,
-                                       score_threshold=score_threshold)
-
-        functions[key] = detect
-    return functions[key]
 
 
 def _drawn(image: tf.Tensor, found: dict, index: int, count: int, record: dict, names: list[str],
@@ -142,6 +119,15 @@ def evaluate_files(model: keras.Model, checked: CheckedPlan, evaluator: Evaluato
     """The evaluator's result on the records of ``files``; the drawn grid at ``grid_path``, and
     the detections and ground truth as COCO JSON files in ``coco_folder`` (core/evaluate/coco_files.py)."""
     truths, detections, drawn = collect(model, checked, files, draw=GRID_IMAGES if grid_path is not None else 0)
+    return score_collected(checked, evaluator, truths, detections, drawn, grid_path=grid_path,
+                           coco_folder=coco_folder)
+
+
+def score_collected(checked: CheckedPlan, evaluator: Evaluator, truths: Sequence[ImageTruth],
+                    detections: Sequence[ImageDetections], drawn: Sequence[Image.Image], *,
+                    grid_path: Path | None = None, coco_folder: Path | None = None) -> EvaluationResult:
+    """The evaluator's result on collected ground truth and detections, with the drawn grid
+    and the COCO JSON files written where asked (see :func:`evaluate_files`)."""
     if grid_path is not None and drawn:
         with writing(f"the drawn predictions {grid_path.name}", grid_path.parent):
             grid_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ SavedModel, so both give the same boxes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -64,6 +65,28 @@ def non_max_suppression(boxes: tf.Tensor, scores: tf.Tensor, *, max_detections: 
         "classes": tf.cast(nmsed.nmsed_classes, tf.int32),
         "num_detections": nmsed.valid_detections,
     }
+
+
+#: Each model's traced detection functions, by their settings: evaluating every few epochs
+#: traces the model once, not once per evaluation.
+_DETECTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def batch_detector(model: keras.Model, image: ImageSpec, max_detections: int, iou_threshold: float,
+                   score_threshold: float) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """Model, flattening and NMS as one tf.function over batches of model-input images. Tracing
+    costs a few seconds once; the model run eagerly costs more than that on every batch."""
+    key = (image, max_detections, iou_threshold, score_threshold)
+    functions = _DETECTORS.setdefault(model, {})
+    if key not in functions:
+        @tf.function(input_signature=[tf.TensorSpec([None, image.height, image.width, 3], tf.float32)])
+        def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            boxes, scores = flatten_predictions(model(images, training=False), image)
+            return non_max_suppression(boxes, scores, max_detections=max_detections, iou_threshold=iou_threshold,
+                                       score_threshold=score_threshold)
+
+        functions[key] = detect
+    return functions[key]
 
 
 def letterbox_geometry(source_hw: tf.Tensor, target: ImageSpec) -> tuple[tf.Tensor, tf.Tensor]:

@@ -19,6 +19,8 @@ MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 #: core/train/distribute.py builds them; listed here so the plan is checked without TensorFlow.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SHARD_BY = ("data", "file")
+#: [evaluation] on: what a tiled split is scored on.
+EVALUATED_UNITS = ("images", "tiles")
 #: [train] steps_per_execution = "auto" on a GPU or TPU (benchmarks/gpu_check.sh measures 1
 #: against 8). On a CPU "auto" is 1: a step there takes far longer than the host's read of
 #: its losses, and the loop costs its first call about 15 s more of graph optimisation
@@ -185,6 +187,10 @@ class EvaluationSettings:
     #: Evaluate every this many epochs (and always after the last); 0 = only after the last;
     #: "auto" = as often as costs at most ~10% of the training time (see evaluation_every).
     eval_every: int | str = field(default="auto", validator=_every_or_auto)
+    #: What a tiled split is scored on: "images", its whole source images predicted by slicing
+    #: (core/model/sliced.py), the figure a deployed model gives; "tiles", each tile alone
+    #: (faster). An untiled split's records are whole images either way.
+    on: str = field(default="images", validator=validators.in_(EVALUATED_UNITS))
     #: The metric (a key of the evaluator's results) whose highest value marks the best checkpoint;
     #: empty keeps the best by [train] best_metric instead.
     best_metric: str = ""

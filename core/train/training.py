@@ -45,8 +45,9 @@ class RunContext:
     checked: CheckedPlan
     start_epoch: int
     model: Any = None
-    #: (epoch, EvaluationResult, path of the drawn grid) of the latest evaluation, if any
-    #: (under ``multi_worker`` the chief's only: the other workers do not evaluate).
+    #: (epoch, EvaluationResult, path of the drawn grid, what was scored: "the val split" or
+    #: "3 whole val images (sliced: ...)") of the latest evaluation, if any (under
+    #: ``multi_worker`` the chief's only: the other workers do not evaluate).
     last_evaluation: Any = None
     #: This process's place in a multi-worker cluster; a single process is the chief.
     role: WorkerRole = attrs.field(factory=WorkerRole)
@@ -441,6 +442,7 @@ def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData],
     """Every how many epochs each dataset's periods evaluate ([evaluation] eval_every, "auto"
     by its images: core/plan/settings.evaluation_every), said once per dataset. Under
     ``multi_worker`` (``role``) the chief alone evaluates."""
+    from detplug.core.evaluate.whole_images import evaluation_subject
     from detplug.core.plan.settings import evaluation_every
 
     every = {}
@@ -456,7 +458,8 @@ def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData],
                 metric = plan.evaluation.best_metric
                 where = " by the chief only" + (f"; this {role.task_type} takes the chief's {metric} to keep the "
                                                 f"best checkpoint" if metric and not role.is_chief else "")
-            print(f"evaluation on {key}'s {split} split: {when} and after the last ({why}){where}")
+            subject = evaluation_subject(data, plan.evaluation) or f"{split} split"
+            print(f"evaluation on {key}'s {subject}: {when} and after the last ({why}){where}")
     return every
 
 
@@ -471,14 +474,14 @@ def evaluate_epoch(run: RunContext, registry: Registry, session: TrainingSession
     of drawn predictions written to predictions/epNN.png (unless [train] plots = false). The
     epoch's line shows the headline figure; the whole table is printed after the last epoch
     by :func:`print_final_report` (every figure is in history.csv and results.png)."""
-    from detplug.core.evaluate.collect import evaluate_files
+    from detplug.core.evaluate.whole_images import evaluate_split, evaluation_subject
 
     grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
     with session.evaluation_weights():
-        result = evaluate_files(session.model, session.view, evaluator,
-                                prepared.files(run.plan.evaluation.split),
+        result = evaluate_split(session.model, session.view, evaluator, prepared,
                                 grid_path=grid if run.plan.train.run.plots else None)
-    run.last_evaluation = (epoch, result, grid)
+    subject = evaluation_subject(prepared, run.plan.evaluation) or f"the {run.plan.evaluation.split} split"
+    run.last_evaluation = (epoch, result, grid, subject)
     registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
     return dict(result.metrics)
 
@@ -490,8 +493,8 @@ def print_final_report(run: RunContext) -> None:
 
     plan = run.plan
     if run.last_evaluation is not None:
-        epoch, result, grid = run.last_evaluation
-        print(f"{result.evaluator} on the {plan.evaluation.split} split after epoch {epoch}:")
+        epoch, result, grid, subject = run.last_evaluation
+        print(f"{result.evaluator} on {subject} after epoch {epoch}:")
         print(format_table(result))
         if grid.is_file():
             print(f"drawn {plan.evaluation.split} predictions: {grid}")
