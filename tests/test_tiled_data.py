@@ -131,3 +131,13 @@ def test_an_empty_or_absent_tile_table_means_whole_images():
     assert build_params(YoloTxtParams, {"tile": {}}).tile is None
     assert YoloTxtParams().tile is None
     assert build_params(YoloTxtParams, {"tile": {"size": 64}}).tile == TileParams(size=64)
+
+
+def test_whole_image_evaluation_reads_the_val_source_images_a_tiled_conversion_lists(tiled):
+    from detplug.core.data.slicing import Slicing, prepared_slicing, source_images
+
+    assert prepared_slicing(tiled) == Slicing(TILE, 0.2)
+    (val,) = source_images(tiled, "val")
+    assert val.path.is_file() and val.size == (HEIGHT, WIDTH)
+    np.testing.assert_allclose(val.boxes, [PERSON, CAR], atol=1e-2)
+    assert val.classes.tolist() == [0, 1]

@@ -33,8 +33,7 @@ def tiled(prepared: PreparedData, folder: Path) -> PreparedData:
                         "classes": classes, "tiles": []})
     manifest = json.loads(json.dumps(prepared.manifest))
     manifest["source"]["path"] = str(folder)
-    manifest["tile"] = {"size": 48, "overlap": 0.2, "min_area_ratio": 0.5}
-    manifest["splits"]["val"]["source_images"] = entries
+    manifest["tiles"] = {"size": 48, "overlap": 0.2, "min_area_ratio": 0.5, "images": {"train": [], "val": entries}}
     return PreparedData(prepared.directory, manifest)
 
 
@@ -113,6 +112,6 @@ def test_a_missing_source_image_is_one_sentence_naming_it_and_the_way_out(evalua
     with pytest.raises(DataError, match=r"wide.png is gone \(2 of 2 missing\); put the source back at .*"
                                         r"or set \[evaluation\] on = \"tiles\""):
         source_images(PreparedData(evaluation["tiled"].directory, manifest), "val")
-    del manifest["splits"]["val"]["source_images"]
+    manifest["tiles"]["images"]["val"] = []
     with pytest.raises(DataError, match="is tiled but lists no source_images of its val split"):
         source_images(PreparedData(evaluation["tiled"].directory, manifest), "val")

@@ -609,7 +609,7 @@ def _from_legacy(parser: argparse.ArgumentParser, old: argparse.Namespace) -> ar
         format=old.format if old.format in EXPORT_FORMATS else "saved_model", quantize=old.quantize,
         calibration_images=old.calibration_images, results=old.results, coco_gt=old.coco_gt,
         predict_format=old.format if old.format in PREDICT_FORMATS else "kitti",
-        tile=None, overlap=None, full_image_pass=False,  # predict --tile has no older flag form
+        full_image_pass=False,  # predict --full-image-pass has no older flag form
     )
     for formats, job in ((EXPORT_FORMATS, "export"), (PREDICT_FORMATS, "predict")):
         if old.format in formats and job not in jobs:

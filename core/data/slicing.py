@@ -9,14 +9,12 @@
   manifest lists them. Both are None for a dataset converted without tiles, whose records
   already are whole images.
 
-The manifest entries read here (written by a tiling conversion)::
-
-    "tile": {"size": 320, "overlap": 0.2, "min_area_ratio": 0.5}          (absent or null: untiled)
-    "splits": {"val": {..., "source_images": [
-        {"key": "000042", "image": "training/image_2/000042.png",         (relative to source.path)
-         "size": [375, 1242],                                              (height, width)
-         "boxes": [[x1, y1, x2, y2], ...], "classes": [0, -1, ...],       (source pixels; -1 ignore)
-         "truncated": [...], "occluded": [...]}, ...]}}                   (optional, 0 where absent)
+What they read is what a tiling conversion writes (core/data/prepared.py's docstring): the
+manifest's ``tiles`` (``size``, ``overlap``, ``min_area_ratio``; absent: untiled) and its
+``tiles.images.<split>``, one entry a source image: ``key``, ``image`` (its path, absolute or
+relative to ``source.path``), ``size`` ([height, width]), and for the val split ``boxes``
+(x1, y1, x2, y2 in source pixels) and ``classes`` (-1 marks an ignore region); ``truncated``
+and ``occluded`` are 0 where an entry has none.
 """
 
 from __future__ import annotations
@@ -73,12 +71,12 @@ def dataset_slicing(params: Any) -> Slicing | None:
 
 
 def prepared_slicing(prepared: PreparedData) -> Slicing | None:
-    """The tiling a converted dataset was cut with (its manifest's ``tile``); None if untiled."""
-    tile = prepared.manifest.get("tile")
+    """The tiling a converted dataset was cut with (its manifest's ``tiles``); None if untiled."""
+    tile = prepared.tile
     try:
         return _slicing(tile) if tile is not None else None
     except (TypeError, ValueError, KeyError) as error:
-        raise DataError(f"{prepared.directory / MANIFEST_NAME}: 'tile' is not a valid tiling ({error}); delete "
+        raise DataError(f"{prepared.directory / MANIFEST_NAME}: 'tiles' is not a valid tiling ({error}); delete "
                         f"{prepared.directory} and convert again") from None
 
 
@@ -112,8 +110,8 @@ def source_images(prepared: PreparedData, split: str) -> list[SourceImage] | Non
     if prepared_slicing(prepared) is None:
         return None
     manifest_path = prepared.directory / MANIFEST_NAME
-    listed = prepared.manifest["splits"][split].get("source_images")
-    if not isinstance(listed, list):
+    listed = prepared.source_images(split)
+    if not listed:
         raise DataError(f"{manifest_path} is tiled but lists no source_images of its {split} split; convert again "
                         f"(--prepare --force), or set [evaluation] on = \"tiles\" to score the tiles")
     root = Path(prepared.manifest["source"]["path"])
