@@ -1,9 +1,12 @@
-"""What each command does: one function per subcommand, taking its parsed namespace."""
+"""What each subcommand does: one function per subcommand (:data:`HANDLERS`), taking the
+namespace core/cli/parser.py's sub-parser gives. Each imports what it needs when it runs:
+``list``, ``kitti-eval`` and ``check --static`` never import TensorFlow."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +62,7 @@ def train(args: argparse.Namespace) -> None:
     from detplug.core.train.training import train_plan
 
     registry = _registry(args)
-    if getattr(args, "data", None) is not None:
+    if args.data is not None:
         args.plan = str(_plan_for_data(args))
     elif not args.plan:
         raise DetplugError("give --plan NAME (a plan file) or --data PATH (a dataset folder) to train")
@@ -154,7 +157,7 @@ def predict(args: argparse.Namespace) -> None:
     checked = _checked(args, _registry(args))
     workdir = _run_folder(args, checked)
     use.predict(checked, workdir=workdir, checkpoint=args.checkpoint, images=args.images,
-                out_dir=args.out or workdir / "predictions", format=args.predict_format, coco_gt=args.coco_gt)
+                out_dir=args.out or workdir / "predictions", format=args.format, coco_gt=args.coco_gt)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -177,7 +180,7 @@ def show_data(args: argparse.Namespace) -> None:
     from detplug.core.cli import use
 
     checked = _checked(args, _registry(args))
-    use.show_data(checked, period=args.period, images=args.show_images,
+    use.show_data(checked, period=args.period, images=args.images,
                   out_dir=args.out or _run_folder(args, checked) / "show-data", data_root=_data_root(args),
                   cache_dir=args.cache_dir)
 
@@ -193,3 +196,12 @@ def kitti_eval(args: argparse.Namespace) -> None:
 
     run_kitti_eval(args.label_dir, args.result_dir, json_path=args.json, missing_as_empty=args.missing_as_empty)
 
+
+
+Handler = Callable[[argparse.Namespace], None]
+#: The function of each subcommand of core/cli/parser.py's SUBCOMMANDS.
+HANDLERS: dict[str, Handler] = {
+    "train": train, "check": check, "list": list_components, "prepare": prepare, "evaluate": evaluate,
+    "predict": predict, "export": export, "anchors": anchors, "show-data": show_data,
+    "import-weights": import_weights, "kitti-eval": kitti_eval,
+}
