@@ -46,6 +46,8 @@ def arg(*names: str, **settings: Any) -> Argument:
 
 @frozen
 class Subcommand:
+    """One mode of the program: its line of help and every argument its sub-parser takes."""
+
     summary: str
     arguments: tuple[Argument, ...]
 
