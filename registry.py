@@ -198,7 +198,7 @@ class Registry:
         raise RegistryError(
             f"unknown {kind} '{name}': {hint}installed {plural(kind)}: {', '.join(installed) or 'none'}; "
             f"if another package provides it, pip install that package "
-            f"(see: python run.py --list){broken}{disabled}"
+            f"(see: python run.py list){broken}{disabled}"
         )
 
     def load_error_notes(self, what: str) -> str:

@@ -39,7 +39,7 @@ def check_params_defaults(component: Component) -> None:
         raise ContractError(
             component, check,
             f"fields {untyped} have no type annotation; plan values are checked against it "
-            f"and `run.py --list --verbose` shows it",
+            f"and `run.py list --verbose` shows it",
             expected="a type for every field", found=untyped,
         )
     try:

@@ -66,7 +66,7 @@ def test_check_warns_naming_the_stride_and_anchors_that_cannot_match(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "stride 32" in warnings[0] and "400x400" in warnings[0]
-    assert "gets no ground truth" in warnings[0] and "--anchors --write" in warnings[0]
+    assert "gets no ground truth" in warnings[0] and f"`run.py anchors --plan {plan} --write`" in warnings[0]
 
 
 def test_neighbour_assignment_needs_a_decoder_that_reaches_the_neighbours(tmp_path):

@@ -104,7 +104,7 @@ def test_sigterm_then_sigint_mid_epoch_save_that_step_and_the_resume_equals_an_u
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "received SIGTERM: finishing the step in progress, then saving a checkpoint" in stopped.stderr
     assert (f"stopped on SIGTERM after step 2 of 4 in epoch 2: saved a checkpoint at that step in "
-            f"{workdir / 'checkpoints' / 'interrupted'}; resume with: python run.py --plan {plan} --workdir "
+            f"{workdir / 'checkpoints' / 'interrupted'}; resume with: python run.py train --plan {plan} --workdir "
             f"{workdir}") in stopped.stderr
     assert state(workdir)["epoch"] == 1 and state(workdir)["interrupted"]["progress"]["steps"] == 2
     assert len((workdir / "history.csv").read_text().splitlines()) == 2  # header and epoch 1: nothing ahead

@@ -61,7 +61,7 @@ def test_strides_without_ground_truth_are_reported_before_training(finished):
     assert int(report[0].split("positives per stride 8: ")[1].split(";")[0]) > 0
     empty = [line for line in out if "received no positive in the targets of epoch 1" in line]
     assert [line.split("stride ")[1].split(" ")[0] for line in empty] == ["16", "32"]
-    assert all("--anchors --write" in line for line in static + empty)
+    assert all("`run.py anchors --plan " in line and "--write`" in line for line in static + empty)
     # All of it before the first epoch trains.
     first_epoch = next(index for index, line in enumerate(out) if line.startswith("epoch 1/2:"))
     assert max(out.index(line) for line in static + report + empty) < first_epoch

@@ -1,5 +1,5 @@
-"""``predict --tile SIZE [--overlap R] [--full-image-pass]``: the options, and the slicing they
-ask for with the plan's dataset ``tile`` as the default (no TensorFlow: the parser imports it)."""
+"""``predict --tile SIZE [--overlap R] [--full-image-pass]`` (declared in core/cli/parser.py): the
+slicing they ask for, with the plan's dataset ``tile`` as the default (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,6 @@ from detplug.core.errors import PlanError
 
 if TYPE_CHECKING:
     from detplug.core.plan.check import CheckedPlan
-
-
-def add_slicing_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--tile", type=int, metavar="SIZE",
-                        help="predict large images in SIZE px tiles, cut as in training, merged by class-wise NMS "
-                             "(default: the plan's dataset tile; 0: whole images)")
-    parser.add_argument("--overlap", type=float, metavar="R",
-                        help=f"with --tile: the share of a tile that neighbours overlap (default: the dataset's, "
-                             f"else {DEFAULT_OVERLAP})")
-    parser.add_argument("--full-image-pass", action="store_true",
-                        help="with --tile: also look at the whole image shrunk to the input, for objects larger "
-                             "than a tile")
 
 
 def slicing_options(args: argparse.Namespace) -> dict[str, Any]:

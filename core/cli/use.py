@@ -72,9 +72,10 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
     print(write_pr_curves(result, pr_curve_path(RunFolder(workdir).path, json_path)))
     if results is None:
         from detplug.core.evaluate.collect import COCO_GROUND_TRUTH, COCO_PREDICTIONS
+        from detplug.core.plan.plan_file import plan_argument
 
-        print(f"wrote what was scored as COCO JSON: {folder / COCO_PREDICTIONS} (score it again with --results "
-              f"FILE --coco-gt {folder / COCO_GROUND_TRUTH})")
+        print(f"wrote what was scored as COCO JSON: {folder / COCO_PREDICTIONS} (score it again with `run.py "
+              f"evaluate --plan {plan_argument(checked.plan)} --results FILE --coco-gt {folder / COCO_GROUND_TRUTH}`)")
     return result
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from detplug.core.data.prepared import PreparedData
 from detplug.core.errors import DataError
+from detplug.core.plan.plan_file import plan_argument
 
 if TYPE_CHECKING:
     from detplug.core.plan.check import CheckedPlan
@@ -30,7 +31,7 @@ def _check_fits_plan(key: str, prepared: PreparedData, spec: DatasetSpec | None)
             f"dataset '{key}': the records in {prepared.directory} hold {prepared.image_size[0]}x"
             f"{prepared.image_size[1]} images of classes {', '.join(prepared.classes)}, but the plan was checked "
             f"for {size[0]}x{size[1]} and {', '.join(spec.labels.classes)}; give the dataset 'classes' "
-            f"explicitly, or the same root to --check and to training"
+            f"explicitly, or the same --data-root to `run.py check` and to `run.py train`"
         )
 
 
@@ -71,7 +72,8 @@ def prepare_datasets(
             if problems:
                 raise DataError(
                     f"dataset '{key}': {len(problems)} problems in {result.directory}; delete the folder and run "
-                    f"--prepare again:" + "".join(f"\n  {problem}" for problem in problems)
+                    f"`run.py prepare --plan {plan_argument(checked.plan)}` again:"
+                    + "".join(f"\n  {problem}" for problem in problems)
                 )
         prepared[key] = result
     return prepared

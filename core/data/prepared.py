@@ -135,7 +135,8 @@ def read_prepared(directory: str | Path) -> PreparedData:
             # A shard changed after conversion (truncated by a full disk, a copy cut short) is
             # caught by its size and its count of records when the records are opened;
             # --verify checks every byte.
-            redo = f"it changed after conversion; delete {directory} and run again (or --prepare --force)"
+            redo = (f"it changed after conversion; delete {directory} and run again (or convert it again with "
+                    f"`run.py prepare --plan PLAN --force`)")
             if "bytes" in shard and shard_path.stat().st_size != shard["bytes"]:
                 raise DataError(f"shard {shard_path} is {shard_path.stat().st_size:,} bytes but {path} says "
                                 f"{shard['bytes']:,}: {redo}")

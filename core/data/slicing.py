@@ -27,11 +27,8 @@ import attrs
 import numpy as np
 
 from detplug.core.data.prepared import MANIFEST_NAME, PreparedData
-from detplug.core.data.tiles import Tile, tile_grid
+from detplug.core.data.tiles import DEFAULT_OVERLAP, Tile, tile_grid
 from detplug.core.errors import DataError
-
-#: ``--overlap`` when neither the command nor the dataset gives one: SAHI's default ratio.
-DEFAULT_OVERLAP = 0.2
 
 
 def _tile_size(instance: Any, attribute: attrs.Attribute, value: int) -> None:

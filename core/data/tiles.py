@@ -15,6 +15,10 @@ from typing import Protocol
 
 import attrs
 
+#: The overlap of neighbouring tiles when neither the command nor the dataset gives one:
+#: SAHI's default ratio.
+DEFAULT_OVERLAP = 0.2
+
 
 class TileSettings(Protocol):
     """How a dataset asks to be tiled (the built-in datasets' ``tile`` param, TileParams, is one):

@@ -18,7 +18,7 @@ from attrs import field, frozen
 from detplug.core.errors import CheckError, PlanError
 from detplug.core.plan.anchors import AnchorError, anchor_pixels, anchors_to_ratios, unmatched_strides
 from detplug.core.plan.multi_scale import multi_scale_sizes
-from detplug.core.plan.plan_file import Plan, Resolved
+from detplug.core.plan.plan_file import Plan, Resolved, plan_argument
 from detplug.core.plan.specs import Chain, ImageSpec, SpecError
 
 
@@ -206,7 +206,7 @@ def _anchor_warnings(plan: Plan, pixels: Mapping[int, Any], image: Any) -> tuple
     where = f"'{plan.anchors}'" if isinstance(plan.anchors, str) else "(model.anchors)"
     return tuple(
         f"{plan.source}: anchors {where}, stride {stride}: {'; '.join(reasons)}; fit anchors to the data "
-        f"with `run.py --plan {plan.name} --anchors --write`"
+        f"with `run.py anchors --plan {plan_argument(plan)} --write`"
         for stride, reasons in unmatched_strides(pixels, image, anchor_ratio=plan.assignment.anchor_ratio).items()
     )
 

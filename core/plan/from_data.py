@@ -188,15 +188,15 @@ def write_data_plan(plan: dict[str, Any], folder: Path, *, command: str) -> Path
     import tomli_w
 
     path = folder / PLAN_FILE
-    text = (f"# Written by: {command}\n# An ordinary plan: edit it and run it again with --plan {path}\n\n"
-            + tomli_w.dumps(plan))
+    text = (f"# Written by: {command}\n"
+            f"# An ordinary plan: edit it and run it again with `run.py train --plan {path}`\n\n" + tomli_w.dumps(plan))
     if path.is_file():
         with open(path, "rb") as handle:
             existing = tomllib.load(handle)
         if existing != tomllib.loads(text):
             raise PlanError(f"{path} exists and differs from the plan this --data command gives (another template, "
-                            f"--epochs, --image-size, --batch or --tile, or edited by hand); train it with --plan "
-                            f"{path}, or give --workdir for a new run")
+                            f"--epochs, --image-size, --batch or --tile, or edited by hand); train it with "
+                            f"`run.py train --plan {path}`, or give --workdir for a new run")
         return path
     from detplug.core.disk import write_atomically, writing
 

@@ -176,6 +176,12 @@ def find_plan(name_or_path: str, extra_dirs: Iterable[Path] = ()) -> Path:
     )
 
 
+def plan_argument(plan: Plan) -> str:
+    """What ``--plan`` takes to find ``plan`` again, for the commands detplug advises: a
+    shipped plan's name, any other plan's file."""
+    return plan.source.stem if plan.source.parent == PLANS_DIR else str(plan.source)
+
+
 def load_plan(path: Path, overrides: Iterable[str] = ()) -> Plan:
     path = Path(path)
     try:

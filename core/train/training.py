@@ -21,7 +21,7 @@ import attrs
 
 from detplug.core.errors import first_few
 from detplug.core.plan.check import CheckedPlan, training_sizes
-from detplug.core.plan.plan_file import Period, Plan
+from detplug.core.plan.plan_file import Period, Plan, plan_argument
 from detplug.core.train.checkpoints import CheckpointStore
 from detplug.core.train.distribute import WorkerRole, worker_role
 from detplug.core.train.preemption import EpochProgress, Interrupted, Stopped, StopSignals
@@ -421,7 +421,7 @@ def report_positives(view: CheckedPlan, batches: Any, *, epoch: int = 1) -> dict
             print(f"warning: stride {stride} received no positive in the targets of epoch {epoch}'s first {images} "
                   f"images: no object there is best matched by its anchors ({anchors} px, width x height), so "
                   f"that part of the head does not learn; fit anchors to the data with "
-                  f"`run.py --plan {plan.name} --anchors --write`")
+                  f"`run.py anchors --plan {plan_argument(plan)} --write`")
     return counts
 
 
@@ -498,21 +498,19 @@ def print_final_report(run: RunContext) -> None:
         print(format_table(result))
         if grid.is_file():
             print(f"drawn {plan.evaluation.split} predictions: {grid}")
-    command = resume_command(run)
     print("use the result:")
-    print(f"  {command} --evaluate [--checkpoint best]     # {plan.evaluation.split} split, evaluator's table")
-    print(f"  {command} --predict IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
-    print(f"  {command} --export DIR                       # SavedModel taking uint8 images")
+    print(f"  {resume_command(run, 'evaluate')} [--checkpoint best]     # {plan.evaluation.split} split, "
+          f"evaluator's table")
+    print(f"  {resume_command(run, 'predict')} IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
+    print(f"  {resume_command(run, 'export')} DIR                       # SavedModel taking uint8 images")
 
 
-def resume_command(run: RunContext) -> str:
-    """``python run.py --plan P [--workdir W]``: the command that continues (or uses) this run."""
-    from detplug.core.plan.plan_file import PLANS_DIR
-
+def resume_command(run: RunContext, command: str = "train") -> str:
+    """``python run.py train --plan P [--workdir W]``: the command that continues this run, or
+    with another ``command`` (evaluate, predict, export) uses it."""
     plan = run.plan
-    plan_argument = plan.name if plan.source.parent == PLANS_DIR else str(plan.source)
     workdir = "" if run.folder.path == Path("runs") / plan.name else f" --workdir {run.folder.path}"
-    return f"python run.py --plan {plan_argument}{workdir}"
+    return f"python run.py {command} --plan {plan_argument(plan)}{workdir}"
 
 
 def epoch_summary(epoch: int, total_epochs: int, logs: dict[str, float], *, losses: list[str],
