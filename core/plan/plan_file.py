@@ -24,7 +24,7 @@ import attrs
 import tomllib
 from attrs import frozen
 
-from detplug.core.errors import PlanError
+from detplug.core.errors import PlanError, RegistryError
 from detplug.core.plan.assignment import Assignment
 from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.params import ParamsError, build_params
@@ -36,10 +36,10 @@ from detplug.core.plan.settings import (
     PeriodSettings,
     RunSettings,
 )
-from detplug.core.plan.specs import Component
+from detplug.core.plan.specs import Component, Provider
 
 if TYPE_CHECKING:
-    from detplug.registry import Provider, Registry
+    from detplug.registry import Registry
 
 
 PLANS_DIR = Path(__file__).resolve().parents[2] / "plans"
@@ -433,8 +433,6 @@ def _join(prefix: str, name: str) -> str:
 
 def resolve_components(plan: Plan, registry: Registry) -> dict[str, Resolved]:
     """Every component the plan names, by key path, looked up and with its params built."""
-    from detplug.registry import RegistryError
-
     resolved = {}
     for ref in plan.components():
         try:

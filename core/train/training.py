@@ -17,12 +17,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from detplug.core.errors import first_few
 from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Period, Plan
 from detplug.core.train.checkpoints import CheckpointStore
+from detplug.core.train.context import RunContext
 from detplug.core.train.distribute import WorkerRole, worker_role
 from detplug.core.train.preemption import EpochProgress, Interrupted, Stopped, StopSignals
 from detplug.core.train.resume import check_resumable, model_description, period_records
@@ -34,26 +33,6 @@ if TYPE_CHECKING:
     from detplug.core.evaluate.contract import Evaluator
     from detplug.core.train.session import TrainingSession
     from detplug.registry import Registry
-
-
-
-@attrs.define
-class RunContext:
-    """What hooks see of a run: its folder, plan, model and where it started."""
-
-    folder: RunFolder
-    checked: CheckedPlan
-    start_epoch: int
-    model: Any = None
-    #: (epoch, EvaluationResult, path of the drawn grid) of the latest evaluation, if any
-    #: (under ``multi_worker`` the chief's only: the other workers do not evaluate).
-    last_evaluation: Any = None
-    #: This process's place in a multi-worker cluster; a single process is the chief.
-    role: WorkerRole = attrs.field(factory=WorkerRole)
-
-    @property
-    def plan(self) -> Plan:
-        return self.checked.plan
 
 
 def default_cache_dir() -> Path:
