@@ -174,3 +174,19 @@ def test_plan_check_list_and_kitti_eval_run_without_tensorflow(tmp_path: Path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "loaded: []" in result.stdout
+
+
+#: A training run is one object with a small method per stage (issue 26): no function under
+#: core/train/ grows past this many lines, docstring included.
+MAX_TRAINING_FUNCTION_LINES = 60
+
+
+def test_no_function_under_core_train_is_longer_than_60_lines():
+    too_long = sorted(
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for path in (ROOT / "core" / "train").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None and node.end_lineno - node.lineno + 1 > MAX_TRAINING_FUNCTION_LINES
+    )
+    assert too_long == []
