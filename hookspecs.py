@@ -50,7 +50,7 @@ def detplug_plan_dirs() -> list[Path]:
     looks there after detplug's own ``plans/``."""
 
 
-# -- training: called by core/train/training.py (train_plan) around the periods and epochs of a run --
+# -- training: called by core/train/training.py (a Run's stages) around the periods and epochs of a run --
 
 
 @hookspec

@@ -11,7 +11,8 @@ step), so a resumed run repeats exactly what an uninterrupted one does.
 store, the session, the datasets, the stop signals and the worker's role are its
 state, and its stages go one way, plan (the run folder's state) -> build (strategy,
 model, datasets) -> train (periods, epochs). Hooks see it through its
-:class:`~detplug.core.train.context.RunContext`.
+:class:`~detplug.core.train.context.RunContext`. Its batches come from batches.py,
+the lines it prints from reports.py.
 """
 
 from __future__ import annotations
