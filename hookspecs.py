@@ -21,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:  # annotations only: discovery must not import the training side
     from detplug.core.plan.plan_file import Period
     from detplug.core.plan.specs import Component
-    from detplug.core.train.training import RunContext
+    from detplug.core.train.context import RunContext
 
 PROJECT_NAME = "detplug"
 
@@ -50,7 +50,7 @@ def detplug_plan_dirs() -> list[Path]:
     looks there after detplug's own ``plans/``."""
 
 
-# -- training: called by core/train/training.py (train_plan) around the periods and epochs of a run --
+# -- training: called by core/train/training.py (a Run's stages) around the periods and epochs of a run --
 
 
 @hookspec
@@ -63,7 +63,7 @@ def detplug_train_start(run: RunContext) -> None:
 
 @hookspec
 def detplug_period_start(run: RunContext, period: Period, index: int) -> None:
-    """A period is about to train. ``run`` is the :class:`detplug.core.train.training.RunContext`
+    """A period is about to train. ``run`` is the :class:`detplug.core.train.context.RunContext`
     (run folder, plan, model); ``period`` the :class:`detplug.core.plan.plan_file.Period`;
     ``index`` its 0-based position in the plan."""
 

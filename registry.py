@@ -20,36 +20,16 @@ import attrs
 import pluggy
 
 from detplug import hookspecs
-from detplug.core.errors import DetplugError
-from detplug.core.plan.specs import KINDS, PLUGIN_API_VERSION, Component
+from detplug.core.errors import RegistryError
+from detplug.core.plan.specs import KINDS, PLUGIN_API_VERSION, Component, Provider, Registered
 
 ENTRY_POINT_GROUP = "detplug"
 #: detplug's own plugins, the only ones DETPLUG_DISABLE_PLUGIN_AUTOLOAD=1 keeps.
 BUILTIN_DISTRIBUTION = "detplug"
 
 
-class RegistryError(DetplugError):
-    """A component cannot be found or two plugins disagree; the message says what to do."""
-
-
 class PluginAPIError(Exception):
     """A plugin written for another version of the plugin API."""
-
-
-@attrs.frozen
-class Provider:
-    """Where a component comes from: the distribution and the entry point."""
-
-    distribution: str
-    version: str
-    entry_point: str
-    module: str
-
-
-@attrs.frozen
-class Registered:
-    component: Component
-    provider: Provider
 
 
 @attrs.frozen

@@ -39,7 +39,8 @@ def main() -> None:
     from detplug.core.model.assemble import build_losses, build_model
     from detplug.core.plan.check import static_check, training_sizes
     from detplug.core.plan.plan_file import find_plan, load_plan, resolve_components
-    from detplug.core.train.training import default_cache_dir, input_pipeline
+    from detplug.core.train.batches import input_pipeline
+    from detplug.core.train.training import default_cache_dir
     from detplug.plugins.trainers.graph import GraphTrainer
     from detplug.registry import Registry
 

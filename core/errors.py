@@ -18,6 +18,10 @@ class PlanError(DetplugError):
     """The plan file is missing, malformed, or names things that do not exist."""
 
 
+class RegistryError(DetplugError):
+    """A component cannot be found or two plugins disagree; the message says what to do."""
+
+
 class CheckError(DetplugError):
     """The plan's components do not fit together (the spec chain is broken)."""
 

@@ -49,7 +49,7 @@ def test_shard_by_file_outside_multi_worker_is_a_warning_and_a_bad_value_names_t
 @pytest.mark.slow(seconds=20)
 def test_records_per_shard_a_shard_per_worker_and_epochs_of_exactly_the_steps_asked(tmp_path):
     from detplug.core.data.datasets import prepare_datasets
-    from detplug.core.train.training import check_file_sharding, input_pipeline
+    from detplug.core.train.batches import check_file_sharding, input_pipeline
 
     checked = checked_tiny(tmp_path, "datasets.synth.images=16", "datasets.synth.records_per_shard=3")
     prepared = prepare_datasets(checked, data_root=None, cache_dir=tmp_path / "cache")["synth"]

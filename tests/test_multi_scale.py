@@ -47,7 +47,7 @@ def test_batches_change_size_every_n_batches_and_the_graph_step_traces_a_bounded
 
     from detplug.core.data.datasets import prepare_datasets
     from detplug.core.model.assemble import build_losses, build_model
-    from detplug.core.train.training import input_pipeline
+    from detplug.core.train.batches import input_pipeline
     from detplug.plugins.trainers.graph import GraphTrainer
 
     checked = checked_tiny(tmp_path, "datasets.synth.images=40", "train.multi_scale=[64, 160]")

@@ -276,7 +276,7 @@ def show_data(checked: CheckedPlan, *, period: int, images: int, out_dir: Path, 
 
     from detplug.core.data.records import read_boxes
     from detplug.core.pictures.data_view import BATCH_IMAGES, draw_batch, draw_labels
-    from detplug.core.train.training import input_pipeline, training_batches
+    from detplug.core.train.batches import input_pipeline, training_batches
 
     plan = checked.plan
     if not 1 <= period <= len(plan.periods):

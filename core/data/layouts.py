@@ -21,12 +21,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from detplug.core.data.class_names import names_from_yaml, source_names
 from detplug.core.data.images import is_image_file
 from detplug.core.data.voc_format import IMAGES, annotation_files, has_labelimg_files, is_devkit, object_names
 from detplug.core.errors import DataError
+from detplug.core.plan.from_data import DataLayout
 
 #: What :func:`detect_layout` recognises, for the error that lists it.
 RECOGNISED = (
@@ -39,18 +38,6 @@ RECOGNISED = (
 )
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 NAME_LISTS = ("classes.txt", "obj.names")
-
-
-@attrs.frozen
-class DataLayout:
-    """A dataset found at a path: the dataset component, its params, and its classes."""
-
-    component: str
-    params: dict[str, Any]
-    classes: tuple[str, ...]
-    description: str
-    #: The folder its images are in (searched with its subfolders), for their typical shape.
-    images: Path | None = None
 
 
 def detect_layout(path: str | Path) -> DataLayout:

@@ -30,9 +30,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import tomllib
 
-from detplug.core.data.layouts import DataLayout
 from detplug.core.errors import PlanError
 from detplug.core.plan.anchors import ANCHOR_POOLS
 
@@ -43,6 +43,21 @@ GAIN_SIZE, GAIN_CLASSES = 640, 80
 ANCHOR_POOL, ANCHOR_POOL_SIZE = "coco_yolov3", 416
 EVALUATORS = {"kitti": "kitti_ap"}
 PLAN_FILE = "plan.toml"
+
+
+@attrs.frozen
+class DataLayout:
+    """A dataset found at a path: the dataset component, its params, and its classes.
+
+    core/data/layouts.py finds it; it is declared here, where the plan is written from it,
+    because the plan layer imports nothing of the data layer."""
+
+    component: str
+    params: dict[str, Any]
+    classes: tuple[str, ...]
+    description: str
+    #: The folder its images are in (searched with its subfolders), for their typical shape.
+    images: Path | None = None
 
 
 def template_names() -> list[str]:

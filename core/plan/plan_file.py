@@ -18,13 +18,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import tomllib
 from attrs import frozen
 
-from detplug.core.errors import PlanError
+from detplug.core.errors import PlanError, RegistryError
 from detplug.core.plan.assignment import Assignment
 from detplug.core.plan.augmentation import Augmentation
 from detplug.core.plan.params import ParamsError, build_params
@@ -36,11 +36,7 @@ from detplug.core.plan.settings import (
     PeriodSettings,
     RunSettings,
 )
-from detplug.core.plan.specs import Component
-
-if TYPE_CHECKING:
-    from detplug.registry import Provider, Registry
-
+from detplug.core.plan.specs import Component, Provider, Registered
 
 PLANS_DIR = Path(__file__).resolve().parents[2] / "plans"
 
@@ -437,10 +433,18 @@ def _join(prefix: str, name: str) -> str:
 # resolving against the registry
 
 
-def resolve_components(plan: Plan, registry: Registry) -> dict[str, Resolved]:
-    """Every component the plan names, by key path, looked up and with its params built."""
-    from detplug.registry import RegistryError
+class ComponentLookup(Protocol):
+    """What the plan reader needs of :class:`detplug.registry.Registry`: named here rather
+    than imported, because the registry imports the hooks, whose annotations reach back
+    into the plan."""
 
+    def get(self, kind: str, name: str) -> Registered:
+        """The component ``kind`` ``name``; a RegistryError saying what is installed if none."""
+        ...
+
+
+def resolve_components(plan: Plan, registry: ComponentLookup) -> dict[str, Resolved]:
+    """Every component the plan names, by key path, looked up and with its params built."""
     resolved = {}
     for ref in plan.components():
         try:

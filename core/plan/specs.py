@@ -219,5 +219,21 @@ class Component:
 
 
 @frozen
+class Provider:
+    """Where a component comes from: the distribution and the entry point."""
+
+    distribution: str
+    version: str
+    entry_point: str
+    module: str
+
+
+@frozen
+class Registered:
+    component: Component
+    provider: Provider
+
+
+@frozen
 class NoParams:
     """The params class of a component that takes none."""

@@ -25,35 +25,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import attrs
-
 from detplug.core.errors import DetplugError
 from detplug.core.plan.settings import STRATEGIES
+from detplug.core.train.context import WorkerRole
 
 CPU_REPLICAS_VARIABLE = "DETPLUG_CPU_REPLICAS"
 
 
 class DistributeError(DetplugError):
     """A strategy cannot be set up: bad TF_CONFIG, no TPU, workers that disagree."""
-
-
-@attrs.frozen
-class WorkerRole:
-    """This process's place in a multi-worker cluster (a single process is the chief)."""
-
-    task_type: str = "chief"
-    index: int = 0
-    workers: int = 1
-    has_chief: bool = False  # the cluster names a separate chief task
-
-    @property
-    def is_chief(self) -> bool:
-        """The one process that writes the run folder: the ``chief`` task, or worker 0 when
-        the cluster has no chief (TensorFlow's rule)."""
-        return self.task_type == "chief" or (self.index == 0 and not self.has_chief)
-
-    def describe(self) -> str:
-        return f"{self.task_type} {self.index} of {self.workers} processes"
 
 
 def worker_role(strategy: str, environ: Mapping[str, str] | None = None) -> WorkerRole:

@@ -6,13 +6,20 @@ a half-done period resumes at the next epoch with model, optimizer and
 epoch restored, and a finished plan trains nothing. Data order and
 augmentation are functions of (seed, epoch) and the learning rate of (period,
 step), so a resumed run repeats exactly what an uninterrupted one does.
+
+:class:`Run` owns a run, as detectron2's TrainerBase owns its loop: the checkpoint
+store, the session, the datasets, the stop signals and the worker's role are its
+state, and its stages go one way, plan (the run folder's state) -> build (strategy,
+model, datasets) -> train (periods, epochs). Hooks see it through its
+:class:`~detplug.core.train.context.RunContext`. Its batches come from batches.py,
+the lines it prints from reports.py.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +28,20 @@ import attrs
 
 from detplug.core.errors import first_few
 from detplug.core.plan.check import CheckedPlan, training_sizes
-from detplug.core.plan.plan_file import Period, Plan, plan_argument
+from detplug.core.plan.plan_file import Period, Plan
+from detplug.core.train import distribute
+from detplug.core.train.batches import (
+    check_file_sharding,
+    input_pipeline,
+    report_positives,
+    training_batches,
+    worker_training_batches,
+)
 from detplug.core.train.checkpoints import CheckpointStore
-from detplug.core.train.distribute import WorkerRole, worker_role
+from detplug.core.train.context import Evaluation, RunContext, WorkerRole
+from detplug.core.train.distribute import worker_role
 from detplug.core.train.preemption import EpochProgress, Interrupted, Stopped, StopSignals
+from detplug.core.train.reports import epoch_summary, print_final_report, resume_command
 from detplug.core.train.resume import check_resumable, model_description, period_records
 from detplug.core.train.run_folder import RunFolder
 
@@ -33,28 +50,8 @@ if TYPE_CHECKING:
     from detplug.core.data.prepared import PreparedData
     from detplug.core.evaluate.contract import Evaluator
     from detplug.core.train.session import TrainingSession
+    from detplug.core.train.trainer import Trainer
     from detplug.registry import Registry
-
-
-
-@attrs.define
-class RunContext:
-    """What hooks see of a run: its folder, plan, model and where it started."""
-
-    folder: RunFolder
-    checked: CheckedPlan
-    start_epoch: int
-    model: Any = None
-    #: (epoch, EvaluationResult, path of the drawn grid, what was scored: "the val split" or
-    #: "3 whole val images (sliced: ...)") of the latest evaluation, if any (under
-    #: ``multi_worker`` the chief's only: the other workers do not evaluate).
-    last_evaluation: Any = None
-    #: This process's place in a multi-worker cluster; a single process is the chief.
-    role: WorkerRole = attrs.field(factory=WorkerRole)
-
-    @property
-    def plan(self) -> Plan:
-        return self.checked.plan
 
 
 def default_cache_dir() -> Path:
@@ -81,228 +78,384 @@ def train_plan(checked: CheckedPlan, *, registry: Registry, workdir: Path, data_
     """
     role = worker_role(checked.plan.train.run.strategy)
     folder = RunFolder(Path(workdir))
+    data = DataOptions(data_root=data_root, cache_dir=cache_dir, skip_bad=skip_bad)
     if role.is_chief:
         # Only the chief writes the (shared) run folder, so only the chief locks it.
         with folder.writer():
-            return _train(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
-                          data_root=data_root, cache_dir=cache_dir, restart=restart, skip_bad=skip_bad)
+            return Run(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
+                       data=data).train(restart=restart)
     with tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch:
         print(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
         own = RunFolder(Path(scratch))
         # With --restart the chief moves the old run aside and every worker starts afresh.
-        return _train(checked, registry, folder=own, resume_from=own if restart else folder, shared=folder,
-                      role=role, data_root=data_root, cache_dir=cache_dir, restart=False, skip_bad=skip_bad)
+        return Run(checked, registry, folder=own, resume_from=own if restart else folder, shared=folder,
+                   role=role, data=data).train(restart=False)
 
 
-def _train(checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resume_from: RunFolder, shared: RunFolder,
-           role: WorkerRole, data_root: Path | None, cache_dir: Path | None, restart: bool,
-           skip_bad: bool) -> RunContext:
-    """Train into ``folder`` after resuming from ``resume_from``; ``shared`` is the chief's
-    run folder, the one a user resumes from."""
-    plan = checked.plan
-    if restart:
-        moved = folder.move_aside()
-        if moved:
-            print(f"--restart: moved the previous checkpoints and logs to {moved}")
-    store = CheckpointStore(folder.checkpoints, keep_last=plan.train.run.keep_last)
-    leftovers = store.remove_leftovers()
-    if leftovers:
-        print(f"removed {len(leftovers)} unfinished checkpoint file(s) a killed run left in {store.folder}: "
-              + first_few([path.name for path in leftovers]))
-    source = store if resume_from == folder else CheckpointStore(resume_from.checkpoints)
-    state = source.state()
-    check_resumable(state, checked, source.folder)
-    done = int(state["epoch"])
-    run = RunContext(folder=folder, checked=checked, start_epoch=done, role=role)
-    if done >= plan.total_epochs:
-        print(f"every period of plan '{plan.name}' is done ({done}/{plan.total_epochs} epochs in "
-              f"{resume_from.path}); nothing to train")
-        registry.hook.detplug_train_end(run=run)
-        return run
+@attrs.frozen
+class DataOptions:
+    """Where a run's datasets come from: ``--data-root``, the records cache, ``--skip-bad``."""
 
-    from detplug.core.data.datasets import prepare_datasets
-    from detplug.core.evaluate.collect import plan_evaluator
-    from detplug.core.train import distribute
-    from detplug.core.train.session import TrainingSession, configure_tensorflow
-    from detplug.core.train.versions import lock_document
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    skip_bad: bool = False
 
-    for warning in checked.warnings:
-        print(f"warning: {warning}")
-    strategy = configure_tensorflow(plan.train.run)
-    if plan.train.run.strategy != "default":
-        print(distribute.describe(strategy, plan.train.run.strategy, role))
-    # The model is built, and every declared spec compared with its tensors, before any data
-    # is drawn or converted: a plan whose parts do not fit fails in seconds, not after minutes.
-    session = TrainingSession(checked, strategy=strategy)
-    prepared = prepare_datasets(checked, data_root=data_root, cache_dir=cache_dir or default_cache_dir(),
-                                skip_bad=skip_bad,
-                                keys=dict.fromkeys(period.dataset for period in plan.periods))
-    progress: EpochProgress | None = None
-    if done or state.get("interrupted"):
-        def read(prefix: str, meta: dict[str, Any]) -> None:
-            # Into the model (and optimizer) of the period that wrote it (for a run stopped
-            # inside an epoch, that epoch's); the loop below switches to the next period's as
-            # an uninterrupted run does.
-            index = period_index_at(plan, int(meta.get("in_epoch", meta["epoch"])) - 1)
-            session.use_period(plan.periods[index], index=index)
-            session.restore(prefix, meta)
 
-        done, meta = source.restore(read)
-        if meta.get("progress"):
-            progress = EpochProgress.from_json(meta["progress"])
-        where = f"step {progress.steps} of epoch {done + 1}" if progress else f"epoch {done}"
-        print(f"resuming plan '{plan.name}' after {where} from {source.folder}"
-              + (f" (init_from {plan.init_from} is for a new run only)" if plan.init_from is not None else ""))
-    elif plan.init_from is not None:
-        from detplug.core.model.init_from import initialise
+@attrs.define
+class PeriodRun:
+    """One period of a run as its epochs share it: set up by :meth:`Run.start_period`."""
 
-        report = initialise(checked.first(), session.parts)
-        assert report is not None
-        print(report.describe())
-    if role.workers > 1 and plan.train.run.shard_by == "file":
-        check_file_sharding(plan, prepared, role.workers)
-    if role.workers > 1:
-        distribute.same_on_every_worker(
-            strategy, done, "the epoch to resume after",
-            "every worker must reach the chief's run folder at the same path (a shared file system); start "
-            "them all with the same --workdir, or pass --restart to all of them to start over")
-    run.start_epoch = done
-    folder.write_lock(lock_document(checked, registry))
-    run.model = session.model
-    registry.hook.detplug_train_start(run=run)
+    period: Period
+    index: int
+    #: Epochs before the period (its first is ``start + 1``) and the last one done before this
+    #: process started it (``start``, or a later epoch when resumed inside the period).
+    start: int
+    resume_after: int
+    #: How far epoch ``resume_after + 1`` got before a signal stopped the run, if it did.
+    progress: EpochProgress | None
+    trainer: Trainer
+    prepared: PreparedData
+    pipeline: InputPipeline
+    evaluator: Evaluator | None
+    evaluate_every: int
+    train_steps: int
+    val_steps: int
+    #: The learning rate at a step of the period (0-based): core/train/optimizers.learning_rate_at.
+    rate_at: Callable[[int], float]
+    #: What every checkpoint of the period records besides the weights (core/train/resume.py).
+    state_updates: dict[str, Any]
+    train_batches: Any = None
+    val_batches: Any = None
 
-    # One input pipeline and evaluator per model of the run: their traced steps serve every
-    # period on a dataset of the same chain.
-    pipelines = {key: input_pipeline(checked.for_dataset(key)) for key in checked.chains}
-    every = evaluation_schedule(plan, prepared, role)
-    evaluators = {period.dataset: plan_evaluator(checked.for_dataset(period.dataset))
-                  for period, (start, end) in zip(plan.periods, plan.period_bounds())
-                  if any(_evaluates(plan, epoch, every[period.dataset])
-                         for epoch in range(max(start, done) + 1, end + 1))}
-    with distribute.stop_loudly_if_a_worker_is_lost(role, CheckpointStore(shared.checkpoints)), \
-            StopSignals() as signals:
-        from_chief = None
+    @property
+    def end(self) -> int:
+        return self.start + self.period.epochs
+
+    def first_step(self, epoch: int) -> int:
+        """The period's step (0-based) that starts ``epoch``."""
+        return (epoch - self.start - 1) * self.train_steps
+
+
+class Run:
+    """One training run of a checked plan, from its run folder's state to its last epoch.
+
+    ``folder`` is where this process writes, ``resume_from`` whose checkpoints it resumes,
+    ``shared`` the chief's run folder (the one a user resumes from); they differ under
+    ``multi_worker`` only. :meth:`train` walks the stages in order, each a method:
+    :meth:`open_checkpoints`, :meth:`build`, :meth:`resume`, :meth:`start`, then
+    :meth:`run_period` for each period, which runs :meth:`run_epoch` for each epoch
+    (:meth:`train_epoch`, :meth:`validate`, :meth:`evaluate`, :meth:`end_epoch`).
+    """
+
+    # Set by the stages, in the order train() runs them.
+    store: CheckpointStore
+    source: CheckpointStore
+    state: dict[str, Any]
+    strategy: Any
+    session: TrainingSession
+    prepared: dict[str, PreparedData]
+    pipelines: dict[str, InputPipeline]
+    every: dict[str, int]
+    evaluators: dict[str, Evaluator | None]
+
+    def __init__(self, checked: CheckedPlan, registry: Registry, *, folder: RunFolder, resume_from: RunFolder,
+                 shared: RunFolder, role: WorkerRole, data: DataOptions | None = None) -> None:
+        self.checked, self.plan, self.registry = checked, checked.plan, registry
+        self.folder, self.resume_from, self.shared = folder, resume_from, shared
+        self.role, self.data = role, data or DataOptions()
+        self.context = RunContext(folder=folder, checked=checked, start_epoch=0, role=role)
+        #: Epochs done when this process started; the run's resume point.
+        self.done = 0
+        self.progress: EpochProgress | None = None
+        self.signals = StopSignals()
+        #: Under multi_worker, core/train/distribute.from_chief: the chief alone evaluates, and
+        #: every worker takes the chief's best_metric from it.
+        self.from_chief: Callable[[Sequence[float]], list[float]] | None = None
+
+    def train(self, *, restart: bool = False) -> RunContext:
+        """Train every period not yet done; ``restart`` moves the folder's old run aside first."""
+        self.open_checkpoints(restart=restart)
+        if self.done >= self.plan.total_epochs:
+            print(f"every period of plan '{self.plan.name}' is done ({self.done}/{self.plan.total_epochs} epochs "
+                  f"in {self.resume_from.path}); nothing to train")
+            self.registry.hook.detplug_train_end(run=self.context)
+            return self.context
+        self.build()
+        self.resume()
+        self.start()
+        with distribute.stop_loudly_if_a_worker_is_lost(self.role, CheckpointStore(self.shared.checkpoints)), \
+                self.signals:
+            if self.role.workers > 1:
+                self.signals.agree_with(distribute.any_worker(self.strategy))
+                self.from_chief = distribute.from_chief(self.strategy, self.role)
+            for index in range(len(self.plan.periods)):
+                self.run_period(index)
+        self.registry.hook.detplug_train_end(run=self.context)
+        if self.role.is_chief:
+            print_final_report(self.context)
+        return self.context
+
+    # -- plan: what the run folder says is done --
+
+    def open_checkpoints(self, *, restart: bool) -> None:
+        """The checkpoint store, cleared of a killed save's leftovers, and the state to resume
+        from, checked against the plan."""
+        if restart:
+            moved = self.folder.move_aside()
+            if moved:
+                print(f"--restart: moved the previous checkpoints and logs to {moved}")
+        self.store = CheckpointStore(self.folder.checkpoints, keep_last=self.plan.train.run.keep_last)
+        leftovers = self.store.remove_leftovers()
+        if leftovers:
+            print(f"removed {len(leftovers)} unfinished checkpoint file(s) a killed run left in {self.store.folder}: "
+                  + first_few([path.name for path in leftovers]))
+        self.source = self.store if self.resume_from == self.folder else CheckpointStore(self.resume_from.checkpoints)
+        self.state = self.source.state()
+        check_resumable(self.state, self.checked, self.source.folder)
+        self.done = self.context.start_epoch = int(self.state["epoch"])
+
+    # -- build: strategy, model, datasets --
+
+    def build(self) -> None:
+        """The strategy and the model, every declared spec compared with its tensors, before
+        any data is drawn or converted: a plan whose parts do not fit fails in seconds, not
+        after minutes. Then the datasets of every period."""
+        from detplug.core.data.datasets import prepare_datasets
+        from detplug.core.train.session import TrainingSession, configure_tensorflow
+
+        plan = self.plan
+        for warning in self.checked.warnings:
+            print(f"warning: {warning}")
+        self.strategy = configure_tensorflow(plan.train.run)
+        if plan.train.run.strategy != "default":
+            print(distribute.describe(self.strategy, plan.train.run.strategy, self.role))
+        self.session = TrainingSession(self.checked, strategy=self.strategy)
+        self.prepared = prepare_datasets(self.checked, data_root=self.data.data_root,
+                                         cache_dir=self.data.cache_dir or default_cache_dir(),
+                                         skip_bad=self.data.skip_bad,
+                                         keys=dict.fromkeys(period.dataset for period in plan.periods))
+
+    def resume(self) -> None:
+        """Restore the checkpoint the run stopped at (after an epoch, or at a step inside one),
+        or start a new run from ``[model] init_from``."""
+        plan, session = self.plan, self.session
+        if self.done or self.state.get("interrupted"):
+            def read(prefix: str, meta: dict[str, Any]) -> None:
+                # Into the model (and optimizer) of the period that wrote it (for a run stopped
+                # inside an epoch, that epoch's); run_period switches to the next period's as
+                # an uninterrupted run does.
+                index = period_index_at(plan, int(meta.get("in_epoch", meta["epoch"])) - 1)
+                session.use_period(plan.periods[index], index=index)
+                session.restore(prefix, meta)
+
+            self.done, meta = self.source.restore(read)
+            if meta.get("progress"):
+                self.progress = EpochProgress.from_json(meta["progress"])
+            where = f"step {self.progress.steps} of epoch {self.done + 1}" if self.progress else f"epoch {self.done}"
+            print(f"resuming plan '{plan.name}' after {where} from {self.source.folder}"
+                  + (f" (init_from {plan.init_from} is for a new run only)" if plan.init_from is not None else ""))
+        elif plan.init_from is not None:
+            from detplug.core.model.init_from import initialise
+
+            report = initialise(self.checked.first(), session.parts)
+            assert report is not None
+            print(report.describe())
+
+    def start(self) -> None:
+        """Every worker at the same epoch, the lock file written, the hooks told; then the
+        input pipeline and the evaluator of each model of the run, whose traced steps serve
+        every period on a dataset of the same chain."""
+        from detplug.core.evaluate.collect import plan_evaluator
+        from detplug.core.train.versions import lock_document
+
+        checked, plan, role = self.checked, self.plan, self.role
+        if role.workers > 1 and plan.train.run.shard_by == "file":
+            check_file_sharding(plan, self.prepared, role.workers)
         if role.workers > 1:
-            signals.agree_with(distribute.any_worker(strategy))
-            from_chief = distribute.from_chief(strategy, role)
-        for index, (period, (start, end)) in enumerate(zip(plan.periods, plan.period_bounds())):
-            if end <= done:
-                print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
-                continue
-            registry.hook.detplug_period_start(run=run, period=period, index=index)
-            train_by_period(run, registry, period, index=index, period_start=start,
-                            resume_after=max(start, done), prepared=prepared[period.dataset], session=session,
-                            store=store, evaluator=evaluators.get(period.dataset),
-                            evaluate_every=every[period.dataset], pipeline=pipelines[period.dataset],
-                            signals=signals, from_chief=from_chief,
-                            progress=progress if start <= done < end else None)
-            registry.hook.detplug_period_end(run=run, period=period, index=index)
-    registry.hook.detplug_train_end(run=run)
-    if role.is_chief:
-        print_final_report(run)
-    return run
+            distribute.same_on_every_worker(
+                self.strategy, self.done, "the epoch to resume after",
+                "every worker must reach the chief's run folder at the same path (a shared file system); start "
+                "them all with the same --workdir, or pass --restart to all of them to start over")
+        self.context.start_epoch = self.done
+        self.folder.write_lock(lock_document(checked, self.registry))
+        self.context.model = self.session.model
+        self.registry.hook.detplug_train_start(run=self.context)
+        self.pipelines = {key: input_pipeline(checked.for_dataset(key)) for key in checked.chains}
+        self.every = evaluation_schedule(plan, self.prepared, role)
+        self.evaluators = {period.dataset: plan_evaluator(checked.for_dataset(period.dataset))
+                           for period, (start, end) in zip(plan.periods, plan.period_bounds())
+                           if any(_evaluates(plan, epoch, self.every[period.dataset])
+                                  for epoch in range(max(start, self.done) + 1, end + 1))}
 
+    # -- train: periods and epochs --
 
-def train_by_period(run: RunContext, registry: Registry, period: Period, *, index: int, period_start: int,
-                    resume_after: int, prepared: PreparedData, session: TrainingSession,
-                    store: CheckpointStore,
-                    evaluator: Evaluator | None = None, evaluate_every: int = 0,
-                    pipeline: InputPipeline | None = None,
-                    signals: StopSignals | None = None, progress: EpochProgress | None = None,
-                    from_chief: Callable[[Sequence[float]], list[float]] | None = None) -> None:
-    """Train the epochs of ``period`` after ``resume_after``. ``pipeline``: the run's
-    InputPipeline for the period's model (one is made when not given). ``progress``: how far
-    epoch ``resume_after + 1`` got before a signal stopped the run. While ``signals`` are
-    caught, a SIGTERM or SIGINT stops after the step in progress with a checkpoint there.
-    ``from_chief`` (a multi-worker run: core/train/distribute.from_chief): the chief alone
-    evaluates, and every worker takes the chief's best_metric from it."""
-    from detplug.core.data.integrity import naming_damaged_shards
-    from detplug.core.data.pipeline import count_steps
-    from detplug.core.train.optimizers import describe_schedule, learning_rate_at
+    def run_period(self, index: int) -> None:
+        """Train the epochs of period ``index`` not yet done (was train_by_period)."""
+        period, (start, end) = self.plan.periods[index], self.plan.period_bounds()[index]
+        if end <= self.done:
+            print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
+            return
+        self.registry.hook.detplug_period_start(run=self.context, period=period, index=index)
+        current = self.start_period(index)
+        for epoch in range(current.resume_after + 1, current.end + 1):
+            self.run_epoch(current, epoch)
+        self.registry.hook.detplug_period_end(run=self.context, period=period, index=index)
 
-    checked, plan = run.checked, run.plan
-    settings = period.settings
-    trainer = session.use_period(period, index=index, announce=f"period {index + 1}")
-    run.model = session.model
-    train_steps = count_steps(prepared.images("train"), settings.batch_size, training=True)
-    val_steps = count_steps(prepared.images("val"), settings.batch_size, training=False)
-    rate_at = partial(learning_rate_at, base=period.learning_rate, settings=settings,
-                      total_steps=train_steps * period.epochs, steps_per_epoch=train_steps)
-    state_updates = {
-        "model": model_description(checked),
-        "periods": period_records(checked),
-        "seed": plan.train.run.seed,
-    }
-    end_epoch = period_start + period.epochs
+    def start_period(self, index: int) -> PeriodRun:
+        """Period ``index``'s model and trainer, its steps, learning-rate schedule and batches."""
+        from detplug.core.data.pipeline import count_steps
+        from detplug.core.train.optimizers import learning_rate_at
 
-    pipeline = pipeline or input_pipeline(session.view)
-    # One iterator for the period's training batches and one for validation, which repeats
-    # itself every epoch: epoch e's batches depend only on (seed + e), so a resumed run
-    # takes exactly the batches an uninterrupted one does. The trainer may read them inside
-    # a tf.function ([train] steps_per_execution); a damaged shard stops training with its name.
-    sizes = training_sizes(checked, index)
-    epochs, done_steps = list(range(resume_after + 1, end_epoch + 1)), progress.steps if progress else 0
-    by_file = plan.train.run.shard_by == "file" and run.role.workers > 1
-    batches = None if by_file else training_batches(checked, index, pipeline, prepared.train_files, epochs)
-    if resume_after == period_start and progress is None and (index == 0 or index in checked.model_changes()):
-        # The first epoch's batches as training takes them (the same dataset: not built twice).
-        first = batches if batches is not None else training_batches(checked, index, pipeline,
-                                                                     prepared.train_files, epochs)
-        report_positives(session.view, first.take(train_steps), epoch=period_start + 1)
-    if batches is None:
-        train_batches = iter(worker_training_batches(run, session, index, pipeline, prepared, epochs,
-                                                     steps=train_steps, skip=done_steps))
-    else:
-        train_batches = iter(session.distribute(batches.skip(done_steps)))
-    val_batches = iter(session.distribute(pipeline.dataset(
-        prepared.val_files, batch_size=settings.batch_size, training=False).repeat())) if val_steps else None
-    first_rate = rate_at((resume_after - period_start) * train_steps + (progress.steps if progress else 0))
-    print(f"== period {index + 1}/{len(plan.periods)}: {period.dataset}, epochs {resume_after + 1}-{end_epoch} of "
-          f"{plan.total_epochs}, learning rate {first_rate:.3g} at its first step ({describe_schedule(period)}), "
-          f"losses '{period.losses}' ==")
-    if sizes:
-        print(f"multi-scale: every {settings.multi_scale_every} batches one of {len(sizes)} input sizes, "
-              + ", ".join(f"{h}x{w}" for h, w in sizes))
-    for epoch in range(resume_after + 1, end_epoch + 1):
-        first_step = (epoch - period_start - 1) * train_steps
+        checked, plan = self.checked, self.plan
+        period, (start, end) = plan.periods[index], plan.period_bounds()[index]
+        settings = period.settings
+        trainer = self.session.use_period(period, index=index, announce=f"period {index + 1}")
+        self.context.model = self.session.model
+        prepared = self.prepared[period.dataset]
+        train_steps = count_steps(prepared.images("train"), settings.batch_size, training=True)
+        current = PeriodRun(
+            period=period, index=index, start=start, resume_after=max(start, self.done),
+            progress=self.progress if start <= self.done < end else None, trainer=trainer, prepared=prepared,
+            pipeline=self.pipelines[period.dataset], evaluator=self.evaluators.get(period.dataset),
+            evaluate_every=self.every[period.dataset], train_steps=train_steps,
+            val_steps=count_steps(prepared.images("val"), settings.batch_size, training=False),
+            rate_at=partial(learning_rate_at, base=period.learning_rate, settings=settings,
+                            total_steps=train_steps * period.epochs, steps_per_epoch=train_steps),
+            state_updates={"model": model_description(checked), "periods": period_records(checked),
+                           "seed": plan.train.run.seed})
+        self.feed(current)
+        self.announce(current)
+        return current
+
+    def feed(self, current: PeriodRun) -> None:
+        """The period's iterators: one for its training batches and one for validation, which
+        repeats itself every epoch. Epoch e's batches depend only on (seed + e), so a resumed
+        run takes exactly the batches an uninterrupted one does. The trainer may read them
+        inside a tf.function ([train] steps_per_execution)."""
+        checked, index, pipeline, prepared = self.checked, current.index, current.pipeline, current.prepared
+        epochs = list(range(current.resume_after + 1, current.end + 1))
+        done_steps = current.progress.steps if current.progress else 0
+        by_file = self.plan.train.run.shard_by == "file" and self.role.workers > 1
+        batches = None if by_file else training_batches(checked, index, pipeline, prepared.train_files, epochs)
+        if current.resume_after == current.start and current.progress is None \
+                and (index == 0 or index in checked.model_changes()):
+            # The first epoch's batches as training takes them (the same dataset: not built twice).
+            first = batches if batches is not None else training_batches(checked, index, pipeline,
+                                                                         prepared.train_files, epochs)
+            report_positives(self.session.view, first.take(current.train_steps), epoch=current.start + 1)
+        if batches is None:
+            current.train_batches = iter(worker_training_batches(
+                self.context, self.session, index, pipeline, prepared, epochs, steps=current.train_steps,
+                skip=done_steps))
+        else:
+            current.train_batches = iter(self.session.distribute(batches.skip(done_steps)))
+        current.val_batches = iter(self.session.distribute(pipeline.dataset(
+            prepared.val_files, batch_size=current.period.settings.batch_size, training=False).repeat())) \
+            if current.val_steps else None
+
+    def announce(self, current: PeriodRun) -> None:
+        """The period's first line: its epochs, first learning rate, schedule and losses, and
+        its multi-scale sizes."""
+        from detplug.core.train.optimizers import describe_schedule
+
+        plan, period, settings = self.plan, current.period, current.period.settings
+        first_rate = current.rate_at((current.resume_after - current.start) * current.train_steps
+                                     + (current.progress.steps if current.progress else 0))
+        print(f"== period {current.index + 1}/{len(plan.periods)}: {period.dataset}, epochs "
+              f"{current.resume_after + 1}-{current.end} of {plan.total_epochs}, learning rate {first_rate:.3g} "
+              f"at its first step ({describe_schedule(period)}), losses '{period.losses}' ==")
+        sizes = training_sizes(self.checked, current.index)
+        if sizes:
+            print(f"multi-scale: every {settings.multi_scale_every} batches one of {len(sizes)} input sizes, "
+                  + ", ".join(f"{h}x{w}" for h, w in sizes))
+
+    def run_epoch(self, current: PeriodRun, epoch: int) -> None:
+        """Train ``epoch``, validate, evaluate when it is due, print its line and end it."""
+        train = self.train_epoch(current, epoch)
+        logs = {"period": current.index + 1,
+                "learning_rate": current.rate_at(current.first_step(epoch) + current.train_steps - 1), **train}
+        if current.val_steps:
+            self.validate(current, epoch, logs)
+        headline = self.evaluate(current, epoch, logs)
+        print(epoch_summary(epoch, self.plan.total_epochs, logs, losses=list(train), metric=headline))
+        self.end_epoch(current, epoch, logs)
+
+    def train_epoch(self, current: PeriodRun, epoch: int) -> dict[str, Any]:
+        """The training steps of ``epoch``; a damaged shard stops with its name, and a SIGTERM
+        or SIGINT stops after the step in progress with a checkpoint there."""
+        from detplug.core.data.integrity import naming_damaged_shards
+
         try:
-            with naming_damaged_shards(prepared.train_files):
-                train = trainer.train_epoch(
-                    train_batches, train_steps, epoch=epoch, learning_rate_at=rate_at, first_step=first_step,
-                    start=progress if epoch == resume_after + 1 else None,
-                    stop_requested=signals.should_stop if signals is not None else lambda: False)
+            with naming_damaged_shards(current.prepared.train_files):
+                return current.trainer.train_epoch(
+                    current.train_batches, current.train_steps, epoch=epoch, learning_rate_at=current.rate_at,
+                    first_step=current.first_step(epoch),
+                    start=current.progress if epoch == current.resume_after + 1 else None,
+                    stop_requested=self.signals.should_stop)
         except Interrupted as stop:
-            assert signals is not None
-            session.mark(epoch=epoch - 1, period=index)
-            saved = store.save_interrupted(session.checkpoint(), in_epoch=epoch, state_updates=state_updates,
-                                           meta={**session.checkpoint_meta(), "progress": stop.progress.to_json()})
-            raise Stopped(f"stopped on {signals.name()} after step {stop.progress.steps} of {train_steps} in epoch "
-                          f"{epoch}: saved a checkpoint at that step in {saved}; resume with: "
-                          f"{resume_command(run)}", signals.exit_code()) from None
-        logs = {"period": index + 1, "learning_rate": rate_at(first_step + train_steps - 1), **train}
-        if val_steps:
-            with naming_damaged_shards(prepared.val_files):
-                val = trainer.validate(val_batches, val_steps, epoch=epoch)
-            logs.update({f"val_{name}": value for name, value in val.items()
-                         if name not in ("seconds", "images_per_second")})
-            logs["seconds"] = train["seconds"] + val["seconds"]
+            self.session.mark(epoch=epoch - 1, period=current.index)
+            saved = self.store.save_interrupted(
+                self.session.checkpoint(), in_epoch=epoch, state_updates=current.state_updates,
+                meta={**self.session.checkpoint_meta(), "progress": stop.progress.to_json()})
+            raise Stopped(f"stopped on {self.signals.name()} after step {stop.progress.steps} of "
+                          f"{current.train_steps} in epoch {epoch}: saved a checkpoint at that step in {saved}; "
+                          f"resume with: {resume_command(self.context)}", self.signals.exit_code()) from None
+
+    def validate(self, current: PeriodRun, epoch: int, logs: dict[str, Any]) -> None:
+        """The validation losses of ``epoch`` into ``logs`` (``val_`` + each part), and their
+        time into its seconds."""
+        from detplug.core.data.integrity import naming_damaged_shards
+
+        with naming_damaged_shards(current.prepared.val_files):
+            val = current.trainer.validate(current.val_batches, current.val_steps, epoch=epoch)
+        logs.update({f"val_{name}": value for name, value in val.items()
+                     if name not in ("seconds", "images_per_second")})
+        logs["seconds"] = logs["seconds"] + val["seconds"]
+
+    def evaluate(self, current: PeriodRun, epoch: int, logs: dict[str, Any]) -> tuple[str, float] | None:
+        """When ``epoch`` evaluates, the evaluator's metrics into ``logs`` and its headline
+        (name, value) for the epoch's line. Under ``multi_worker`` the chief alone evaluates,
+        and every worker takes the chief's best_metric."""
+        if current.evaluator is None or not _evaluates(self.plan, epoch, current.evaluate_every):
+            return None
         headline = None
-        if evaluator is not None and _evaluates(plan, epoch, evaluate_every):
-            if run.role.is_chief:
-                logs.update(evaluate_epoch(run, registry, session, evaluator, prepared, epoch))
-                assert run.last_evaluation is not None
-                result = run.last_evaluation[1]
-                headline = (result.headline, result.headline_value)
-            if from_chief is not None and plan.evaluation.best_metric:
-                shared = _best_metric_from_chief(plan.evaluation.best_metric, logs, from_chief)
-                headline = headline if run.role.is_chief else shared
-        print(epoch_summary(epoch, plan.total_epochs, logs, losses=list(train), metric=headline))
+        if self.role.is_chief:
+            logs.update(self.evaluate_epoch(current.evaluator, current.prepared, epoch))
+            assert self.context.last_evaluation is not None
+            result = self.context.last_evaluation.result
+            headline = (result.headline, result.headline_value)
+        if self.from_chief is not None and self.plan.evaluation.best_metric:
+            shared = _best_metric_from_chief(self.plan.evaluation.best_metric, logs, self.from_chief)
+            headline = headline if self.role.is_chief else shared
+        return headline
+
+    def evaluate_epoch(self, evaluator: Evaluator, prepared: PreparedData, epoch: int) -> dict[str, float]:
+        """The evaluator's metrics on the validation split (EMA weights when used), with a grid
+        of drawn predictions written to predictions/epNN.png (unless [train] plots = false). The
+        epoch's line shows the headline figure; the whole table is printed after the last epoch
+        by :func:`print_final_report` (every figure is in history.csv and results.png)."""
+        from detplug.core.evaluate.whole_images import evaluate_split, evaluation_subject
+
+        run, session = self.context, self.session
+        grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
+        with session.evaluation_weights():
+            result = evaluate_split(session.model, session.view, evaluator, prepared,
+                                    grid_path=grid if run.plan.train.run.plots else None)
+        subject = evaluation_subject(prepared, run.plan.evaluation) or f"the {run.plan.evaluation.split} split"
+        run.last_evaluation = Evaluation(epoch, result, grid, subject)
+        self.registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
+        return dict(result.metrics)
+
+    def end_epoch(self, current: PeriodRun, epoch: int, logs: dict[str, Any]) -> None:
+        """Log ``epoch``, write its checkpoint (the period's snapshot after its last epoch, and
+        best when its metric is), then stop here if a signal asked to."""
+        plan, session, store = self.plan, self.session, self.store
         # Logged before the checkpoint: a kill in between re-runs this epoch, and
         # detplug_train_start lets loggers drop the rows of epochs that run again.
-        registry.hook.detplug_epoch_end(run=run, epoch=epoch, logs=logs)
-        snapshot = f"ep{epoch:02d}" if period.save and epoch == end_epoch else None
-        session.mark(epoch=epoch, period=index)
-        store.save(session.checkpoint(), epoch, meta=session.checkpoint_meta(), state_updates=state_updates,
+        self.registry.hook.detplug_epoch_end(run=self.context, epoch=epoch, logs=logs)
+        snapshot = f"ep{epoch:02d}" if current.period.save and epoch == current.end else None
+        session.mark(epoch=epoch, period=current.index)
+        store.save(session.checkpoint(), epoch, meta=session.checkpoint_meta(), state_updates=current.state_updates,
                    snapshot=snapshot, write_weights=session.write_weights)
         if snapshot:
             print(f"saved period snapshot {store.folder / snapshot}")
@@ -312,117 +465,10 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
         if metric in logs:
             store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
                                       higher_is_better=higher, write_weights=session.write_weights)
-        if signals is not None and (epoch < end_epoch or index + 1 < len(plan.periods)) and signals.should_stop():
+        if (epoch < current.end or current.index + 1 < len(plan.periods)) and self.signals.should_stop():
             # The signal came during validation, evaluation or the save: the epoch is safe.
-            raise Stopped(f"stopped on {signals.name()} after epoch {epoch}, whose checkpoint is saved in "
-                          f"{store.folder}; resume with: {resume_command(run)}", signals.exit_code())
-
-
-#: The images of epoch 1 whose targets the positives report counts: enough to be
-#: representative, few enough to take a second on a CPU.
-POSITIVES_REPORT_IMAGES = 1024
-
-
-def epoch_augmentation(plan: Plan, epoch: int) -> Any:
-    """The augmentation of ``epoch`` (mosaic turns off for the last ones), or False."""
-    augmentation = plan.train.augmentation
-    return augmentation.for_epoch(epoch, plan.total_epochs) if augmentation else False
-
-
-def training_batches(checked: CheckedPlan, index: int, pipeline: InputPipeline, files: Sequence[Path],
-                     epochs: Iterable[int], *, batch_size: int | None = None,
-                     steps_per_epoch: int | None = None) -> Any:
-    """The training batches of period ``index``'s ``epochs``, one epoch after the other, as the
-    trainer takes them (before a strategy distributes them): augmented, at the multi-scale
-    sizes, each epoch's order a function of (seed, epoch) alone. ``run.py --show-data``
-    draws these same batches. A worker that reads its own shards (``[train] shard_by =
-    "file"``) asks for its replicas' ``batch_size`` and ``steps_per_epoch`` batches an epoch."""
-    plan = checked.plan
-    settings = plan.periods[index].settings
-    return pipeline.epochs(files, list(epochs), batch_size=batch_size or settings.batch_size, training=True,
-                           seed=plan.train.run.seed, augment_for=partial(epoch_augmentation, plan),
-                           sizes=training_sizes(checked, index), size_every=settings.multi_scale_every,
-                           steps_per_epoch=steps_per_epoch)
-
-
-def check_file_sharding(plan: Plan, prepared: dict[str, PreparedData], workers: int) -> None:
-    """Under ``[train] shard_by = "file"``, every dataset a period trains on must have a train
-    shard for each worker; a DataError naming the dataset and what to change otherwise."""
-    from detplug.core.errors import DataError
-
-    for key in dict.fromkeys(period.dataset for period in plan.periods):
-        data = prepared[key]
-        shards = len(data.train_files)
-        if shards < workers:
-            images = data.images("train")
-            raise DataError(
-                f"[train] shard_by = \"file\" gives each of the {workers} workers train shards of its own, but "
-                f"dataset '{key}' has {shards} ({images} images in {data.directory}); set the dataset's "
-                f"records_per_shard to at most {max(1, images // workers)}, or use shard_by = \"data\""
-            )
-
-
-def worker_training_batches(run: RunContext, session: TrainingSession, index: int, pipeline: InputPipeline,
-                            prepared: PreparedData, epochs: Sequence[int], *, steps: int, skip: int) -> Any:
-    """Period ``index``'s training batches of ``epochs`` under ``[train] shard_by = "file"``:
-    each worker reads only its share of the train shards (core/train/distribute.split_shards)
-    at its replicas' batch size, and takes ``steps`` global steps an epoch, as every worker
-    does; ``skip`` steps of the first epoch are done."""
-    from detplug.core.train.distribute import split_shards
-
-    files, records = prepared.train_files, prepared.shard_records("train")
-    shares = split_shards(records, run.role.workers)
-    batch_size = run.plan.periods[index].settings.batch_size
-
-    def dataset_for(context: Any) -> Any:
-        # One pipeline per worker (TensorFlow's InputContext says which); it feeds the
-        # worker's local replicas one per-replica batch each per step.
-        assert context.num_input_pipelines == len(shares), "one input pipeline per worker"
-        mine = shares[context.input_pipeline_id]
-        replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        per_replica = context.get_per_replica_batch_size(batch_size)
-        images = sum(records[i] for i in mine)
-        share = prepared.images("train") / context.num_input_pipelines
-        print(f"shard_by 'file': this {run.role.task_type} reads {len(mine)} of the {len(files)} train shards "
-              f"({images} images, {images / share:.0%} of an even share), {steps} steps an epoch of "
-              f"{replicas} x {per_replica} images")
-        return training_batches(run.checked, index, pipeline, [files[i] for i in mine], epochs,
-                                batch_size=per_replica, steps_per_epoch=steps * replicas).skip(skip * replicas)
-
-    return session.distribute_by_worker(dataset_for)
-
-
-def input_pipeline(view: CheckedPlan) -> InputPipeline:
-    """The tf.data pipeline that feeds the model of ``view`` (one dataset's chain)."""
-    from detplug.core.data.pipeline import InputPipeline
-
-    chain = view.chain
-    # static_check fills in every link of a checked plan's chain.
-    assert chain.image is not None and chain.labels is not None and chain.anchors is not None
-    return InputPipeline(image=chain.image, labels=chain.labels, anchors=chain.anchors,
-                         assignment=view.plan.assignment)
-
-
-def report_positives(view: CheckedPlan, batches: Any, *, epoch: int = 1) -> dict[str, int]:
-    """Print how many positives each stride gets in the first epoch's targets of a period's
-    model (``view``); a stride with none is a warning naming the command that fits anchors."""
-    from detplug.core.data.pipeline import positives_per_stride
-
-    plan = view.plan
-    counts, images = positives_per_stride(batches, max_images=POSITIVES_REPORT_IMAGES)
-    shown = "; ".join(f"{stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
-    print(f"targets of epoch {epoch} ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
-    ratios, image = view.chain.anchors, view.chain.image
-    # static_check fills in every link of a checked plan's chain.
-    assert ratios is not None and image is not None
-    for stride, count in sorted(counts.items(), key=lambda item: int(item[0])):
-        if count == 0:
-            anchors = ", ".join(f"{w * image.width:.0f}x{h * image.height:.0f}" for h, w in ratios[int(stride)])
-            print(f"warning: stride {stride} received no positive in the targets of epoch {epoch}'s first {images} "
-                  f"images: no object there is best matched by its anchors ({anchors} px, width x height), so "
-                  f"that part of the head does not learn; fit anchors to the data with "
-                  f"`run.py anchors --plan {plan_argument(plan)} --write`")
-    return counts
+            raise Stopped(f"stopped on {self.signals.name()} after epoch {epoch}, whose checkpoint is saved in "
+                          f"{store.folder}; resume with: {resume_command(self.context)}", self.signals.exit_code())
 
 
 def _best_metric_from_chief(metric: str, logs: dict[str, Any],
@@ -465,66 +511,3 @@ def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData],
 
 def _evaluates(plan: Plan, epoch: int, every: int) -> bool:
     return epoch == plan.total_epochs or (every > 0 and epoch % every == 0)
-
-
-def evaluate_epoch(run: RunContext, registry: Registry, session: TrainingSession, evaluator: Evaluator,
-                   prepared: PreparedData,
-                   epoch: int) -> dict[str, float]:
-    """The evaluator's metrics on the validation split (EMA weights when used), with a grid
-    of drawn predictions written to predictions/epNN.png (unless [train] plots = false). The
-    epoch's line shows the headline figure; the whole table is printed after the last epoch
-    by :func:`print_final_report` (every figure is in history.csv and results.png)."""
-    from detplug.core.evaluate.whole_images import evaluate_split, evaluation_subject
-
-    grid = run.folder.path / "predictions" / f"ep{epoch:02d}.png"
-    with session.evaluation_weights():
-        result = evaluate_split(session.model, session.view, evaluator, prepared,
-                                grid_path=grid if run.plan.train.run.plots else None)
-    subject = evaluation_subject(prepared, run.plan.evaluation) or f"the {run.plan.evaluation.split} split"
-    run.last_evaluation = (epoch, result, grid, subject)
-    registry.hook.detplug_evaluation_end(run=run, epoch=epoch, metrics=result.metrics, grid=grid)
-    return dict(result.metrics)
-
-
-def print_final_report(run: RunContext) -> None:
-    """The last lines of a run: the final evaluation's table, where its drawn predictions
-    are, and the commands that use the result."""
-    from detplug.core.evaluate.contract import format_table
-
-    plan = run.plan
-    if run.last_evaluation is not None:
-        epoch, result, grid, subject = run.last_evaluation
-        print(f"{result.evaluator} on {subject} after epoch {epoch}:")
-        print(format_table(result))
-        if grid.is_file():
-            print(f"drawn {plan.evaluation.split} predictions: {grid}")
-    print("use the result:")
-    print(f"  {resume_command(run, 'evaluate')} [--checkpoint best]     # {plan.evaluation.split} split, "
-          f"evaluator's table")
-    print(f"  {resume_command(run, 'predict')} IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
-    print(f"  {resume_command(run, 'export')} DIR                       # SavedModel taking uint8 images")
-
-
-def resume_command(run: RunContext, command: str = "train") -> str:
-    """``python run.py train --plan P [--workdir W]``: the command that continues this run, or
-    with another ``command`` (evaluate, predict, export) uses it."""
-    plan = run.plan
-    workdir = "" if run.folder.path == Path("runs") / plan.name else f" --workdir {run.folder.path}"
-    return f"python run.py {command} --plan {plan_argument(plan)}{workdir}"
-
-
-def epoch_summary(epoch: int, total_epochs: int, logs: dict[str, float], *, losses: list[str],
-                  metric: tuple[str, float] | None = None) -> str:
-    """One line per epoch: the total and each loss part of ``losses`` (summed over strides),
-    train and val, the evaluator's headline ``metric`` when it ran, the learning rate in
-    force at the epoch's last step, time and speed."""
-    skip = ("total", "seconds", "images_per_second")
-    parts = [name for name in losses if name not in skip and "/" not in name]
-    line = (f"epoch {epoch}/{total_epochs}: loss {logs['total']:.4g} ("
-            + ", ".join(f"{p} {logs[p]:.4g}" for p in parts) + ")")
-    if "val_total" in logs:
-        line += f", val_loss {logs['val_total']:.4g}"
-    if metric is not None:
-        line += f", {metric[0]} {100 * metric[1]:.2f}%"
-    return line + (f", lr {logs['learning_rate']:.3g}, {logs['seconds']:.1f} s, "
-                   f"{logs['images_per_second']:.1f} images/s")
