@@ -296,15 +296,16 @@ def train_by_period(run: RunContext, registry: Registry, period: Period, *, inde
                 shared = _best_metric_from_chief(plan.evaluation.best_metric, logs, from_chief)
                 headline = headline if run.role.is_chief else shared
         print(epoch_summary(epoch, plan.total_epochs, logs, losses=list(train), metric=headline))
-        # Logged before the checkpoint: a kill in between re-runs this epoch, and
-        # detplug_train_start lets loggers drop the rows of epochs that run again.
-        registry.hook.detplug_epoch_end(run=run, epoch=epoch, logs=logs)
         snapshot = f"ep{epoch:02d}" if period.save and epoch == end_epoch else None
         session.mark(epoch=epoch, period=index)
         store.save(session.checkpoint(), epoch, meta=session.checkpoint_meta(), state_updates=state_updates,
                    snapshot=snapshot, write_weights=session.write_weights)
         if snapshot:
             print(f"saved period snapshot {store.folder / snapshot}")
+        # Logged only once the epoch's checkpoint is written: a save that fails (a full disk)
+        # leaves history.csv without a row ahead of the checkpoints. Before the best
+        # checkpoint, so that a failing best save leaves the row of the latest one.
+        registry.hook.detplug_epoch_end(run=run, epoch=epoch, logs=logs)
         metric, higher = plan.evaluation.best_metric, True
         if metric not in logs:
             metric, higher = plan.train.run.best_metric, False
