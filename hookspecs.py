@@ -57,8 +57,8 @@ def detplug_plan_dirs() -> list[Path]:
 def detplug_train_start(run: RunContext) -> None:
     """Training starts or resumes; ``run.start_epoch`` epochs are already done and kept.
 
-    Loggers drop what they wrote about later epochs: a run killed after
-    logging an epoch but before its checkpoint was written trains it again."""
+    Loggers drop what they wrote about later epochs: a run that resumes from an older
+    checkpoint than the newest (the newest could not be read) trains those epochs again."""
 
 
 @hookspec
@@ -77,9 +77,11 @@ def detplug_period_end(run: RunContext, period: Period, index: int) -> None:
 
 @hookspec
 def detplug_epoch_end(run: RunContext, epoch: int, logs: dict[str, float]) -> None:
-    """An epoch has ended; its checkpoint is written right after. ``epoch`` is 1-based over
-    the whole plan; ``logs`` maps names (``period``, ``learning_rate``, each
-    training loss part, ``val_`` + each validation loss part, ``seconds``) to numbers.
+    """An epoch has ended and its checkpoint is written: a save that fails (a full disk)
+    calls no hook, so no logger gets ahead of the checkpoints (the best checkpoint, chosen
+    from ``logs``, is written after the hook). ``epoch`` is 1-based over the whole plan;
+    ``logs`` maps names (``period``, ``learning_rate``, each training loss part, ``val_`` +
+    each validation loss part, ``seconds``) to numbers.
     This is how loggers plug in: the built-in CSV and TensorBoard loggers implement it."""
 
 

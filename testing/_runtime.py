@@ -122,11 +122,14 @@ def _sigmoid(x: Any) -> Any:
 
 def check_trainer(component: Component, chain: Chain, *, params: Any = None) -> None:
     """The factory gives a ``detplug.core.train.trainer.Trainer`` that trains one batch of a
-    tiny model (finite loss parts with ``total``, changed weights) and validates one."""
+    tiny model (finite loss parts with ``total``, changed weights) and validates one, also one
+    whose last image is a blank one filling it up (``targets["real"]`` False; see
+    core/data/pipeline.whole_batches), which its losses must leave out."""
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from detplug.core.data.pipeline import REAL_IMAGES
     from detplug.core.model.losses import BOXES_KEY, LossCombination
     from detplug.core.train.trainer import Trainer
 
@@ -162,6 +165,14 @@ def check_trainer(component: Component, chain: Chain, *, params: Any = None) -> 
         if label == "train" and all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights)):
             raise ContractError(component, check, "one train batch left every weight unchanged",
                                 expected="changed weights", found="unchanged")
+    real = tf.constant([True] * (BATCH - 1) + [False])
+    filled_up = trainer.run_val_batch(images, {**targets, REAL_IMAGES: real})
+    alone = trainer.run_val_batch(images[:-1], {key: value[:-1] for key, value in targets.items()})
+    found, expected = ({name: round(float(value), 5) for name, value in parts.items()} for parts in (filled_up, alone))
+    if not all(math.isclose(found.get(name, math.nan), value, rel_tol=1e-4, abs_tol=1e-5)
+               for name, value in expected.items()):
+        raise ContractError(component, check, "a validation batch's blank images (targets['real'] False) must be "
+                            "left out of its losses", expected=expected, found=found)
 
 
 def _tiny_detector(chain: Chain) -> Any:

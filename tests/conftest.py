@@ -65,7 +65,7 @@ def switched(tmp_path_factory: pytest.TempPathFactory) -> dict:
 #: Seconds each shared trained run takes to build on a 2-core machine (its setup time in
 #: ``--durations``), paid by the first test that asks for it.
 SHARED_BUILD_SECONDS = {"learned": 170, "exported": 110, "finished": 90, "switched": 85, "straight": 60,
-                        "killed_at_epoch_3": 45}
+                        "killed_after_epoch_2": 40}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

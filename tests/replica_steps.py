@@ -7,7 +7,10 @@ MODE ``equality``: one training step of the tiny plan under the default strategy
 under MirroredStrategy over 2 CPU replicas, from the same initial weights and global
 batch; then checkpoints written under each strategy restored under the other. MODE
 ``mixed_float16``: one mirrored step under that policy, with loss scaling. MODE ``xla``:
-what jit_compile does under a 1-replica and a 2-replica mirrored strategy.
+what jit_compile does under a 1-replica and a 2-replica mirrored strategy. MODE
+``validation``: the validation losses and the evaluation's detections of val splits of
+1, 3 and 5 images (batches of 4) under one device and under 2 replicas, the losses also
+computed on the images alone; and a batch_size below the replicas.
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ def main(plan_path: str, cache_dir: str, out_path: str, mode: str, *overrides: s
         return
 
     mirrored = tf.distribute.MirroredStrategy(cpus)
+    if mode == "validation":
+        results = validation(checked, prepared, {"one": default, "two": mirrored}, session_under,
+                             Path(out_path).parent)
+        Path(out_path).write_text(json.dumps(results))
+        return
     if mode == "mixed_float16":
         session = session_under(mirrored)
         before = weights(session, trainable=True)
@@ -123,6 +131,64 @@ def main(plan_path: str, cache_dir: str, out_path: str, mode: str, *overrides: s
             "replicas_agree": replicas_agree(reader),
         }
     Path(out_path).write_text(json.dumps(results))
+
+
+def validation(checked, prepared, strategies: dict, session_under, folder: Path) -> dict:
+    """See the module docstring (MODE ``validation``)."""
+    import attrs
+    import tensorflow as tf
+
+    from detplug.core.data.pipeline import REAL_IMAGES, count_steps
+    from detplug.core.errors import DetplugError
+    from detplug.core.evaluate.collect import collect
+    from detplug.core.train.training import input_pipeline
+
+    period = checked.plan.periods[0]
+    batch_size = period.settings.batch_size
+    splits = {}
+    for count in (1, 3, 5):  # the tiny plan's val split has 5 images
+        splits[count] = folder / f"val-{count}.tfrecord"
+        with tf.io.TFRecordWriter(str(splits[count])) as writer:
+            for record in tf.data.TFRecordDataset([str(f) for f in prepared.val_files]).take(count):
+                writer.write(record.numpy())
+    pipeline = input_pipeline(checked.first())
+    results: dict = {"batch_size": batch_size}
+    for name, strategy in strategies.items():
+        session = session_under(strategy)
+        trainer = session.use_period(period, index=0)
+        results[name] = {}
+        for count, path in splits.items():
+            batches = session.distribute(pipeline.dataset([path], batch_size=batch_size, training=False))
+            val = trainer.validate(iter(batches), count_steps(count, batch_size, training=False), epoch=1)
+            truths, detections, _ = collect(session.model, session.view, [path], draw=0)
+            results[name][count] = {
+                "val": {part: value for part, value in val.items() if part not in ("seconds", "images_per_second")},
+                "truths": len(truths),
+                "detections": [[found.boxes.tolist(), found.scores.tolist()] for found in detections],
+            }
+            if name == "one":
+                # The same figures from the images alone, batched by hand: the mean over the
+                # batches of each batch's mean loss, no blank image anywhere.
+                images = [(image, targets) for image, targets in pipeline.dataset([path], batch_size=1, training=False)]
+                means = []
+                for start in range(0, count, batch_size):
+                    batch = images[start:start + batch_size]
+                    pixels = tf.concat([image for image, _ in batch], axis=0)
+                    targets = {key: tf.concat([t[key] for _, t in batch], axis=0)
+                               for key in batch[0][1] if key != REAL_IMAGES}
+                    _, parts = trainer.losses(session.model(pixels, training=False), targets)
+                    means.append({part: float(value) for part, value in parts.items()})
+                results["alone"] = results.get("alone", {})
+                results["alone"][count] = {part: sum(m[part] for m in means) / len(means) for part in means[0]}
+    # A global batch smaller than the replicas is refused before anything runs.
+    session = session_under(strategies["two"])
+    small = attrs.evolve(period, settings=attrs.evolve(period.settings, batch_size=1))
+    try:
+        session.use_period(small, index=0)
+        results["batch_of_one"] = "accepted"
+    except DetplugError as error:
+        results["batch_of_one"] = str(error)
+    return results
 
 
 def _layers(layer):

@@ -26,6 +26,7 @@ from detplug.testing import (
     check_params_defaults,
     check_serialization,
     check_spec_matches_keras,
+    check_trainer,
     default_chains,
 )
 
@@ -252,3 +253,25 @@ def test_loss_that_is_nan_on_zero_padding_fails(tmp_path, monkeypatch):
     component = _component("loss", NoParams, spec=lambda p, c: (8, 16, 32), factory="contract_nan_loss:build")
     with pytest.raises(ContractError, match="zero predictions and targets: the loss is not finite"):
         check_loss(component, default_chains("loss")[0])
+
+
+def test_trainer_whose_validation_counts_the_blank_images_of_a_filled_up_batch_fails(tmp_path, monkeypatch):
+    # A val_step of its own that hands every image of the batch to the losses.
+    (tmp_path / "contract_blind_trainer.py").write_text(
+        "from detplug.core.train.trainer import Trainer\n"
+        "class BlindTrainer(Trainer):\n"
+        "    def compile_step(self, step):\n"
+        "        return self.across_replicas(step)\n"
+        "    def val_step(self, images, targets):\n"
+        "        targets = {key: value for key, value in targets.items() if key != 'real'}\n"
+        "        return self.losses(self.model(images, training=False), targets)[1]\n"
+        "def build(params, **kwargs):\n"
+        "    return BlindTrainer(**kwargs)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from detplug.core.plan.specs import NoParams
+
+    component = _component("trainer", NoParams, factory="contract_blind_trainer:build")
+    with pytest.raises(ContractError, match=r"a validation batch's blank images \(targets\['real'\] False\) must be "
+                                            r"left out of its losses"):
+        check_trainer(component, default_chains("trainer")[0])

@@ -317,9 +317,18 @@ def test_training_batches_have_the_documented_static_shapes_and_dtypes(prepared)
     assert 0 < objects <= boxes
 
 
-def test_validation_keeps_the_last_partial_batch(prepared):
-    sizes = [int(images.shape[0]) for images, _ in make(prepared, "val", batch_size=3)]
-    assert sizes == [2] and count_steps(2, 3, training=False) == 1
+def test_validation_fills_its_last_batch_with_blank_images_marked_not_real(prepared):
+    # Whole batches: a distribution strategy gives every replica a share of each one.
+    batches = list(make(prepared, "val", batch_size=3))
+    assert len(batches) == count_steps(2, 3, training=False) == 1
+    images, targets = batches[0]
+    assert images.shape[0] == 3 and targets["real"].numpy().tolist() == [True, True, False]
+    assert not images[2].numpy().any() and not targets["boxes"][2].numpy().any()
+    assert (targets["classes"][2].numpy() == -1).all()
+    assert all(not targets[stride][2].numpy().any() for stride in targets if stride.isdigit())
+    alone = list(make(prepared, "val", batch_size=1))  # a batch of one is always whole
+    assert [batch[0].shape[0] for batch in alone] == [1, 1]
+    np.testing.assert_array_equal(images[:2].numpy(), np.concatenate([batch[0].numpy() for batch in alone]))
 
 
 def test_same_seed_gives_same_order_and_another_seed_another(prepared):

@@ -46,6 +46,9 @@ def test_a_full_disk_stops_training_with_one_sentence_and_leaves_nothing_half_wr
                      f"written was lost: files are put in place only when complete")
     assert "Traceback" not in result.stderr
     assert not list((workdir / "checkpoints").iterdir())  # the half-written checkpoint is gone
+    # history.csv has no row past the last written checkpoint (none): the row follows the save.
+    history = workdir / "history.csv"
+    assert not history.exists() or len(history.read_text().splitlines()) <= 1, history.read_text()
 
 
 def test_a_read_only_run_folder_or_output_folder_is_one_sentence(finished, small_disk):

@@ -142,6 +142,30 @@ def test_xla_runs_under_a_mirrored_strategy_and_says_why_not_across_cpu_replicas
     assert "set jit_compile = false, or run the strategy on GPUs" in results["replicas2"]
 
 
+@pytest.mark.slow(seconds=60)
+def test_val_splits_smaller_than_a_batch_validate_and_evaluate_on_two_cpu_replicas(tmp_path):
+    # Val splits of 1, 3 and 5 images in batches of 4 over 2 replicas: the last batch is filled
+    # up with blank images, so no replica gets an empty one, and the losses leave them out.
+    results = replica_steps(tmp_path, "validation", "datasets.synth.val_ratio=0.4")
+    assert results["batch_size"] == 4
+    for count in ("1", "3", "5"):
+        alone, one, two = results["alone"][count], results["one"][count], results["two"][count]
+        # One device gives the figures of the images alone, and two replicas those of one device.
+        assert one["val"].keys() == alone.keys() == two["val"].keys()
+        for part, value in alone.items():
+            assert one["val"][part] == pytest.approx(value, rel=1e-5, abs=1e-7), (count, part)
+            assert two["val"][part] == pytest.approx(value, rel=1e-5, abs=1e-7), (count, part)
+        # The evaluation scores every image once, with the detections of one device.
+        assert one["truths"] == two["truths"] == int(count)
+        assert len(one["detections"]) == len(two["detections"]) == int(count)
+        for (boxes1, scores1), (boxes2, scores2) in zip(one["detections"], two["detections"]):
+            np.testing.assert_allclose(boxes2, boxes1, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(scores2, scores1, rtol=1e-4, atol=1e-6)
+    assert results["batch_of_one"].endswith(
+        "period 1 has batch_size 1, fewer images than the 2 replicas it is split over, so some replicas would "
+        "get none; set [train] batch_size (or the period's) to at least 2, or use fewer replicas")
+
+
 # -- two worker processes on localhost --
 
 def free_ports(count: int) -> list[int]:

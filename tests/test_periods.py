@@ -73,10 +73,11 @@ def test_kill_at_the_switch_and_inside_the_second_period_resumes_bit_for_bit(swi
                                   kill_at("detplug_epoch_end", f"epoch == {kill_at_epoch}"))
         return run_cli("--plan", str(plan), "--workdir", str(workdir), "--cache-dir", str(cache), *EXACT, env=env)
 
-    # Killed before epoch 2's checkpoint: resumes from period 1's last one, into period 1's model.
-    assert train(kill_at_epoch=2).returncode == -9
-    # Then killed before epoch 3's: resumes from epoch 2's, written by period 2's model.
-    at_switch = train(kill_at_epoch=3)
+    # Killed as epoch 1, period 1's last, is logged (after its checkpoint): resumes from it,
+    # into period 1's model.
+    assert train(kill_at_epoch=1).returncode == -9
+    # Then killed as epoch 2 is logged: resumes from epoch 2's checkpoint, written by period 2's model.
+    at_switch = train(kill_at_epoch=2)
     assert at_switch.returncode == -9
     assert "resuming plan 'switch' after epoch 1" in at_switch.stdout
     assert "period 2: the model is rebuilt for dataset 'synth'" in at_switch.stdout

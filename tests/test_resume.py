@@ -80,7 +80,8 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(straight, tmp_path):
     plan, straight_run, cache = straight
     # Eight steps per call, as on a GPU: the run killed and resumed equals the straight one,
     # which took one step per call.
-    killer = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
+    # Killed as epoch 1 is logged, after its checkpoint: the resumed run trains epochs 2 and 3.
+    killer = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 1"))
     eight = ("--set", "train.steps_per_execution=8")
     assert train(plan, tmp_path / "killed", cache, *EXACT, *eight, env=killer).returncode == -9
     # With pictures on (the tiny plan has none), the resumed run redraws results.png at once.
@@ -148,22 +149,23 @@ def corrupt(checkpoint: Path) -> Path:
     return data
 
 
-def _kill_at_epoch_3(folder: Path) -> None:
+def _kill_after_epoch_2(folder: Path) -> None:
     plan, workdir, cache = write_tiny_plan(folder, epochs1=3), folder / "run", folder / "cache"
-    env = hook_plugin_env(folder / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
+    env = hook_plugin_env(folder / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
     assert train(plan, workdir, cache, env=env).returncode == -9
     assert state(workdir)["kept"] == ["epoch-0001", "epoch-0002"]
 
 
 @pytest.fixture(scope="session")
-def killed_at_epoch_3(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A run of a 3+1 epoch plan killed as epoch 3 ended: epoch-0001 and epoch-0002 kept."""
-    folder = shared_folder(tmp_path_factory, "killed_at_epoch_3", _kill_at_epoch_3)
+def killed_after_epoch_2(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run of a 3+1 epoch plan killed as epoch 2 was logged, after its checkpoint:
+    epoch-0001 and epoch-0002 kept."""
+    folder = shared_folder(tmp_path_factory, "killed_after_epoch_2", _kill_after_epoch_2)
     return folder / "tiny.toml", folder / "run", folder / "cache"
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(killed_at_epoch_3, tmp_path):
-    plan, original, cache = killed_at_epoch_3
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(killed_after_epoch_2, tmp_path):
+    plan, original, cache = killed_after_epoch_2
     workdir = tmp_path / "run"
     shutil.copytree(original, workdir)
     corrupt(workdir / "checkpoints" / "epoch-0002")
@@ -175,8 +177,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(kil
     assert state(workdir)["epoch"] == 4
 
 
-def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(killed_at_epoch_3, tmp_path):
-    plan, original, cache = killed_at_epoch_3
+def test_unreadable_checkpoints_stop_with_an_error_and_are_not_replaced(killed_after_epoch_2, tmp_path):
+    plan, original, cache = killed_after_epoch_2
     workdir = tmp_path / "run"
     shutil.copytree(original, workdir)
     for name in ("epoch-0001", "epoch-0002"):

@@ -189,7 +189,7 @@ def test_train_data_writes_plan_toml_and_the_run_resumes_through_it(tmp_path):
     tiny = ["--set", "model.backbone.width=0.125", "--set", "model.head.width=0.125"]
     common = ["--workdir", str(workdir), "--cache-dir", str(tmp_path / "cache")]
     killer = pythonpath_env(make_plugin_package(tmp_path / "killer", "killer",
-                                                {"killer": kill_at("detplug_epoch_end", "epoch == 2")}))
+                                                {"killer": kill_at("detplug_epoch_end", "epoch == 1")}))
     killed = run_cli("train", "--data", str(data), "--epochs", "2", "--image-size", "64", "96", "--batch", "4", *tiny,
                      *common, env=killer)
     assert killed.returncode == -9, killed.stderr[-3000:]

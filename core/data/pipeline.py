@@ -6,6 +6,8 @@
 image, ignore regions included, zero-padded; the objectness loss uses it to
 leave out predictions that overlap a real object or an ignore region. ``"classes"``:
 (B, max_boxes) int32, the class of each of those boxes (-1: an ignore region or padding).
+Validation batches also hold ``REAL_IMAGES``: (B,) bool, False for the blank images that
+fill up the last batch (see :func:`whole_batches`).
 
 Parsing, decoding, augmentation and target assignment run in parallel (one
 example per CPU, deterministic order) and batches are prefetched.
@@ -41,9 +43,13 @@ INTERLEAVE = 4
 #: Batches prepared ahead of the one the trainer takes.
 PREFETCH_BATCHES = 2
 
+#: The targets' key of a validation batch's mask: True for its images, False for the blank
+#: ones that fill up the last batch.
+REAL_IMAGES = "real"
+
 
 def count_steps(images: int, batch_size: int, training: bool) -> int:
-    """Batches per epoch: training drops the last partial batch, validation keeps it."""
+    """Batches per epoch: training drops the last partial batch, validation fills it up."""
     if batch_size <= 0:
         raise DataError(f"batch_size must be > 0 (got {batch_size})")
     if training:
@@ -238,7 +244,8 @@ class InputPipeline:
         Training shuffles shards and records with ``seed`` and drops the last
         partial batch so every shape is static; one dataset always yields the same
         order, so a resumed run sees the same batches as an uninterrupted one.
-        Validation reads in order and keeps the remainder.
+        Validation reads in order and keeps the remainder, in a last batch filled up
+        with blank images that ``targets[REAL_IMAGES]`` marks (:func:`whole_batches`).
 
         ``augment`` (training only): an :class:`Augmentation`, ``True`` for its
         defaults, or False/None. Every random draw is seeded by (seed, position of
@@ -303,8 +310,28 @@ class InputPipeline:
         if settings.mosaic:
             dataset = dataset.batch(4).map(lambda *group: mosaic_group(seed, *group), **parallel).unbatch()
         dataset = dataset.map(lambda *example: augment_and_assign(seed, *example), **parallel)
-        dataset = dataset.batch(batch_size, drop_remainder=training)
+        dataset = dataset.batch(batch_size, drop_remainder=True) if training else whole_batches(dataset, batch_size)
         return dataset if steps is None else dataset.take(steps)
+
+
+def whole_batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Batches of ``examples`` (``(image, targets)`` each) that all hold ``batch_size``
+    images, every example in one of them: the last is filled up with blank images (zero
+    pixels, no box), and ``targets[REAL_IMAGES]`` says which images are real.
+
+    A distribution strategy splits each global batch over its replicas in order, so a short
+    last batch would leave the last replicas without an image (one image for two
+    replicas, three for four), and the model's layers fail on an empty batch. A whole
+    batch gives every replica its share of images, and the validation losses leave the
+    blank ones out (core/train/trainer.py), so that each real image counts once.
+    """
+    marked = examples.map(lambda image, targets: (image, {**targets, REAL_IMAGES: tf.constant(True)}))
+    image_spec, target_specs = marked.element_spec
+    blank_targets = {key: tf.zeros(spec.shape, spec.dtype) for key, spec in target_specs.items()}
+    blank_targets["classes"] = tf.fill(target_specs["classes"].shape, -1)  # no box: padding rows
+    blank = tf.data.Dataset.from_tensors((tf.zeros(image_spec.shape, image_spec.dtype), blank_targets))
+    # batch_size - 1 blanks complete any last batch; those left over make no whole batch and are dropped.
+    return marked.concatenate(blank.repeat(batch_size - 1)).batch(batch_size, drop_remainder=True)
 
 
 def positives_per_stride(batches: tf.data.Dataset, *, max_images: int) -> tuple[dict[str, int], int]:

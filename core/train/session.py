@@ -129,6 +129,15 @@ class TrainingSession:
         return its trainer (with the right optimizer)."""
         transfer = self._switch_model(index)
         settings = period.settings
+        replicas = self.strategy.num_replicas_in_sync
+        if settings.batch_size < replicas:
+            # Each replica takes its share of every global batch; with fewer images than
+            # replicas some would get none, and the model's layers fail on an empty batch.
+            raise distribute.DistributeError(
+                f"{self.checked.plan.source}: period {index + 1} has batch_size {settings.batch_size}, fewer "
+                f"images than the {replicas} replicas it is split over, so some replicas would get none; "
+                f"set [train] batch_size (or the period's) to at least {replicas}, or use fewer replicas"
+            )
         for name in ("backbone", "head"):
             getattr(self.parts, name).trainable = name not in settings.freeze
         key = _as_stored(settings.optimizer_state_key())

@@ -16,8 +16,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from detplug.core.data.pipeline import REAL_IMAGES
 from detplug.core.errors import DetplugError
-from detplug.core.model.losses import LossCombination
+from detplug.core.model.losses import BOXES_KEY, LossCombination
 from detplug.core.train.optimizers import ema_swapped
 from detplug.core.train.preemption import EpochProgress, Interrupted
 
@@ -80,7 +81,7 @@ class Trainer:
                 if sets_rate:
                     optimizer.learning_rate.assign(learning_rates[index])
                 images, targets = next(iterator)
-                return run_batch(images, targets), self._images_tensor(images)
+                return run_batch(images, targets), self._images_tensor(images, targets)
 
             first, first_images = one(tf.constant(0))
             count = tf.shape(learning_rates)[0]
@@ -108,7 +109,7 @@ class Trainer:
         return run_batch
 
     def train_step(self, images: tf.Tensor, targets: dict) -> dict:
-        global_batch = _global_batch(images)
+        global_batch = _global_batch(tf.shape(images)[0])
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
             total, parts = self.losses(outputs, targets, global_batch=global_batch)
@@ -121,8 +122,15 @@ class Trainer:
         return parts
 
     def val_step(self, images: tf.Tensor, targets: dict) -> dict:
+        targets = dict(targets)
+        real = targets.pop(REAL_IMAGES, None)
         outputs = self.model(images, training=False)
-        _, parts = self.losses(outputs, targets, global_batch=_global_batch(images))
+        if real is not None:
+            # The blank images that fill up the last batch (core/data/pipeline.whole_batches) ran
+            # through the model, so that no replica had an empty batch; the losses see only the
+            # real ones, as one device sees them (a replica may keep none: its sums are zero).
+            outputs, targets = tf.nest.map_structure(lambda tensor: tf.boolean_mask(tensor, real), (outputs, targets))
+        _, parts = self.losses(outputs, targets, global_batch=_global_batch(tf.shape(targets[BOXES_KEY])[0]))
         return parts
 
     def train_epoch(self, dataset: Iterable, steps: int, *, epoch: int,
@@ -196,7 +204,7 @@ class Trainer:
         if rate is not None:
             self.optimizer.learning_rate.assign(rate)
         parts = {name: float(value) for name, value in run_batch(images, targets).items()}
-        return [(parts, self._images_in(images))]
+        return [(parts, self._images_in(images, targets))]
 
     def _several_steps(self, run_steps: StepsFunction | None, batches: Iterator, rates: list[float | None]
                        ) -> list[tuple[dict[str, float], int]]:
@@ -212,26 +220,32 @@ class Trainer:
         return [({name: float(column[index]) for name, column in columns.items()}, int(seen))
                 for index, seen in enumerate(images.numpy().tolist())]
 
-    def _images_tensor(self, images: tf.Tensor) -> tf.Tensor:
-        """Images in a global batch, from this process's share of it (exact when the
-        workers' shares are equal, which they are for training batches); traceable."""
-        local = self.strategy.experimental_local_results(images)
+    def _images_tensor(self, images: tf.Tensor, targets: dict) -> tf.Tensor:
+        """Images in a global batch, the blank ones of a filled-up validation batch left out,
+        from this process's share of it (exact when the workers' shares are equal, which
+        they are for training batches); traceable."""
+        if REAL_IMAGES in targets:
+            local = self.strategy.experimental_local_results(targets[REAL_IMAGES])
+            counts = [tf.reduce_sum(tf.cast(part, tf.int32)) for part in local]
+        else:
+            local = self.strategy.experimental_local_results(images)
+            counts = [tf.shape(part)[0] for part in local]
         workers = max(1, self.strategy.num_replicas_in_sync // len(local))
-        return workers * tf.add_n([tf.shape(part)[0] for part in local])
+        return workers * tf.add_n(counts)
 
-    def _images_in(self, images: tf.Tensor) -> int:
+    def _images_in(self, images: tf.Tensor, targets: dict) -> int:
         """:meth:`_images_tensor` as a number, for a step run one at a time."""
-        return int(self._images_tensor(images))
+        return int(self._images_tensor(images, targets))
 
 
-def _global_batch(images: tf.Tensor) -> tf.Tensor | None:
-    """The images of this step on all replicas (a short last batch splits unevenly); None
-    for a single replica, whose losses are plain batch means."""
+def _global_batch(count: tf.Tensor) -> tf.Tensor | None:
+    """The images of this step on all replicas, the sum of each replica's ``count`` of its
+    own (the global batch may split unevenly); None for a single replica, whose losses are
+    plain batch means."""
     context = tf.distribute.get_replica_context()
     if context.num_replicas_in_sync == 1:
         return None
-    local = tf.cast(tf.shape(images)[0], tf.float32)
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(count, tf.float32))
 
 
 def _stop_if_not_finite(parts: dict[str, float], *, epoch: int, step: int, label: str) -> None:

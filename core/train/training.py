@@ -450,15 +450,16 @@ class Run:
         """Log ``epoch``, write its checkpoint (the period's snapshot after its last epoch, and
         best when its metric is), then stop here if a signal asked to."""
         plan, session, store = self.plan, self.session, self.store
-        # Logged before the checkpoint: a kill in between re-runs this epoch, and
-        # detplug_train_start lets loggers drop the rows of epochs that run again.
-        self.registry.hook.detplug_epoch_end(run=self.context, epoch=epoch, logs=logs)
         snapshot = f"ep{epoch:02d}" if current.period.save and epoch == current.end else None
         session.mark(epoch=epoch, period=current.index)
         store.save(session.checkpoint(), epoch, meta=session.checkpoint_meta(), state_updates=current.state_updates,
                    snapshot=snapshot, write_weights=session.write_weights)
         if snapshot:
             print(f"saved period snapshot {store.folder / snapshot}")
+        # Logged only once the epoch's checkpoint is written: a save that fails (a full disk)
+        # leaves history.csv without a row ahead of the checkpoints. Before the best
+        # checkpoint, so that a failing best save leaves the row of the latest one.
+        self.registry.hook.detplug_epoch_end(run=self.context, epoch=epoch, logs=logs)
         metric, higher = plan.evaluation.best_metric, True
         if metric not in logs:
             metric, higher = plan.train.run.best_metric, False

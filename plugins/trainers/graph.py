@@ -16,8 +16,8 @@ class GraphTrainer(Trainer):
 
     def compile_step(self, step: StepFunction) -> StepFunction:
         # As keras.Model.fit does: XLA compiles what one replica runs, and strategy.run
-        # calls it from a plain tf.function (reduce_retracing: the last validation batch
-        # may be smaller than the others).
+        # calls it from a plain tf.function (reduce_retracing: multi-scale training changes
+        # the input size every few batches).
         if self.jit_compile:
             check_xla_fits(self.strategy)
             step = tf.function(step, jit_compile=True, reduce_retracing=True)
