@@ -40,6 +40,19 @@ BOX_TOLERANCE = 1.0
 PNG_COMPRESS_LEVEL = 1
 
 
+def dataset_root(data_root: str | Path | None, root_param: str, what: str) -> Path | None:
+    """A dataset's folder: --data-root, then its ``root`` param; None if neither is given. A
+    path that is not a folder is one sentence naming ``what`` (e.g. "COCO root") and where the
+    path came from."""
+    for value, origin in ((data_root, "--data-root"), (root_param, "the dataset's 'root' param")):
+        if value:
+            root = Path(value).expanduser().absolute()
+            if not root.is_dir():
+                raise DataError(f"{what} {root} (from {origin}) is not a folder")
+            return root
+    return None
+
+
 @attrs.frozen
 class SourceObject:
     """One labelled box as the source gives it."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detplug.core.data.prepared import PreparedData
-from detplug.core.data.source import IGNORE_CLASS, InlineReader, SourceItem, SourceObject
+from detplug.core.data.source import IGNORE_CLASS, InlineReader, SourceItem, SourceObject, dataset_root
 from detplug.core.errors import DataError
 from detplug.plugins.datasets import CocoParams
 
@@ -30,13 +30,7 @@ if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must 
 
 def find_root(data_root: str | Path | None, params: CocoParams) -> Path | None:
     """The COCO folder from --data-root, then params.root; None if neither is given."""
-    for value, origin in ((data_root, "--data-root"), (params.root, "the dataset's 'root' param")):
-        if value:
-            root = Path(value).expanduser().absolute()
-            if not root.is_dir():
-                raise DataError(f"COCO root {root} (from {origin}) is not a folder")
-            return root
-    return None
+    return dataset_root(data_root, params.root, "COCO root")
 
 
 def _under(root: Path, value: str) -> Path:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from detplug.core.data.images import is_image_file
 from detplug.core.data.prepared import PreparedData
-from detplug.core.data.source import IGNORE_CLASS, InlineReader, SourceItem, SourceObject
+from detplug.core.data.source import IGNORE_CLASS, InlineReader, SourceItem, SourceObject, dataset_root
 from detplug.core.data.voc_format import (
     ANNOTATIONS,
     IMAGES,
@@ -55,13 +55,7 @@ DEFAULT_IMAGE_SETS = VocParams().image_sets
 
 def find_root(data_root: str | Path | None, params: VocParams) -> Path | None:
     """The VOC folder from --data-root, then params.root; None if neither is given."""
-    for value, origin in ((data_root, "--data-root"), (params.root, "the dataset's 'root' param")):
-        if value:
-            root = Path(value).expanduser().absolute()
-            if not root.is_dir():
-                raise DataError(f"VOC root {root} (from {origin}) is not a folder")
-            return root
-    return None
+    return dataset_root(data_root, params.root, "VOC root")
 
 
 def _xml_files(root: Path) -> list[Path]:

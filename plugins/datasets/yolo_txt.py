@@ -25,7 +25,7 @@ import attrs
 from detplug.core.data.class_names import NAME_FILES, source_names
 from detplug.core.data.images import IMAGE_SUFFIXES, is_image_file
 from detplug.core.data.prepared import PreparedData
-from detplug.core.data.source import SourceItem, SourceObject
+from detplug.core.data.source import SourceItem, SourceObject, dataset_root
 from detplug.core.errors import DataError
 from detplug.plugins.datasets import YoloTxtParams
 
@@ -37,13 +37,7 @@ COLUMNS = ("class", "cx", "cy", "w", "h")
 
 def find_root(data_root: str | Path | None, params: YoloTxtParams) -> Path | None:
     """The folder from --data-root, then params.root; None if neither is given."""
-    for value, origin in ((data_root, "--data-root"), (params.root, "the dataset's 'root' param")):
-        if value:
-            root = Path(value).expanduser().absolute()
-            if not root.is_dir():
-                raise DataError(f"YOLO dataset root {root} (from {origin}) is not a folder")
-            return root
-    return None
+    return dataset_root(data_root, params.root, "YOLO dataset root")
 
 
 def _names(params: YoloTxtParams, root: Path | None) -> tuple[str, ...]:
