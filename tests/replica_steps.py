@@ -178,8 +178,8 @@ def validation(checked, prepared, strategies: dict, session_under, folder: Path)
                                for key in batch[0][1] if key != REAL_IMAGES}
                     _, parts = trainer.losses(session.model(pixels, training=False), targets)
                     means.append({part: float(value) for part, value in parts.items()})
-                results["alone"] = results.get("alone", {})
-                results["alone"][count] = {part: sum(m[part] for m in means) / len(means) for part in means[0]}
+                results.setdefault("alone", {})[count] = {part: sum(m[part] for m in means) / len(means)
+                                                          for part in means[0]}
     # A global batch smaller than the replicas is refused before anything runs.
     session = session_under(strategies["two"])
     small = attrs.evolve(period, settings=attrs.evolve(period.settings, batch_size=1))

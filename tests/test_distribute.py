@@ -142,7 +142,7 @@ def test_xla_runs_under_a_mirrored_strategy_and_says_why_not_across_cpu_replicas
     assert "set jit_compile = false, or run the strategy on GPUs" in results["replicas2"]
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=45)
 def test_val_splits_smaller_than_a_batch_validate_and_evaluate_on_two_cpu_replicas(tmp_path):
     # Val splits of 1, 3 and 5 images in batches of 4 over 2 replicas: the last batch is filled
     # up with blank images, so no replica gets an empty one, and the losses leave them out.
