@@ -77,26 +77,25 @@ def test_period_stops_early_survives_a_kill_and_the_next_period_starts_from_its_
     args = ("--plan", str(plan), "--workdir", str(workdir), "--cache-dir", str(cache), "--set", "train.patience=2",
             "--set", "train.keep_last=9")
 
-    # Killed after epoch 2's checkpoint and history row: the resumed run must count the
-    # epochs since the period's best from state.json.
-    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 2"))
+    # Killed after epoch 3's checkpoint and history row, where the tiny model (AP50 0 every
+    # epoch) runs out of patience: the resumed run counts the epochs since the period's best
+    # from state.json and stops at once, as the uninterrupted run would have.
+    env = hook_plugin_env(tmp_path / "plugin", "killer", kill_at("detplug_epoch_end", "epoch == 3"))
     assert run_cli(*args, env=env).returncode == -9
     resumed = run_cli(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming plan 'tiny' after epoch 2" in resumed.stdout
+    assert "resuming plan 'tiny' after epoch 3" in resumed.stdout and "epoch 4/5" not in resumed.stdout
 
     rows = history(workdir)
+    # The skipped epoch has no row; the next period keeps its epoch number (the running sum).
+    assert [(row["epoch"], row["period"]) for row in rows] == [("1", "1"), ("2", "1"), ("3", "1"), ("5", "2")]
     first = [float(row["AP50"]) for row in rows if row["period"] == "1"]
-    stopped = stop_epoch(first + [None] * (4 - len(first)), patience=2)
-    assert stopped is not None and stopped < 4, first  # the tiny model does not improve twice in a row
-    # The skipped epochs have no row; the next period keeps its epoch number (the running sum).
-    assert [(row["epoch"], row["period"]) for row in rows] == [
-        *((str(epoch), "1") for epoch in range(1, stopped + 1)), ("5", "2")]
-    assert f"stopped early after epoch {stopped}, skipping epochs {stopped + 1}-4" in resumed.stdout
+    stopped, best_epoch = stop_epoch([*first, None], patience=2), 1 + first.index(max(first))
+    assert (stopped, best_epoch) == (3, 1), first  # the rule on the run's own figures
+    assert "stopped early after epoch 3, skipping epoch 4; the period ends with epoch 1's" in resumed.stdout
 
     state = json.loads((workdir / "checkpoints" / "state.json").read_text())
     kept = state["stopped_early"]["1"]
-    best_epoch = 1 + first.index(max(first))
     assert kept["epoch"] == stopped and kept["best"]["epoch"] == best_epoch
     assert state["epoch"] == 5 and state["snapshots"] == ["ep04", "ep05"]
     assert state["best"]["metric"] == "AP50"  # best is kept

@@ -525,9 +525,10 @@ class Run:
         holder, best = self.period_best(index)
         if best is not None:
             session.restore(str(holder.folder / patience.PERIOD_BEST / PREFIX), best)
+        skipped = f"epoch {current.end}" if epoch + 1 == current.end else f"epochs {epoch + 1}-{current.end}"
         kept = "its last epoch's" if best is None else f"epoch {best['epoch']}'s ({best['metric']} {best['value']:.4g})"
         print(f"period {index + 1}: no better {plan.evaluation.best_metric} for {plan.train.run.patience} epoch(s) "
-              f"([train] patience): stopped early after epoch {epoch}, skipping epochs {epoch + 1}-{current.end}; "
+              f"([train] patience): stopped early after epoch {epoch}, skipping {skipped}; "
               f"the period ends with {kept} weights")
         state = self.store.state()
         record = patience.stopped_early(state, index) or {"epoch": epoch, "best": best}
