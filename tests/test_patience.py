@@ -63,6 +63,14 @@ def model_weights(prefix: Path) -> dict[str, np.ndarray]:
             if name.startswith("model/")}
 
 
+def test_patience_with_evaluation_after_the_last_epoch_only_is_warned_of(tmp_path):
+    plan = write_tiny_plan(tmp_path)
+    plan.write_text(plan.read_text() + EVALUATED.replace("eval_every = 1", "eval_every = 0"))
+    result = run_cli("check", "--static", "--plan", str(plan), "--set", "train.patience=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[train] patience = 2 waits for evaluations, but [evaluation] eval_every = 0" in result.stdout
+
+
 def history(workdir: Path) -> list[dict[str, str]]:
     with open(workdir / "history.csv", newline="") as handle:
         return list(csv.DictReader(handle))

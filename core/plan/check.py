@@ -119,6 +119,10 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
     _check_rot90(plan, {key: dataset_specs[key].image for key in trained})
     _check_patience(plan)
     run = plan.train.run
+    if run.patience and plan.evaluation.eval_every == 0:
+        warnings.append(f"{plan.source}: [train] patience = {run.patience} waits for evaluations, but [evaluation] "
+                        f"eval_every = 0 evaluates after the last epoch only, so no period stops early; set eval_every "
+                        f"to 1 or more, or \"auto\"")
     if run.shard_by == "file" and run.strategy != "multi_worker":
         warnings.append(f"{plan.source}: [train] shard_by = \"file\" gives the workers of a multi_worker run "
                         f"train shards of their own; under strategy '{run.strategy}' one process reads them all, "
