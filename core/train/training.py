@@ -144,7 +144,8 @@ class Run:
     ``multi_worker`` only. :meth:`train` walks the stages in order, each a method:
     :meth:`open_checkpoints`, :meth:`build`, :meth:`resume`, :meth:`start`, then
     :meth:`run_period` for each period, which runs :meth:`run_epoch` for each epoch
-    (:meth:`train_epoch`, :meth:`validate`, :meth:`evaluate`, :meth:`end_epoch`).
+    (:meth:`train_epoch`, :meth:`validate`, :meth:`evaluate`, :meth:`end_epoch`) until the
+    period ends or, with [train] patience, :meth:`out_of_patience` ends it with :meth:`stop_early`.
     """
 
     # Set by the stages, in the order train() runs them.
@@ -474,7 +475,6 @@ class Run:
             raise Stopped(f"stopped on {self.signals.name()} after epoch {epoch}, whose checkpoint is saved in "
                           f"{store.folder}; resume with: {resume_command(self.context)}", self.signals.exit_code())
 
-
     def keep_best(self, current: PeriodRun, epoch: int, logs: dict[str, Any]) -> None:
         """Keep ``epoch`` as ``best`` when its [evaluation] best_metric (else its [train]
         best_metric) is the best so far, and, with [train] patience, as ``period_best`` when
@@ -508,7 +508,7 @@ class Run:
         or stopped before the plan gave it more epochs."""
         if not self.plan.train.run.patience or epoch <= current.start:
             return False
-        if patience.stopped_early(self.store.state(), current.index) is not None:
+        if any(patience.stopped_early(store.state(), current.index) for store in (self.store, self.source)):
             return True
         _, best = self.period_best(current.index)
         evaluated = current.evaluator is not None and _evaluates(self.plan, epoch, current.evaluate_every)
@@ -540,6 +540,7 @@ class Run:
                         write_weights=session.write_weights)
         if snapshot:
             print(f"saved period snapshot {self.store.folder / snapshot} (epoch {current.end})")
+
 
 def _best_metric_from_chief(metric: str, logs: dict[str, Any],
                             from_chief: Callable[[Sequence[float]], list[float]]) -> tuple[str, float] | None:
