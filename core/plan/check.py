@@ -117,7 +117,12 @@ def static_check(plan: Plan, resolved: Mapping[str, Resolved]) -> CheckedPlan:
     for index in range(len(plan.periods)):
         _check_multi_scale(plan, resolved, index, chains[plan.periods[index].dataset])
     _check_rot90(plan, {key: dataset_specs[key].image for key in trained})
+    _check_patience(plan)
     run = plan.train.run
+    if run.patience and plan.evaluation.eval_every == 0:
+        warnings.append(f"{plan.source}: [train] patience = {run.patience} waits for evaluations, but [evaluation] "
+                        f"eval_every = 0 evaluates after the last epoch only, so no period stops early; set eval_every "
+                        f"to 1 or more, or \"auto\"")
     if run.shard_by == "file" and run.strategy != "multi_worker":
         warnings.append(f"{plan.source}: [train] shard_by = \"file\" gives the workers of a multi_worker run "
                         f"train shards of their own; under strategy '{run.strategy}' one process reads them all, "
@@ -170,6 +175,18 @@ def _check_rot90(plan: Plan, images: Mapping[str, ImageSpec]) -> None:
                 f"{plan.source}: train.augment.rot90: a turn by 90 degrees needs a square input, but dataset "
                 f"'{key}' trains at {image.height}x{image.width}; set rot90 = 0, or give the dataset a square "
                 f"image_size (tiles, tile = {{ size = S }}, train well at [S, S])")
+
+
+def _check_patience(plan: Plan) -> None:
+    """[train] patience waits for a better [evaluation] best_metric, so it needs an evaluator
+    that gives one (whether the evaluator has that metric is known only once it has run)."""
+    if not plan.train.run.patience or (plan.evaluator is not None and plan.evaluation.best_metric):
+        return
+    missing = "no [evaluation] evaluator" if plan.evaluator is None else "no [evaluation] best_metric"
+    raise CheckError(
+        f"{plan.source}: train.patience: early stopping waits for a better [evaluation] best_metric, but the plan "
+        f"has {missing}; name an evaluator and the metric to wait for (e.g. evaluator = \"kitti_ap\", "
+        f"best_metric = \"mAP_moderate_AP40\"), or set patience = 0")
 
 
 def _visit(plan: Plan, item: Resolved, chain: Chain, by_kind: dict[str, Resolved]) -> Any:

@@ -104,6 +104,10 @@ class RunSettings:
     bn_momentum: float = field(default=0.0, converter=float, validator=[validators.ge(0), validators.lt(1)])
     #: The logged number whose lowest value marks the checkpoint kept as ``best``.
     best_metric: str = "val_total"
+    #: Early stopping (Ultralytics' name): a period stops after this many epochs without a better
+    #: [evaluation] best_metric, and the next period starts from its best epoch's weights
+    #: (core/train/patience.py); 0 turns it off.
+    patience: int = field(default=0, validator=validators.ge(0))
     #: Where the steps run (core/train/distribute.py): default (one device), mirrored (local GPUs, or
     #: DETPLUG_CPU_REPLICAS CPU devices), multi_worker (TF_CONFIG) or tpu. batch_size is global.
     strategy: str = field(default="default", validator=validators.in_(STRATEGIES))

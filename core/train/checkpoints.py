@@ -11,6 +11,9 @@ therefore still finds the previous checkpoint. Layout::
       epoch-0003/ckpt.*    every epoch; the last ``keep_last`` are kept
       ep10/ckpt.*          period snapshots (save = true), named by their end epoch
       best/ckpt.*          the epoch with the lowest best_metric so far
+      period_best/ckpt.*   with [train] patience, the current period's best evaluated epoch
+                           (core/train/patience.py); state.json's stopped_early names the
+                           periods that stopped early
       interrupted/ckpt.*   a run stopped by a signal, at the step it stopped after (core/train/preemption.py)
       ep10.weights.h5      a snapshot's model as plain Keras weights, for use outside detplug
 
@@ -166,26 +169,29 @@ class CheckpointStore:
 
     def save_best_if_better(self, checkpoint: Any, epoch: int, *, metric: str, value: float,
                             higher_is_better: bool = False,
-                            write_weights: Callable[[Path], None] | None = None) -> bool:
-        """Keep this epoch as ``best`` when ``value`` of ``metric`` is the best so far
+                            write_weights: Callable[[Path], None] | None = None, name: str = "best",
+                            period: int | None = None, meta: dict[str, Any] | None = None) -> bool:
+        """Keep this epoch as ``name`` (``best``) when ``value`` of ``metric`` is the best so far
         (the lowest for a loss, the highest for an accuracy such as AP). When ``checkpoint``
-        was just saved as this epoch's checkpoint, ``best`` links to its files instead of
-        writing them again."""
+        was just saved as this epoch's checkpoint, it links to its files instead of writing
+        them again. With ``period`` the record is that period's alone: one of another period
+        counts as none (``period_best``). ``meta`` (the optimizer key) goes into the record."""
         state = self.state()
-        best = state.get("best")
-        if best and best.get("metric") == metric:
+        best = state.get(name)
+        if best and best.get("metric") == metric and best.get("period") == period:
             better = value > best["value"] if higher_is_better else value < best["value"]
             if not better:
                 return False
         self.folder.mkdir(parents=True, exist_ok=True)
         saved = f"epoch-{epoch:04d}"
         if state["latest"] == saved and (self.folder / saved).is_dir():
-            self._link(saved, "best")
+            self._link(saved, name)
         else:
-            self._write(checkpoint, "best")
+            self._write(checkpoint, name)
         if write_weights is not None:
-            self._write_weights(write_weights, "best")
-        state["best"] = {"metric": metric, "value": value, "epoch": epoch}
+            self._write_weights(write_weights, name)
+        state[name] = {**(meta or {}), "metric": metric, "value": value, "epoch": epoch,
+                       **({} if period is None else {"period": period})}
         write_atomically(self.folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
         return True
 

@@ -29,7 +29,7 @@ import attrs
 from detplug.core.errors import first_few
 from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Period, Plan
-from detplug.core.train import distribute
+from detplug.core.train import distribute, patience
 from detplug.core.train.batches import (
     check_file_sharding,
     input_pipeline,
@@ -37,7 +37,7 @@ from detplug.core.train.batches import (
     training_batches,
     worker_training_batches,
 )
-from detplug.core.train.checkpoints import CheckpointStore
+from detplug.core.train.checkpoints import PREFIX, CheckpointStore
 from detplug.core.train.context import Evaluation, RunContext, WorkerRole
 from detplug.core.train.distribute import worker_role
 from detplug.core.train.preemption import EpochProgress, Interrupted, Stopped, StopSignals
@@ -144,7 +144,8 @@ class Run:
     ``multi_worker`` only. :meth:`train` walks the stages in order, each a method:
     :meth:`open_checkpoints`, :meth:`build`, :meth:`resume`, :meth:`start`, then
     :meth:`run_period` for each period, which runs :meth:`run_epoch` for each epoch
-    (:meth:`train_epoch`, :meth:`validate`, :meth:`evaluate`, :meth:`end_epoch`).
+    (:meth:`train_epoch`, :meth:`validate`, :meth:`evaluate`, :meth:`end_epoch`) until the
+    period ends or, with [train] patience, :meth:`out_of_patience` ends it with :meth:`stop_early`.
     """
 
     # Set by the stages, in the order train() runs them.
@@ -293,12 +294,20 @@ class Run:
         """Train the epochs of period ``index`` not yet done (was train_by_period)."""
         period, (start, end) = self.plan.periods[index], self.plan.period_bounds()[index]
         if end <= self.done:
-            print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done")
+            stopped = patience.stopped_early(self.state, index)
+            print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done"
+                  + (f" (stopped early after epoch {stopped['epoch']})" if stopped else ""))
             return
         self.registry.hook.detplug_period_start(run=self.context, period=period, index=index)
         current = self.start_period(index)
-        for epoch in range(current.resume_after + 1, current.end + 1):
+        # Asked at the resume point too: a run killed after the epoch that ran out of patience
+        # stops there on resuming, as the uninterrupted run did.
+        epoch = current.resume_after
+        while epoch < current.end and not self.out_of_patience(current, epoch):
+            epoch += 1
             self.run_epoch(current, epoch)
+        if epoch < current.end:
+            self.stop_early(current, epoch)
         self.registry.hook.detplug_period_end(run=self.context, period=period, index=index)
 
     def start_period(self, index: int) -> PeriodRun:
@@ -460,16 +469,77 @@ class Run:
         # leaves history.csv without a row ahead of the checkpoints. Before the best
         # checkpoint, so that a failing best save leaves the row of the latest one.
         self.registry.hook.detplug_epoch_end(run=self.context, epoch=epoch, logs=logs)
-        metric, higher = plan.evaluation.best_metric, True
-        if metric not in logs:
-            metric, higher = plan.train.run.best_metric, False
-        if metric in logs:
-            store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
-                                      higher_is_better=higher, write_weights=session.write_weights)
+        self.keep_best(current, epoch, logs)
         if (epoch < current.end or current.index + 1 < len(plan.periods)) and self.signals.should_stop():
             # The signal came during validation, evaluation or the save: the epoch is safe.
             raise Stopped(f"stopped on {self.signals.name()} after epoch {epoch}, whose checkpoint is saved in "
                           f"{store.folder}; resume with: {resume_command(self.context)}", self.signals.exit_code())
+
+    def keep_best(self, current: PeriodRun, epoch: int, logs: dict[str, Any]) -> None:
+        """Keep ``epoch`` as ``best`` when its [evaluation] best_metric (else its [train]
+        best_metric) is the best so far, and, with [train] patience, as ``period_best`` when
+        its evaluation is the period's best so far."""
+        plan, session, store = self.plan, self.session, self.store
+        metric, higher = plan.evaluation.best_metric, True
+        if metric not in logs:
+            if (store.state().get("best") or {}).get("metric") == metric:
+                return  # an epoch without evaluation cannot displace an evaluated best
+            metric, higher = plan.train.run.best_metric, False
+        if metric not in logs:
+            return
+        store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
+                                  higher_is_better=higher, write_weights=session.write_weights)
+        if plan.train.run.patience and metric == plan.evaluation.best_metric:
+            store.save_best_if_better(session.checkpoint(), epoch, metric=metric, value=float(logs[metric]),
+                                      higher_is_better=True, name=patience.PERIOD_BEST, period=current.index,
+                                      meta=session.checkpoint_meta())
+
+    def period_best(self, index: int) -> tuple[CheckpointStore, dict[str, Any] | None]:
+        """Period ``index``'s best evaluated epoch and the store that holds it: this process's,
+        else (a worker resuming from the chief's folder) the one it resumed from."""
+        for store in (self.store, self.source):
+            record = patience.period_best(store.state(), index)
+            if record is not None:
+                return store, record
+        return self.store, None
+
+    def out_of_patience(self, current: PeriodRun, epoch: int) -> bool:
+        """Whether the period stops early after ``epoch`` ([train] patience, core/train/patience.py),
+        or stopped before the plan gave it more epochs."""
+        if not self.plan.train.run.patience or epoch <= current.start:
+            return False
+        if any(patience.stopped_early(store.state(), current.index) for store in (self.store, self.source)):
+            return True
+        _, best = self.period_best(current.index)
+        evaluated = current.evaluator is not None and _evaluates(self.plan, epoch, current.evaluate_every)
+        return patience.out_of_patience(epoch=epoch, period_start=current.start, patience=self.plan.train.run.patience,
+                                        best_epoch=None if best is None else int(best["epoch"]), evaluated=evaluated)
+
+    def stop_early(self, current: PeriodRun, epoch: int) -> None:
+        """End the period after ``epoch``: the model goes back to the period's best evaluated
+        epoch (its optimizer too, as Ultralytics' best.pt), saved as the checkpoint of the
+        period's last epoch (and its snapshot), so that the next period, a resumed run and
+        an uninterrupted one all start from it. The skipped epochs have no history.csv row;
+        state.json's stopped_early says where the period stopped and which epoch it kept."""
+        plan, session, index = self.plan, self.session, current.index
+        holder, best = self.period_best(index)
+        if best is not None:
+            session.restore(str(holder.folder / patience.PERIOD_BEST / PREFIX), best)
+        skipped = f"epoch {current.end}" if epoch + 1 == current.end else f"epochs {epoch + 1}-{current.end}"
+        kept = "its last epoch's" if best is None else f"epoch {best['epoch']}'s ({best['metric']} {best['value']:.4g})"
+        print(f"period {index + 1}: no better {plan.evaluation.best_metric} for {plan.train.run.patience} epoch(s) "
+              f"([train] patience): stopped early after epoch {epoch}, skipping {skipped}; "
+              f"the period ends with {kept} weights")
+        state = self.store.state()
+        record = patience.stopped_early(state, index) or {"epoch": epoch, "best": best}
+        snapshot = f"ep{current.end:02d}" if current.period.save else None
+        session.mark(epoch=current.end, period=index)
+        self.store.save(session.checkpoint(), current.end, meta=session.checkpoint_meta(), snapshot=snapshot,
+                        state_updates={**current.state_updates, patience.STOPPED_EARLY: {
+                            **(state.get(patience.STOPPED_EARLY) or {}), str(index + 1): record}},
+                        write_weights=session.write_weights)
+        if snapshot:
+            print(f"saved period snapshot {self.store.folder / snapshot} (epoch {current.end})")
 
 
 def _best_metric_from_chief(metric: str, logs: dict[str, Any],
