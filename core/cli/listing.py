@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def _params_of(component: Component) -> list[dict[str, str]]:
     params = []
     for field in attrs.fields(component.params):
@@ -128,7 +127,7 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
         log.info(f"period {index + 1}: {period.dataset}: {_chain_words(view)}"
                  + ("; the model is rebuilt for it" if index in changes else "")
                  + (f"; multi-scale every {period.settings.multi_scale_every} batches: "
-                 + ", ".join(f"{h}x{w}" for h, w in sizes) if sizes else ""))
+                    + ", ".join(f"{h}x{w}" for h, w in sizes) if sizes else ""))
     if not symbolic:
         log.info("symbolic Keras model: not built (--static)")
         return
