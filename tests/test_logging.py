@@ -108,10 +108,18 @@ def test_quiet_and_verbose_together_are_one_sentence(capsys):
 
 
 def test_the_console_is_attached_once_however_often_main_runs(detplug_logger):
-    with console(logging.WARNING), console(logging.DEBUG):
-        assert sum(isinstance(h, ConsoleHandler) for h in detplug_logger.handlers) == 1
-        assert detplug_logger.level == logging.DEBUG
-    assert detplug_logger.level == logging.INFO  # the tests' console (conftest.py), put back
+    def consoles() -> int:
+        return sum(isinstance(handler, ConsoleHandler) for handler in detplug_logger.handlers)
+
+    with console(logging.WARNING), console(logging.DEBUG):  # main() inside a program that attached one
+        assert consoles() == 1 and detplug_logger.level == logging.DEBUG
+    assert consoles() == 1 and detplug_logger.level == logging.INFO  # the tests' console (conftest.py)
+    detplug_logger.handlers[:] = [h for h in detplug_logger.handlers if not isinstance(h, ConsoleHandler)]
+    detplug_logger.setLevel(logging.NOTSET)
+    for _ in range(2):  # main() twice in one process: each time one console, gone afterwards
+        with console():
+            assert consoles() == 1 and detplug_logger.level == logging.INFO
+        assert consoles() == 0 and detplug_logger.level == logging.NOTSET
 
 
 def test_other_workers_say_only_warnings_unless_verbose(capsys, detplug_logger):
