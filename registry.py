@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as metadata
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,8 @@ from detplug.core.plan.specs import KINDS, PLUGIN_API_VERSION, Component, Provid
 ENTRY_POINT_GROUP = "detplug"
 #: detplug's own plugins, the only ones DETPLUG_DISABLE_PLUGIN_AUTOLOAD=1 keeps.
 BUILTIN_DISTRIBUTION = "detplug"
+
+log = logging.getLogger(__name__)
 
 
 class PluginAPIError(Exception):
@@ -108,6 +111,7 @@ class Registry:
             provider = _provider(entry_point)
             if entry_point.name in disabled or (builtins_only and provider.distribution != BUILTIN_DISTRIBUTION):
                 registry.disabled.append(provider)
+                log.debug(f"plugin '{entry_point.name}' ({provider.distribution} {provider.version}) is disabled")
                 continue
             registry._load(entry_point, provider)
         return registry
@@ -130,9 +134,13 @@ class Registry:
             if module is not None and self.plugin_manager.is_registered(module):
                 self.plugin_manager.unregister(module)
             self.load_errors.append(LoadError(provider, _describe(error)))
+            log.debug(f"plugin '{entry_point.name}' ({provider.distribution} {provider.version}) failed to load: "
+                      f"{self.load_errors[-1].last_line}")
             return
         for component in components:
             self.add(component, provider)
+        log.debug(f"plugin '{entry_point.name}' ({provider.distribution} {provider.version}, {entry_point.value}): "
+                  f"{len(components)} components")
 
     def add(self, component: Component, provider: Provider) -> None:
         key = (component.kind, component.name)

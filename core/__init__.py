@@ -2,6 +2,7 @@
 
     errors.py  the error types every layer raises
     disk.py    files written whole or not at all; disk faults as sentences
+    console.py what detplug says: the `detplug` logger tree, the command line's console handler
     plan/      the plan file, params, specs, the static check        (no TensorFlow)
     build.py   the per-kind factory contract; every component is built here
     data/      datasets to TFRecords, and the tf.data input pipeline

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import run_cli, shared_folder, write_learning_plan, write_switch_plan, write_tiny_plan
+
+
+@pytest.fixture(autouse=True)
+def console() -> Iterator[None]:
+    """What detplug says on the console, as the command line shows it: tests call its functions
+    directly and read their lines with capsys (run.main attaches the same handler, once)."""
+    from detplug.core.console import console
+
+    with console(logging.INFO):
+        yield
 
 
 @pytest.fixture

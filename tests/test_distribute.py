@@ -203,8 +203,9 @@ def run_workers(tmp_path: Path, plan: Path, workdir: Path, *, extra_env: list[di
             log = open(tmp_path / f"worker{index}-{len(list(tmp_path.glob('worker*')))}.log", "w+")
             logs.append(log)
             processes.append(subprocess.Popen(
+                # --verbose: the test reads what each worker says, and the others say only warnings without it.
                 [sys.executable, str(RUN_PY), "--plan", str(plan), "--workdir", str(workdir),
-                 "--cache-dir", str(tmp_path / "cache"), "--strategy", "multi_worker"],
+                 "--cache-dir", str(tmp_path / "cache"), "--strategy", "multi_worker", "--verbose"],
                 # One thread each: two workers share a 2-core machine with another test.
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": cluster(ports, index),
                      "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", **env},

@@ -5,6 +5,7 @@ namespace core/cli/parser.py's sub-parser gives. Each imports what it needs when
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from detplug.core.errors import DetplugError, PlanError
 if TYPE_CHECKING:
     from detplug.core.plan.check import CheckedPlan
     from detplug.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -70,9 +73,9 @@ def train(args: argparse.Namespace) -> None:
     plan, workdir = checked.plan, _run_folder(args, checked)
     periods = len(plan.periods)
     strategy = plan.train.run.strategy
-    print(f"training plan '{plan.name}': {periods} period{'s' if periods != 1 else ''}, {plan.total_epochs} epochs, "
-          f"on {where_steps_run()}" + (f" (strategy '{strategy}')" if strategy != "default" else "")
-          + f", into {workdir}")
+    log.info(f"training plan '{plan.name}': {periods} period{'s' if periods != 1 else ''}, {plan.total_epochs} epochs, "
+             f"on {where_steps_run()}" + (f" (strategy '{strategy}')" if strategy != "default" else "")
+             + f", into {workdir}")
     train_plan(checked, registry=registry, workdir=workdir, data_root=_data_root(args),
                cache_dir=args.cache_dir, restart=args.restart, skip_bad=args.skip_bad)
 
@@ -106,10 +109,10 @@ def _plan_for_data(args: argparse.Namespace) -> Path:
     size = image_size_of(args.image_size)
     if size is None:
         size, why = tile_image_size(tile["size"]) if tile else data_image_size(args.model, typical_aspect(layout))
-        print(f"--data {args.data}: input size {size[0]}x{size[1]} (height x width): {why}")
+        log.info(f"--data {args.data}: input size {size[0]}x{size[1]} (height x width): {why}")
     hint = None if tile else tile_hint(size, typical_long_side(layout))
     if hint:
-        print(f"--data {args.data}: {hint}")
+        log.info(f"--data {args.data}: {hint}")
     plan = data_plan(layout, model=args.model, name=name, epochs=args.epochs, image_size=size, batch=args.batch,
                      tile=tile)
     folder = args.workdir or Path("runs") / name
@@ -117,7 +120,7 @@ def _plan_for_data(args: argparse.Namespace) -> Path:
         apply_override(plan, override, folder / PLAN_FILE)
     command = " ".join(["python run.py", *sys.argv[1:]])
     path = write_data_plan(plan, folder, command=command)
-    print(f"--data {args.data}: {layout.description}; template '{args.model}'; the plan is {path}")
+    log.info(f"--data {args.data}: {layout.description}; template '{args.model}'; the plan is {path}")
     return path
 
 
@@ -146,7 +149,7 @@ def prepare(args: argparse.Namespace) -> None:
     prepared = prepare_datasets(checked, data_root=_data_root(args), cache_dir=args.cache_dir or default_cache_dir(),
                                 skip_bad=args.skip_bad, verify=args.verify, force=args.force)
     for key, item in prepared.items():
-        print(describe(key, item, verified=args.verify))
+        log.info(describe(key, item, verified=args.verify))
 
 
 def evaluate(args: argparse.Namespace) -> None:

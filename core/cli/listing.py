@@ -4,6 +4,7 @@ imports it only after the static chain has been printed."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from detplug.core.plan.specs import Component
     from detplug.registry import Registry
 
+log = logging.getLogger(__name__)
 
 
 def _params_of(component: Component) -> list[dict[str, str]]:
@@ -108,26 +110,26 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
     Keras model of each chain built and compared with every declared spec, its parameter
     count, what init_from carries and what carries over where a period switches models."""
     plan = checked.plan
-    print(f"plan '{plan.name}' ({plan.source})")
-    print("spec chain (pure Python):")
+    log.info(f"plan '{plan.name}' ({plan.source})")
+    log.info("spec chain (pure Python):")
     _print_links(checked.links)
     for warning in checked.warnings:
-        print(f"warning: {warning}")
+        log.warning(f"warning: {warning}")
     changes = checked.model_changes()
     if len(checked.chains) > 1:
         for key in list(checked.chains)[1:]:
-            print(f"spec chain of dataset '{key}' (pure Python):")
+            log.info(f"spec chain of dataset '{key}' (pure Python):")
             _print_links([link for link in checked.for_dataset(key).links
                           if link.resolved.component.kind != "dataset"])
     for index, period in enumerate(plan.periods):
         view = checked.for_period(index)
         sizes = training_sizes(checked, index)
-        print(f"period {index + 1}: {period.dataset}: {_chain_words(view)}"
-              + ("; the model is rebuilt for it" if index in changes else "")
-              + (f"; multi-scale every {period.settings.multi_scale_every} batches: "
-                 + ", ".join(f"{h}x{w}" for h, w in sizes) if sizes else ""))
+        log.info(f"period {index + 1}: {period.dataset}: {_chain_words(view)}"
+                 + ("; the model is rebuilt for it" if index in changes else "")
+                 + (f"; multi-scale every {period.settings.multi_scale_every} batches: "
+                    + ", ".join(f"{h}x{w}" for h, w in sizes) if sizes else ""))
     if not symbolic:
-        print("symbolic Keras model: not built (--static)")
+        log.info("symbolic Keras model: not built (--static)")
         return
     from detplug.core.model.assemble import build_parts, count_parameters
     from detplug.core.model.init_from import initialise, own_weights
@@ -135,15 +137,15 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
 
     parts = build_parts(checked.first())
     scales = {size for index in range(len(plan.periods)) for size in training_sizes(checked, index)}
-    print("symbolic Keras model: every declared spec matches the built tensor shapes"
-          + (f" at {len(scales)} multi-scale sizes" if scales else ""))
-    print(f"parameters: {count_parameters(parts.model)}")
+    log.info("symbolic Keras model: every declared spec matches the built tensor shapes"
+             + (f" at {len(scales)} multi-scale sizes" if scales else ""))
+    log.info(f"parameters: {count_parameters(parts.model)}")
     report = initialise(checked.first(), parts)
     if report is not None:
-        print(report.describe())
+        log.info(report.describe())
     else:
         for _, sentence in own_weights(checked):
-            print(sentence)
+            log.info(sentence)
     models = {checked.model_dataset: parts.model}
     for index in changes:
         before, view = checked.for_period(index - 1), checked.for_period(index)
@@ -154,8 +156,8 @@ def print_check(checked: CheckedPlan, *, symbolic: bool = True) -> None:
             models[before.model_dataset], models[view.model_dataset],
             classes=(before.chain.labels.num_classes, view.chain.labels.num_classes),
             where=f"{plan.source}: period {index + 1} ({view.model_dataset})")
-        print(f"period {index + 1} ({view.model_dataset}): symbolic Keras model matches its specs; "
-              f"from period {index}'s model: {transfer.describe()}")
+        log.info(f"period {index + 1} ({view.model_dataset}): symbolic Keras model matches its specs; "
+                 f"from period {index}'s model: {transfer.describe()}")
 
 
 def _print_links(links: Any) -> None:
@@ -167,7 +169,7 @@ def _print_links(links: Any) -> None:
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:
-        print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
+        log.info("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[4]}")
 
 
 def _chain_words(view: CheckedPlan) -> str:

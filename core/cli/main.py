@@ -24,13 +24,17 @@ check runs without TensorFlow.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from detplug.core.cli.commands import HANDLERS
 from detplug.core.cli.older_form import is_older_form, translate
 from detplug.core.cli.parser import QUANTIZATIONS, SUBCOMMANDS, command_parser
+from detplug.core.console import ON_STDERR, console
 from detplug.core.errors import DetplugError
 from detplug.core.train.preemption import Stopped
+
+log = logging.getLogger(__name__)
 
 __all__ = ["QUANTIZATIONS", "SUBCOMMANDS", "main", "parse_args", "parse_commands"]
 
@@ -44,8 +48,12 @@ def parse_commands(argv: list[str] | None = None) -> list[argparse.Namespace]:
         parser.print_help(sys.stderr)
         raise SystemExit(2)
     if not is_older_form(argv):
-        return [parser.parse_args(argv)]
-    return [parser.parse_args(command) for command in translate(parser, argv)]
+        commands = [parser.parse_args(argv)]
+    else:
+        commands = [parser.parse_args(command) for command in translate(parser, argv)]
+    if commands[0].quiet and commands[0].verbose:
+        parser.error("--quiet and --verbose cannot be combined; give one of them")
+    return commands
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,22 +64,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return commands[0]
 
 
+def verbosity(args: argparse.Namespace) -> int:
+    """The level ``--quiet`` (warnings and errors) or ``--verbose`` (debug too) asks for; info
+    without them. ``list --verbose`` is both: its params, defaults and factories, and debug lines."""
+    if args.quiet:
+        return logging.WARNING
+    return logging.DEBUG if args.verbose else logging.INFO
+
+
 def main(argv: list[str] | None = None) -> int:
     commands = parse_commands(argv)
+    # The console is attached for this call only: a program that calls main() twice, or
+    # embeds detplug around it, gets each line once and its own logging back afterwards.
+    with console(verbosity(commands[0])):
+        return _run(commands)
+
+
+def _run(commands: list[argparse.Namespace]) -> int:
     try:
         for args in commands:
             HANDLERS[args.command](args)
         return 0
     except Stopped as stop:  # SIGTERM or SIGINT, after the checkpoint: 143 or 130
-        print(stop, file=sys.stderr)
+        log.warning(str(stop), extra=ON_STDERR)
         return stop.exit_code
     except DetplugError as error:
-        print(f"error: {error}", file=sys.stderr)
+        log.error(f"error: {error}")
         return 2
     except BrokenPipeError:  # e.g. `run.py list | head`
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("\ninterrupted: the latest checkpoint is kept; run the same command again to resume",
-              file=sys.stderr)
+        log.warning("\ninterrupted: the latest checkpoint is kept; run the same command again to resume",
+                    extra=ON_STDERR)
         return 130

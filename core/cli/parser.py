@@ -68,6 +68,14 @@ PLUGINS = (
 )
 
 
+#: How much detplug says (core/console.py): every subcommand takes them. ``list`` has a
+#: --verbose of its own, which also shows the params, defaults and factory of each component.
+QUIET = arg("--quiet", action="store_true", help="say only warnings and errors")
+VERBOSE = arg("--verbose", action="store_true",
+              help="say debug messages too (and, under multi_worker, let every worker say what the chief says)")
+SPEAKING = (QUIET, VERBOSE)
+
+
 def on_a_plan(*, required: bool = True) -> tuple[Argument, ...]:
     """Every command that works on a plan takes these, including where its run folder, data
     and cache are: one command line works for each of them by changing the command word."""
@@ -75,7 +83,7 @@ def on_a_plan(*, required: bool = True) -> tuple[Argument, ...]:
         arg("--plan", required=required, metavar="NAME_OR_PATH", help="plan name (plans/NAME.toml) or a .toml file"),
         arg("--set", action="append", default=[], metavar="KEY=VALUE",
             help="override one plan value, e.g. --set model.backbone.width=0.5 (repeatable)"),
-        *PLUGINS,
+        *PLUGINS, *SPEAKING,
         arg("--workdir", type=Path, help="run folder (default: runs/<plan name>)"),
         arg("--data-root", type=Path, help="dataset folder (for KITTI: the folder holding training/)"),
         arg("--cache-dir", type=Path, help="where converted records and the synthetic sample go (default: "
@@ -143,7 +151,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "list": Subcommand("list the registered components and where they come from", (
         arg("kind", nargs="?", metavar="KIND", help="only this kind (backbone, head, ...), or plans"),
         arg("--json", nargs="?", const=True, metavar="FILE", help="print JSON (or write it to FILE)"),
-        arg("--verbose", action="store_true", help="params, defaults and factory module"),
+        QUIET, arg("--verbose", action="store_true", help="params, defaults and factory module; debug messages too"),
         *PLUGINS,
     )),
     "prepare": Subcommand("convert and validate the plan's datasets into TFRecords + manifest.json", (
@@ -205,6 +213,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         arg("--missing-as-empty", action="store_true",
             help="count a label file without its result file as an image without detections (the devkit "
                  "refuses such a submission)"),
+        *SPEAKING,
     )),
 }
 

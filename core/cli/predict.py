@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from detplug.core.model.inference import DetectorModule, batch_detector, valid_r
 from detplug.core.model.sliced import predict_sliced
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.checkpoints import PREFIX, CheckpointStore
+
+log = logging.getLogger(__name__)
 
 
 def load_trained_model(checked: CheckedPlan, checkpoints: Path,
@@ -110,7 +113,7 @@ def predict_images(module: DetectorModule, paths: list[Path], out_dir: Path,
             drawn.save(out_dir / f"{path.stem}.png")
             write_kitti_results(out_dir, [ImageDetections(
                 image_id=path.stem, boxes=found["boxes"], names=tuple(names), scores=found["scores"])])
-        print(f"{path}: {len(names)} detections -> {out_dir / (path.stem + '.png')}")
+        log.info(f"{path}: {len(names)} detections -> {out_dir / (path.stem + '.png')}")
         written.append(out_dir / f"{path.stem}.png")
     return written
 
@@ -150,8 +153,8 @@ def predict_coco(module: DetectorModule, paths: list[Path], out_dir: Path, *, co
             (out_dir / "image_ids.json").write_text(json.dumps({str(ident): str(path) for path, ident in
                                                                  zip(paths, image_ids.values())}, indent=1))
     found_count = sum(len(found.names) for found in detections)
-    print(f"wrote {found_count} detections of {len(paths)} images to {out}"
-          + (f" (ids from {coco_gt})" if coco_gt else f" (image ids in {out_dir / 'image_ids.json'})"))
+    log.info(f"wrote {found_count} detections of {len(paths)} images to {out}"
+             + (f" (ids from {coco_gt})" if coco_gt else f" (image ids in {out_dir / 'image_ids.json'})"))
     return out
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from detplug.core.errors import DataError, DetplugError, PlanError
 from detplug.core.plan.check import CheckedPlan
 from detplug.core.train.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 def _prepared(checked: CheckedPlan, key: str, *, data_root: Path | None, cache_dir: Path | None) -> Any:
@@ -68,14 +71,15 @@ def evaluate(checked: CheckedPlan, registry: Any, *, workdir: Path, checkpoint: 
 
         with writing(json_path.name, json_path.parent):
             json_path.write_text(result.to_json())
-        print(f"wrote {json_path}")
-    print(write_pr_curves(result, pr_curve_path(RunFolder(workdir).path, json_path)))
+        log.info(f"wrote {json_path}")
+    log.info(write_pr_curves(result, pr_curve_path(RunFolder(workdir).path, json_path)))
     if results is None:
         from detplug.core.evaluate.collect import COCO_GROUND_TRUTH, COCO_PREDICTIONS
         from detplug.core.plan.plan_file import plan_argument
 
-        print(f"wrote what was scored as COCO JSON: {folder / COCO_PREDICTIONS} (score it again with `run.py "
-              f"evaluate --plan {plan_argument(checked.plan)} --results FILE --coco-gt {folder / COCO_GROUND_TRUTH}`)")
+        log.info(f"wrote what was scored as COCO JSON: {folder / COCO_PREDICTIONS} (score it again "
+                 f"with `run.py evaluate --plan {plan_argument(checked.plan)} --results FILE --coco-gt "
+                 f"{folder / COCO_GROUND_TRUTH}`)")
     return result
 
 
@@ -112,8 +116,8 @@ def predict(checked: CheckedPlan, *, workdir: Path, checkpoint: str, images: lis
     slicing = prediction_slicing(checked, tile=tile, overlap=overlap, full_image_pass=full_image_pass)
     model, view = _model(checked, workdir, checkpoint)
     if slicing is not None:
-        print(f"predicting {len(paths)} image{'' if len(paths) == 1 else 's'} {slicing.describe()} "
-              f"(each tile letterboxed to the {view.chain.image} input)")
+        log.info(f"predicting {len(paths)} image{'' if len(paths) == 1 else 's'} {slicing.describe()} "
+                 f"(each tile letterboxed to the {view.chain.image} input)")
     if format == "coco":
         labels = view.chain.labels
         assert view.chain.image is not None and labels is not None  # static_check fills in every link
@@ -140,8 +144,8 @@ def export(checked: CheckedPlan, *, workdir: Path, checkpoint: str, directory: P
     from detplug.core.cli.predict import detector_module, export_saved_model
 
     export_saved_model(detector_module(view, model), directory)
-    print(f"exported a SavedModel to {directory}: signature serving_default(images: uint8 [B, H, W, 3]) -> "
-          f"boxes (x1 y1 x2 y2 pixels), scores, classes, class_names, num_detections")
+    log.info(f"exported a SavedModel to {directory}: signature serving_default(images: uint8 [B, H, W, 3]) -> "
+             f"boxes (x1 y1 x2 y2 pixels), scores, classes, class_names, num_detections")
 
 
 def check_export_options(directory: Path, *, format: str, quantize: str | None,
@@ -177,7 +181,7 @@ def _export_tflite(checked: CheckedPlan, view: CheckedPlan, model: Any, director
         calibration = tflite_export.calibration_images(prepared.files("train"), count)
     written = tflite_export.write_tflite(detector_module(view, model), directory, quantize=quantize,
                                          calibration=calibration)
-    print(written.describe())
+    log.info(written.describe())
 
 
 def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_dir: Path | None) -> dict:
@@ -205,18 +209,18 @@ def anchors(checked: CheckedPlan, *, write: bool, data_root: Path | None, cache_
     recall_now, recall_new = best_possible_recall(boxes, flat(current)), best_possible_recall(boxes, flat(table))
     image = checked.chain.image
     assert image is not None  # static_check fills in every link of a checked plan's chain
-    print(f"{len(boxes)} boxes of '{plan.periods[0].dataset}' ({item.component.name}), "
-          f"in pixels of the {image.height}x{image.width} input:")
+    log.info(f"{len(boxes)} boxes of '{plan.periods[0].dataset}' ({item.component.name}), "
+             f"in pixels of the {image.height}x{image.width} input:")
     for stride in strides:
-        print(f"  stride {stride:>2}: current {list(map(tuple, current[stride]))}  "
-              f"new {[(round(w), round(h)) for w, h in table[stride]]}")
-    print(f"best-possible recall (IoU >= 0.5): current {recall_now:.3f}, new {recall_new:.3f}")
+        log.info(f"  stride {stride:>2}: current {list(map(tuple, current[stride]))}  "
+                 f"new {[(round(w), round(h)) for w, h in table[stride]]}")
+    log.info(f"best-possible recall (IoU >= 0.5): current {recall_now:.3f}, new {recall_new:.3f}")
     value = anchor_table_toml(table)
     if write:
         _write_anchors(plan.source, value)
-        print(f"wrote model.anchors = {value} into {plan.source}")
+        log.info(f"wrote model.anchors = {value} into {plan.source}")
     else:
-        print(f"model.anchors = {value}   (--write puts it into {plan.source})")
+        log.info(f"model.anchors = {value}   (--write puts it into {plan.source})")
     return {"current_recall": recall_now, "new_recall": recall_new, "anchors": value}
 
 
@@ -258,12 +262,12 @@ def import_weights(checked: CheckedPlan, *, weights: Path, out: Path) -> None:
     parts = build_parts(checked)
     mapped, unmapped = darknet_parts(checked, parts)
     loaded = load_darknet(weights, mapped, unmapped=unmapped)
-    print(loaded.describe(weights))
+    log.info(loaded.describe(weights))
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name[:-len('.weights.h5')]}-{os.getpid()}.weights.h5")
     parts.model.save_weights(partial)
     os.replace(partial, out)
-    print(f"wrote {out} ({parts.model.count_params():,} parameters of plan '{checked.plan.name}')")
+    log.info(f"wrote {out} ({parts.model.count_params():,} parameters of plan '{checked.plan.name}')")
 
 
 def show_data(checked: CheckedPlan, *, period: int, images: int, out_dir: Path, data_root: Path | None,
@@ -304,8 +308,8 @@ def show_data(checked: CheckedPlan, *, period: int, images: int, out_dir: Path, 
     real = classes >= 0
     written.append(draw_labels(boxes[real], classes[real], prepared.image_size, pipeline.anchors, labels.classes,
                                out_dir / "labels.png"))
-    print(f"drew {drawn} training image{'' if drawn == 1 else 's'} of period {period} ({dataset}, epoch "
-          f"{first_epoch}, as the trainer sees them) and the label statistics of its {int(real.sum()):,} boxes:")
+    log.info(f"drew {drawn} training image{'' if drawn == 1 else 's'} of period {period} ({dataset}, epoch "
+             f"{first_epoch}, as the trainer sees them) and the label statistics of its {int(real.sum()):,} boxes:")
     for path in written:
-        print(f"  {path}")
+        log.info(f"  {path}")
     return written

@@ -22,6 +22,7 @@ import collections
 import concurrent.futures
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -42,6 +43,8 @@ from detplug.core.data.tiles import TileSettings
 from detplug.core.disk import writing
 from detplug.core.errors import DataError, first_few
 from detplug.core.plan.specs import name_tuple
+
+log = logging.getLogger(__name__)
 
 #: Below this many images one process is faster than starting a pool.
 PARALLEL_MIN = 48
@@ -152,7 +155,7 @@ def _convert_all(source: Source, items: Sequence[SourceItem], params: Any, worke
         except concurrent.futures.process.BrokenProcessPool as error:
             # Workers that cannot start (e.g. a script without an ``if __name__ == "__main__"``
             # guard, which spawn re-imports) must not cost the conversion: go on in-process.
-            print(f"worker processes stopped ({error}); converting the remaining images in this process")
+            log.info(f"worker processes stopped ({error}); converting the remaining images in this process")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     for item in items[done:]:
@@ -210,7 +213,7 @@ def convert_source(
     final = Path(cache_dir).absolute() / "records" / f"{dataset}-{fingerprint[:16]}"
     if (final / MANIFEST_NAME).is_file() and not force:
         prepared = read_prepared(final)
-        print(f"{dataset}: source unchanged, reusing the records in {final}")
+        log.info(f"{dataset}: source unchanged, reusing the records in {final}")
         return prepared
 
     if source.splits is not None:
@@ -225,7 +228,7 @@ def convert_source(
         twice = sorted(key for key, count in collections.Counter(keys).items() if count > 1)[:5]
         raise DataError(f"{dataset}: images {', '.join(twice)} are listed twice in {source.root}")
     workers = workers or default_workers(len(ordered))
-    print(
+    log.info(
         f"{dataset}: converting {len(ordered)} images from {source.root} to {tuple(params.image_size)} "
         f"records in {final}"
     )
@@ -306,7 +309,7 @@ def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: 
     # A tiled split counts its source images: its records are tiles, said on a line of their own.
     images = sum(s.get("source_images", s["images"]) for s in splits) + len(manifest.get("skipped", []))
     seen = {name: sum(s["boxes_per_class"][name] for s in splits) for name in source.classes}
-    print(
+    log.info(
         f"{dataset}: converted {images} images in {seconds:.1f} s ({images / max(seconds, 1e-9):.0f} images/s, "
         f"{workers} worker{'s' if workers > 1 else ''}): "
         + ", ".join(f"{name} {count}" for name, count in seen.items())
@@ -316,26 +319,28 @@ def _report(dataset: str, source: Source, params: Any, manifest: dict, seconds: 
         tiles = manifest["tiles"]
         counts = {split: (entry["source_images"], entry["images"]) for split, entry in manifest["splits"].items()}
         size = tiles["size"]
-        print(f"{dataset}: {sum(n for n, _ in counts.values())} images -> {sum(m for _, m in counts.values())} tiles "
-              f"of {size}x{size} (overlap {tiles['overlap']:g}; split by source image: "
-              + ", ".join(f"{split} {n} -> {m}" for split, (n, m) in counts.items()) + ")")
+        log.info(f"{dataset}: {sum(n for n, _ in counts.values())} images -> "
+                 f"{sum(m for _, m in counts.values())} tiles of {size}x{size} (overlap {tiles['overlap']:g}; "
+                 f"split by source image: "
+                 + ", ".join(f"{split} {n} -> {m}" for split, (n, m) in counts.items()) + ")")
     if manifest.get("skipped"):
         names = [Path(entry["image"]).name for entry in manifest["skipped"]]
-        print(f"{dataset}: skipped {len(names)} bad images ({first_few(names)}); manifest.json lists them with their "
-              f"reasons under 'skipped'")
+        log.info(f"{dataset}: skipped {len(names)} bad images ({first_few(names)}); manifest.json lists them "
+                 f"with their reasons under 'skipped'")
     dropped = manifest["dropped_boxes"]
     in_images = dropped.get("images", {})
     if dropped["beyond_max_boxes"]:
         names = in_images.get("beyond_max_boxes", [])
-        print(f"{dataset}: {dropped['beyond_max_boxes']} boxes beyond max_boxes={params.max_boxes} were left out, in "
-              f"{len(names)} images ({first_few(names)}); raise the dataset's max_boxes to keep them")
+        log.info(f"{dataset}: {dropped['beyond_max_boxes']} boxes beyond max_boxes={params.max_boxes} were left out, "
+                 f"in {len(names)} images ({first_few(names)}); raise the dataset's max_boxes to keep them")
     if dropped["empty_after_clipping"]:
         names = in_images.get("empty_after_clipping", [])
-        print(f"{dataset}: {dropped['empty_after_clipping']} boxes of zero width or height (after clipping to the "
-              f"image) were left out, in {len(names)} images ({first_few(names)})")
+        log.info(f"{dataset}: {dropped['empty_after_clipping']} boxes of zero width or height (after clipping to the "
+                 f"image) were left out, in {len(names)} images ({first_few(names)})")
     if manifest.get("labels_without_images"):
         names = manifest["labels_without_images"]
-        print(f"{dataset}: {len(names)} label files have no image and were left out ({first_few(names)})")
+        log.info(f"{dataset}: {len(names)} label files have no image and were left out ({first_few(names)})")
     missing = [name for name, count in seen.items() if count == 0]
     if missing:
-        print(f"{dataset}: warning: no boxes of class {', '.join(missing)} in {source.root}; check the plan's classes")
+        log.warning(f"{dataset}: warning: no boxes of class {', '.join(missing)} in {source.root}; check the plan's "
+                    f"classes")

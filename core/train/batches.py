@@ -6,6 +6,7 @@ positives report. :class:`~detplug.core.train.training.Run` reads them; ``run.py
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from detplug.core.data.prepared import PreparedData
     from detplug.core.train.context import RunContext
     from detplug.core.train.session import TrainingSession
+
+log = logging.getLogger(__name__)
 
 
 #: The images of epoch 1 whose targets the positives report counts: enough to be
@@ -86,9 +89,9 @@ def worker_training_batches(run: RunContext, session: TrainingSession, index: in
         per_replica = context.get_per_replica_batch_size(batch_size)
         images = sum(records[i] for i in mine)
         share = prepared.images("train") / context.num_input_pipelines
-        print(f"shard_by 'file': this {run.role.task_type} reads {len(mine)} of the {len(files)} train shards "
-              f"({images} images, {images / share:.0%} of an even share), {steps} steps an epoch of "
-              f"{replicas} x {per_replica} images")
+        log.info(f"shard_by 'file': this {run.role.task_type} reads {len(mine)} of the {len(files)} train shards "
+                 f"({images} images, {images / share:.0%} of an even share), {steps} steps an epoch of "
+                 f"{replicas} x {per_replica} images")
         return training_batches(run.checked, index, pipeline, [files[i] for i in mine], epochs,
                                 batch_size=per_replica, steps_per_epoch=steps * replicas).skip(skip * replicas)
 
@@ -114,15 +117,16 @@ def report_positives(view: CheckedPlan, batches: Any, *, epoch: int = 1) -> dict
     plan = view.plan
     counts, images = positives_per_stride(batches, max_images=POSITIVES_REPORT_IMAGES)
     shown = "; ".join(f"{stride}: {count:,}" for stride, count in sorted(counts.items(), key=lambda i: int(i[0])))
-    print(f"targets of epoch {epoch} ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
+    log.info(f"targets of epoch {epoch} ({images} images, {plan.assignment.describe()}): positives per stride {shown}")
     ratios, image = view.chain.anchors, view.chain.image
     # static_check fills in every link of a checked plan's chain.
     assert ratios is not None and image is not None
     for stride, count in sorted(counts.items(), key=lambda item: int(item[0])):
         if count == 0:
             anchors = ", ".join(f"{w * image.width:.0f}x{h * image.height:.0f}" for h, w in ratios[int(stride)])
-            print(f"warning: stride {stride} received no positive in the targets of epoch {epoch}'s first {images} "
-                  f"images: no object there is best matched by its anchors ({anchors} px, width x height), so "
-                  f"that part of the head does not learn; fit anchors to the data with "
-                  f"`run.py anchors --plan {plan_argument(plan)} --write`")
+            log.warning(f"warning: stride {stride} received no positive in the targets of epoch {epoch}'s "
+                        f"first {images} images: no object there is best matched by its anchors ({anchors} px, "
+                        f"width x height), so "
+                        f"that part of the head does not learn; fit anchors to the data with "
+                        f"`run.py anchors --plan {plan_argument(plan)} --write`")
     return counts

@@ -26,15 +26,18 @@ rather than silently starting from scratch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from detplug.core.console import ON_STDERR
 from detplug.core.disk import write_atomically, writing
 from detplug.core.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 PREFIX = "ckpt"
@@ -104,8 +107,8 @@ class CheckpointStore:
             except Exception as error:  # TensorFlow raises several types for a bad file
                 reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
                 failures.append(f"{prefix} ({reason})")
-                print(f"warning: checkpoint {prefix} cannot be read ({reason}); trying the one before it",
-                      file=sys.stderr)
+                log.warning(f"warning: checkpoint {prefix} cannot be read ({reason}); trying the one before it",
+                            extra=ON_STDERR)
                 continue
             return int(meta["epoch"]), meta
         raise CheckpointError(

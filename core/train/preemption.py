@@ -19,8 +19,8 @@ together with its shuffle and prefetch buffers.
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
@@ -28,7 +28,10 @@ from typing import Any
 
 import attrs
 
+from detplug.core.console import ON_STDERR
 from detplug.core.errors import DetplugError
+
+log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -109,8 +112,8 @@ class StopSignals:
             signal.raise_signal(signum)
             return
         self.received = signum
-        print(f"\nreceived {signal.Signals(signum).name}: finishing the step in progress, then saving a checkpoint "
-              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+        log.warning(f"\nreceived {signal.Signals(signum).name}: finishing the step in progress, then saving a "
+                    f"checkpoint (send it again to stop at once)", extra=ON_STDERR)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python delivers signals there only

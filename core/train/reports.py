@@ -4,10 +4,13 @@ that continues (or uses) the run.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from detplug.core.plan.plan_file import plan_argument
 from detplug.core.train.context import RunContext
+
+log = logging.getLogger(__name__)
 
 
 def print_final_report(run: RunContext) -> None:
@@ -18,15 +21,15 @@ def print_final_report(run: RunContext) -> None:
     plan = run.plan
     if run.last_evaluation is not None:
         epoch, result, grid, subject = run.last_evaluation
-        print(f"{result.evaluator} on {subject} after epoch {epoch}:")
-        print(format_table(result))
+        log.info(f"{result.evaluator} on {subject} after epoch {epoch}:")
+        log.info(format_table(result))
         if grid.is_file():
-            print(f"drawn {plan.evaluation.split} predictions: {grid}")
-    print("use the result:")
-    print(f"  {resume_command(run, 'evaluate')} [--checkpoint best]     # {plan.evaluation.split} split, "
-          f"evaluator's table")
-    print(f"  {resume_command(run, 'predict')} IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
-    print(f"  {resume_command(run, 'export')} DIR                       # SavedModel taking uint8 images")
+            log.info(f"drawn {plan.evaluation.split} predictions: {grid}")
+    log.info("use the result:")
+    log.info(f"  {resume_command(run, 'evaluate')} [--checkpoint best]     # {plan.evaluation.split} split, "
+             f"evaluator's table")
+    log.info(f"  {resume_command(run, 'predict')} IMAGE_OR_FOLDER [--out DIR]   # drawn PNGs + KITTI result files")
+    log.info(f"  {resume_command(run, 'export')} DIR                       # SavedModel taking uint8 images")
 
 
 def resume_command(run: RunContext, command: str = "train") -> str:

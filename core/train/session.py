@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from detplug.core.plan.settings import RunSettings, steps_per_call
 from detplug.core.train import distribute
 from detplug.core.train.optimizers import build_optimizer, ema_swapped
 
+log = logging.getLogger(__name__)
+
 
 def configure_tensorflow(run: RunSettings) -> Any:
     """Process-wide settings, before the model is built; returns the run's tf.distribute
@@ -29,8 +32,8 @@ def configure_tensorflow(run: RunSettings) -> Any:
     distribute.split_cpu(replicas)
     strategy = distribute.make_strategy(run.strategy)
     if replicas > 1 and run.strategy == "default":
-        print(f"note: {distribute.CPU_REPLICAS_VARIABLE}={replicas} split the CPU, but strategy 'default' uses "
-              f"one device; add --strategy mirrored to train on all of them")
+        log.info(f"note: {distribute.CPU_REPLICAS_VARIABLE}={replicas} split the CPU, but strategy 'default' uses "
+                 f"one device; add --strategy mirrored to train on all of them")
     keras.utils.set_random_seed(run.seed)
     if run.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -162,12 +165,12 @@ class TrainingSession:
             self._trainers[trainer_key] = trainer
         if announce:
             if transfer is not None:
-                print(f"{announce}: the model is rebuilt for dataset '{period.dataset}' "
-                      f"({describe_inputs(self.view)}): {transfer.describe()}; a fresh optimizer starts")
+                log.info(f"{announce}: the model is rebuilt for dataset '{period.dataset}' "
+                         f"({describe_inputs(self.view)}): {transfer.describe()}; a fresh optimizer starts")
             trained = sum(int(tf.size(v)) for v in self.model.trainable_variables)
             frozen = f" (frozen: {', '.join(settings.freeze)})" if settings.freeze else ""
-            print(f"{announce}: training {trained:,} of {self.model.count_params():,} parameters{frozen}, "
-                  f"{settings.optimizer}, batch {settings.batch_size}, trainer '{period.trainer.name}'")
+            log.info(f"{announce}: training {trained:,} of {self.model.count_params():,} parameters{frozen}, "
+                     f"{settings.optimizer}, batch {settings.batch_size}, trainer '{period.trainer.name}'")
         return self._trainers[trainer_key]
 
     def mark(self, *, epoch: int, period: int) -> None:

@@ -7,6 +7,7 @@ the NaN guard and the per-epoch means of each loss part are common.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -21,6 +22,8 @@ from detplug.core.errors import DetplugError
 from detplug.core.model.losses import BOXES_KEY, LossCombination
 from detplug.core.train.optimizers import ema_swapped
 from detplug.core.train.preemption import EpochProgress, Interrupted
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(DetplugError):
@@ -164,7 +167,7 @@ class Trainer:
         progress = keras.utils.Progbar(steps, unit_name="step", stateful_metrics=["loss"],
                                        verbose=1 if interactive else 0)
         if interactive:
-            print(f"{label} epoch {epoch}")
+            log.info(f"{label} epoch {epoch}")
         start = start or EpochProgress()
         sums: dict[str, float] = dict(start.sums)
         count, images_seen = start.steps, start.images

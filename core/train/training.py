@@ -17,6 +17,7 @@ the lines it prints from reports.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from detplug.core.console import warnings_only_unless_verbose
 from detplug.core.errors import first_few
 from detplug.core.plan.check import CheckedPlan, training_sizes
 from detplug.core.plan.plan_file import Period, Plan
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from detplug.core.train.session import TrainingSession
     from detplug.core.train.trainer import Trainer
     from detplug.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -84,8 +88,10 @@ def train_plan(checked: CheckedPlan, *, registry: Registry, workdir: Path, data_
         with folder.writer():
             return Run(checked, registry, folder=folder, resume_from=folder, shared=folder, role=role,
                        data=data).train(restart=restart)
-    with tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch:
-        print(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
+    # The other workers repeat the chief's lines: they say only warnings unless --verbose.
+    with (warnings_only_unless_verbose(),
+          tempfile.TemporaryDirectory(prefix=f"detplug-{role.task_type}{role.index}-") as scratch):
+        log.info(f"{role.describe()}: the chief writes {folder.path}; this worker's copies go to {scratch}")
         own = RunFolder(Path(scratch))
         # With --restart the chief moves the old run aside and every worker starts afresh.
         return Run(checked, registry, folder=own, resume_from=own if restart else folder, shared=folder,
@@ -177,8 +183,8 @@ class Run:
         """Train every period not yet done; ``restart`` moves the folder's old run aside first."""
         self.open_checkpoints(restart=restart)
         if self.done >= self.plan.total_epochs:
-            print(f"every period of plan '{self.plan.name}' is done ({self.done}/{self.plan.total_epochs} epochs "
-                  f"in {self.resume_from.path}); nothing to train")
+            log.info(f"every period of plan '{self.plan.name}' is done ({self.done}/{self.plan.total_epochs} epochs "
+                     f"in {self.resume_from.path}); nothing to train")
             self.registry.hook.detplug_train_end(run=self.context)
             return self.context
         self.build()
@@ -204,12 +210,12 @@ class Run:
         if restart:
             moved = self.folder.move_aside()
             if moved:
-                print(f"--restart: moved the previous checkpoints and logs to {moved}")
+                log.info(f"--restart: moved the previous checkpoints and logs to {moved}")
         self.store = CheckpointStore(self.folder.checkpoints, keep_last=self.plan.train.run.keep_last)
         leftovers = self.store.remove_leftovers()
         if leftovers:
-            print(f"removed {len(leftovers)} unfinished checkpoint file(s) a killed run left in {self.store.folder}: "
-                  + first_few([path.name for path in leftovers]))
+            log.info(f"removed {len(leftovers)} unfinished checkpoint file(s) a killed run left in "
+                     f"{self.store.folder}: " + first_few([path.name for path in leftovers]))
         self.source = self.store if self.resume_from == self.folder else CheckpointStore(self.resume_from.checkpoints)
         self.state = self.source.state()
         check_resumable(self.state, self.checked, self.source.folder)
@@ -226,10 +232,10 @@ class Run:
 
         plan = self.plan
         for warning in self.checked.warnings:
-            print(f"warning: {warning}")
+            log.warning(f"warning: {warning}")
         self.strategy = configure_tensorflow(plan.train.run)
         if plan.train.run.strategy != "default":
-            print(distribute.describe(self.strategy, plan.train.run.strategy, self.role))
+            log.info(distribute.describe(self.strategy, plan.train.run.strategy, self.role))
         self.session = TrainingSession(self.checked, strategy=self.strategy)
         self.prepared = prepare_datasets(self.checked, data_root=self.data.data_root,
                                          cache_dir=self.data.cache_dir or default_cache_dir(),
@@ -253,14 +259,14 @@ class Run:
             if meta.get("progress"):
                 self.progress = EpochProgress.from_json(meta["progress"])
             where = f"step {self.progress.steps} of epoch {self.done + 1}" if self.progress else f"epoch {self.done}"
-            print(f"resuming plan '{plan.name}' after {where} from {self.source.folder}"
-                  + (f" (init_from {plan.init_from} is for a new run only)" if plan.init_from is not None else ""))
+            log.info(f"resuming plan '{plan.name}' after {where} from {self.source.folder}"
+                     + (f" (init_from {plan.init_from} is for a new run only)" if plan.init_from is not None else ""))
         elif plan.init_from is not None:
             from detplug.core.model.init_from import initialise
 
             report = initialise(self.checked.first(), session.parts)
             assert report is not None
-            print(report.describe())
+            log.info(report.describe())
 
     def start(self) -> None:
         """Every worker at the same epoch, the lock file written, the hooks told; then the
@@ -295,8 +301,8 @@ class Run:
         period, (start, end) = self.plan.periods[index], self.plan.period_bounds()[index]
         if end <= self.done:
             stopped = patience.stopped_early(self.state, index)
-            print(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done"
-                  + (f" (stopped early after epoch {stopped['epoch']})" if stopped else ""))
+            log.info(f"period {index + 1} ({period.dataset}, epochs {start + 1}-{end}) is done"
+                     + (f" (stopped early after epoch {stopped['epoch']})" if stopped else ""))
             return
         self.registry.hook.detplug_period_start(run=self.context, period=period, index=index)
         current = self.start_period(index)
@@ -370,13 +376,13 @@ class Run:
         plan, period, settings = self.plan, current.period, current.period.settings
         first_rate = current.rate_at((current.resume_after - current.start) * current.train_steps
                                      + (current.progress.steps if current.progress else 0))
-        print(f"== period {current.index + 1}/{len(plan.periods)}: {period.dataset}, epochs "
-              f"{current.resume_after + 1}-{current.end} of {plan.total_epochs}, learning rate {first_rate:.3g} "
-              f"at its first step ({describe_schedule(period)}), losses '{period.losses}' ==")
+        log.info(f"== period {current.index + 1}/{len(plan.periods)}: {period.dataset}, epochs "
+                 f"{current.resume_after + 1}-{current.end} of {plan.total_epochs}, learning rate {first_rate:.3g} "
+                 f"at its first step ({describe_schedule(period)}), losses '{period.losses}' ==")
         sizes = training_sizes(self.checked, current.index)
         if sizes:
-            print(f"multi-scale: every {settings.multi_scale_every} batches one of {len(sizes)} input sizes, "
-                  + ", ".join(f"{h}x{w}" for h, w in sizes))
+            log.info(f"multi-scale: every {settings.multi_scale_every} batches one of {len(sizes)} input sizes, "
+                     + ", ".join(f"{h}x{w}" for h, w in sizes))
 
     def run_epoch(self, current: PeriodRun, epoch: int) -> None:
         """Train ``epoch``, validate, evaluate when it is due, print its line and end it."""
@@ -386,7 +392,7 @@ class Run:
         if current.val_steps:
             self.validate(current, epoch, logs)
         headline = self.evaluate(current, epoch, logs)
-        print(epoch_summary(epoch, self.plan.total_epochs, logs, losses=list(train), metric=headline))
+        log.info(epoch_summary(epoch, self.plan.total_epochs, logs, losses=list(train), metric=headline))
         self.end_epoch(current, epoch, logs)
 
     def train_epoch(self, current: PeriodRun, epoch: int) -> dict[str, Any]:
@@ -464,7 +470,7 @@ class Run:
         store.save(session.checkpoint(), epoch, meta=session.checkpoint_meta(), state_updates=current.state_updates,
                    snapshot=snapshot, write_weights=session.write_weights)
         if snapshot:
-            print(f"saved period snapshot {store.folder / snapshot}")
+            log.info(f"saved period snapshot {store.folder / snapshot}")
         # Logged only once the epoch's checkpoint is written: a save that fails (a full disk)
         # leaves history.csv without a row ahead of the checkpoints. Before the best
         # checkpoint, so that a failing best save leaves the row of the latest one.
@@ -527,9 +533,9 @@ class Run:
             session.restore(str(holder.folder / patience.PERIOD_BEST / PREFIX), best)
         skipped = f"epoch {current.end}" if epoch + 1 == current.end else f"epochs {epoch + 1}-{current.end}"
         kept = "its last epoch's" if best is None else f"epoch {best['epoch']}'s ({best['metric']} {best['value']:.4g})"
-        print(f"period {index + 1}: no better {plan.evaluation.best_metric} for {plan.train.run.patience} epoch(s) "
-              f"([train] patience): stopped early after epoch {epoch}, skipping {skipped}; "
-              f"the period ends with {kept} weights")
+        log.info(f"period {index + 1}: no better {plan.evaluation.best_metric} for {plan.train.run.patience} epoch(s) "
+                 f"([train] patience): stopped early after epoch {epoch}, skipping {skipped}; "
+                 f"the period ends with {kept} weights")
         state = self.store.state()
         record = patience.stopped_early(state, index) or {"epoch": epoch, "best": best}
         snapshot = f"ep{current.end:02d}" if current.period.save else None
@@ -539,7 +545,7 @@ class Run:
                             **(state.get(patience.STOPPED_EARLY) or {}), str(index + 1): record}},
                         write_weights=session.write_weights)
         if snapshot:
-            print(f"saved period snapshot {self.store.folder / snapshot} (epoch {current.end})")
+            log.info(f"saved period snapshot {self.store.folder / snapshot} (epoch {current.end})")
 
 
 def _best_metric_from_chief(metric: str, logs: dict[str, Any],
@@ -576,7 +582,7 @@ def evaluation_schedule(plan: Plan, prepared: dict[str, PreparedData],
                 where = " by the chief only" + (f"; this {role.task_type} takes the chief's {metric} to keep the "
                                                 f"best checkpoint" if metric and not role.is_chief else "")
             subject = evaluation_subject(data, plan.evaluation) or f"{split} split"
-            print(f"evaluation on {key}'s {subject}: {when} and after the last ({why}){where}")
+            log.info(f"evaluation on {key}'s {subject}: {when} and after the last ({why}){where}")
     return every
 
 

@@ -11,6 +11,7 @@ No TensorFlow at module level: worker processes import this module to unpickle t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from detplug.plugins.datasets.synthetic import DRAWABLE_CLASSES, MARKER, generat
 
 if TYPE_CHECKING:  # convert.py imports TensorFlow, which worker processes must not load
     from detplug.core.data.convert import Source
+
+log = logging.getLogger(__name__)
 
 IMAGE_DIR = Path("training") / "image_2"
 LABEL_DIR = Path("training") / "label_2"
@@ -210,7 +213,8 @@ def prepare_kitti(params: KittiParams, *, data_root: str | Path | None, cache_di
             "classes": DRAWABLE_CLASSES,
         }
         folder = sample_folder(cache_dir, **settings)
-        print(f"no KITTI data (no --data-root, KITTI_ROOT unset): using the synthetic KITTI-format sample in {folder}")
+        log.info(f"no KITTI data (no --data-root, KITTI_ROOT unset): using the synthetic KITTI-format sample in "
+                 f"{folder}")
         root = generate_kitti_sample(folder, **settings)
         split_files = ""  # the sample has no ImageSets: split it by val_ratio
     return convert_kitti(root, params, cache_dir=Path(cache_dir), class_map=params.class_map,
@@ -229,6 +233,6 @@ def prepare_synthetic(params: SyntheticParams, *, data_root: str | Path | None, 
     }
     folder = sample_folder(cache_dir, **settings)
     if not (folder / MARKER).is_file():
-        print(f"synthetic: drawing {params.images} KITTI-format images into {folder}")
+        log.info(f"synthetic: drawing {params.images} KITTI-format images into {folder}")
     root = generate_kitti_sample(folder, **settings)
     return convert_kitti(root, params, cache_dir=Path(cache_dir), dataset="synthetic", skip_bad=skip_bad, force=force)

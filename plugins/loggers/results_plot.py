@@ -8,9 +8,12 @@ while TensorFlow trains.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from detplug import hookimpl
+
+log = logging.getLogger(__name__)
 
 PLUGIN_API = 1
 
@@ -26,7 +29,7 @@ def _redraw(run: Any) -> None:
     if history.is_file():
         out = draw_results(history, run.folder.path / RESULTS_NAME,
                            title=f"plan '{run.plan.name}': {history.name}")
-        print(f"drew the training curves: {out}")
+        log.info(f"drew the training curves: {out}")
 
 
 @hookimpl
