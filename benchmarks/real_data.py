@@ -31,7 +31,12 @@ of 320 at overlap 0.2) is held out. It is a different stretch of forest from the
 YELL scene, large enough for a stable AP, while the two small scenes of other sites (OSBS,
 SOAP) add variety to the training tiles rather than giving a val set of 4 tiles each.
 
-Only the standard library, numpy, Pillow and ``detplug.core.data.tiles`` (no TensorFlow).
+Whole scenes: :func:`scene_ground_truth` and :func:`merge_tiles` let the peer benchmark
+(``--voc``) score tile detections against the whole val scenes, the tiles' detections
+moved into their scene and merged by NMS, as sliced prediction does.
+
+Only the standard library, numpy, Pillow and ``detplug.core.data.tiles``; TensorFlow only
+in :func:`merge_tiles` (detplug's NMS).
 """
 
 from __future__ import annotations
@@ -200,6 +205,71 @@ def build(out: Path, wheel: Path, *, tile: int = 320, overlap: float = 0.2, min_
                "voc": str(out / "voc"), "yolo": str(out / "yolo")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+# --------------------------------------------------------------------------- whole scenes
+
+
+def scene_ground_truth(voc: Path, out: Path, split: str = "val") -> Path:
+    """A COCO instances JSON of a split's whole scenes (the devkit's annotations), image ids 1,
+    2, ... in the order of ``ImageSets/Main/SPLIT.txt``, category 1 ``Tree``."""
+    images, annotations = [], []
+    stems = (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+    for image_id, stem in enumerate(stems, start=1):
+        path = voc / "Annotations" / f"{stem}.xml"
+        root = ElementTree.parse(path).getroot()
+        width, height = (int(root.findtext(f"size/{key}") or 0) for key in ("width", "height"))
+        images.append({"id": image_id, "file_name": f"{stem}.jpg", "width": width, "height": height})
+        for x1, y1, x2, y2 in read_voc_boxes(path.read_bytes(), str(path)):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    out.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": CLASS_NAME}]}))
+    return out
+
+
+def tile_origin(stem: str) -> tuple[str, int, int]:
+    """``SCENE@TOP_LEFT`` (Tile.name) -> (scene, top, left); ValueError for another name."""
+    scene, _, place = stem.rpartition("@")
+    top, _, left = place.partition("_")
+    if not scene or not top.isdigit() or not left.isdigit():
+        raise ValueError(f"'{stem}' is not a tile's name (SCENE@TOP_LEFT)")
+    return scene, int(top), int(left)
+
+
+def merge_tiles(detections: Sequence[dict[str, Any]], scene_sizes: dict[str, tuple[int, int]], *,
+                iou_threshold: float = 0.45) -> list[dict[str, Any]]:
+    """Tile detections ``{stem, class, box [x1, y1, x2, y2] tile pixels, score}`` moved into their
+    scenes (``scene_sizes``: stem -> (width, height)) and merged per scene by detplug's own NMS
+    (core.model.inference.non_max_suppression, per class), as sliced prediction merges the
+    windows of one image: the same detections, scored against the whole scenes."""
+    import tensorflow as tf
+
+    from detplug.core.model.inference import non_max_suppression
+
+    by_scene: dict[str, list[tuple[list[float], int, float]]] = {}
+    for found in detections:
+        scene, top, left = tile_origin(found["stem"])
+        x1, y1, x2, y2 = found["box"]
+        by_scene.setdefault(scene, []).append(([x1 + left, y1 + top, x2 + left, y2 + top], int(found["class"]),
+                                               float(found["score"])))
+    merged = []
+    for scene, rows in sorted(by_scene.items()):
+        width, height = scene_sizes[scene]
+        classes = 1 + max(c for _, c, _ in rows)
+        boxes = np.array([[y1 / height, x1 / width, y2 / height, x2 / width] for (x1, y1, x2, y2), _, _ in rows],
+                         np.float32)
+        scores = np.zeros((len(rows), classes), np.float32)
+        scores[np.arange(len(rows)), [c for _, c, _ in rows]] = [score for _, _, score in rows]
+        kept = non_max_suppression(tf.constant(boxes[None]), tf.constant(scores[None]), max_detections=len(rows),
+                                   iou_threshold=iou_threshold, score_threshold=0.0)
+        count = int(kept["num_detections"][0])
+        for (y1, x1, y2, x2), score, label in zip(kept["boxes"][0, :count].numpy().tolist(),
+                                                  kept["scores"][0, :count].numpy().tolist(),
+                                                  kept["classes"][0, :count].numpy().tolist()):
+            merged.append({"stem": scene, "class": int(label), "score": float(score),
+                           "box": [x1 * width, y1 * height, x2 * width, y2 * height]})
+    return merged
 
 
 def main(argv: Sequence[str] | None = None) -> int:

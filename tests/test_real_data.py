@@ -145,3 +145,27 @@ def test_data_folder_without_splits_is_one_sentence(tmp_path: Path) -> None:
     (tmp_path / "images" / "train").mkdir(parents=True)
     with pytest.raises(SystemExit, match=r"no images/val; give a YOLO folder with images/train"):
         bench.folder_summary(tmp_path)
+
+
+@pytest.mark.slow(seconds=15)  # TensorFlow's import, for detplug's NMS
+def test_tile_detections_merge_into_whole_scenes(tmp_path: Path, wheel: Path) -> None:
+    """One crown seen by two overlapping tiles (whole by one, cut by the other) is one
+    detection in its scene, in the scene's pixels; the tiles' detections of every crown score AP50 1 on the whole scene."""
+    real_data = load(BENCHMARKS / "real_data.py", "real_data_benchmark")
+    bench = load(BENCHMARKS / "peers" / "ultralytics.py", "peer_ultralytics_benchmark")
+    real_data.build(tmp_path / "out", wheel, tile=32, overlap=0.25, min_area_ratio=0.5)
+    scene = "2019_YELL_2_541000_4977000_image_crop"
+    assert real_data.tile_origin(f"{scene}@16_24") == (scene, 16, 24)
+    with pytest.raises(ValueError, match="is not a tile's name"):
+        real_data.tile_origin(scene)
+    # Crown (10, 10, 26, 26), whole in the tile at (0, 0) and its lower part in the tile at
+    # (16, 0): one detection (IoU 0.625 in the scene); crown (36, 20, 60, 44) is seen from the
+    # tile at (16, 24), 24 columns right and 16 rows down.
+    found = [{"stem": f"{scene}@0_0", "class": 0, "box": [10, 10, 26, 26], "score": 0.9},
+             {"stem": f"{scene}@16_0", "class": 0, "box": [10, 0, 26, 10], "score": 0.6},
+             {"stem": f"{scene}@16_24", "class": 0, "box": [12, 4, 36, 28], "score": 0.8}]
+    merged = real_data.merge_tiles(found, {scene: (80, 48)})
+    assert [(m["stem"], [round(v, 3) for v in m["box"]], round(m["score"], 3)) for m in merged] == [
+        (scene, [10.0, 10.0, 26.0, 26.0], 0.9), (scene, [36.0, 20.0, 60.0, 44.0], 0.8)]
+    scored = bench.score_whole_scenes(found, tmp_path / "out" / "voc", tmp_path, "test")
+    assert scored["ap50"] == pytest.approx(1.0) and scored["detections"] == 2

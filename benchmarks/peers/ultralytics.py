@@ -288,8 +288,9 @@ def coco_results(ground_truth: str | Path, detections: list[dict[str, Any]], out
     return path
 
 
-def coco_scores(ground_truth: str | Path, results: str | Path) -> dict[str, float]:
-    """COCO AP (0.50:0.95), AP50 and AP75 of a results JSON, by pycocotools."""
+def coco_scores(ground_truth: str | Path, results: str | Path, max_detections: int = 100) -> dict[str, float]:
+    """COCO AP (0.50:0.95), AP50 and AP75 of a results JSON, by pycocotools, counting up to
+    ``max_detections`` per image (COCO's 100; more for whole scenes of hundreds of objects)."""
     import io
 
     from pycocotools.coco import COCO
@@ -301,6 +302,7 @@ def coco_scores(ground_truth: str | Path, results: str | Path) -> dict[str, floa
     with redirect_stdout(io.StringIO()):
         truth = COCO(str(ground_truth))
         evaluation = COCOeval(truth, truth.loadRes(rows), "bbox")
+        evaluation.params.maxDets = [1, 10, max_detections]
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
@@ -734,9 +736,39 @@ def strays(out: Path, before: set[Path]) -> list[str]:
 # --------------------------------------------------------------------------- the run
 
 
-def score(entry: dict[str, Any], ground_truth: Path, work: Path) -> dict[str, Any]:
-    results = coco_results(ground_truth, entry.pop("detections"), work / f"detections_{entry['name']}.json")
+def _real_data() -> Any:
+    """benchmarks/real_data.py, loaded by its path, for its whole-scene scoring."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detplug_benchmarks_real_data", HERE.parent / "real_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Whole scenes hold hundreds of objects: COCO's 100 detections per image would cut the curve.
+SCENE_MAX_DETECTIONS = 3000
+
+
+def score_whole_scenes(detections: list[dict[str, Any]], voc: Path, work: Path, name: str) -> dict[str, Any]:
+    """The tile detections moved into their val scenes of the VOC devkit ``voc`` and merged by
+    NMS (real_data.merge_tiles), scored against the whole scenes' boxes."""
+    real_data = _real_data()
+    truth = real_data.scene_ground_truth(voc, work / "val_scenes_ground_truth.json")
+    sizes = {Path(image["file_name"]).stem: (image["width"], image["height"])
+             for image in json.loads(truth.read_text())["images"]}
+    merged = real_data.merge_tiles(detections, sizes)
+    results = coco_results(truth, merged, work / f"detections_{name}_whole_scenes.json")
+    return coco_scores(truth, results, max_detections=SCENE_MAX_DETECTIONS)
+
+
+def score(entry: dict[str, Any], ground_truth: Path, work: Path, voc: Path | None = None) -> dict[str, Any]:
+    detections = entry.pop("detections")
+    results = coco_results(ground_truth, detections, work / f"detections_{entry['name']}.json")
     entry["coco"] = coco_scores(ground_truth, results)
+    if voc is not None:
+        entry["coco_whole_scenes"] = score_whole_scenes(detections, voc, work, entry["name"])
     minutes = entry["train_wall_s"] / 60
     entry["ap50_per_train_minute"] = round(entry["coco"]["ap50"] / minutes, 4) if minutes else math.nan
     # The same per minute of CPU time the training used (user + system): steadier than wall
@@ -748,16 +780,20 @@ def score(entry: dict[str, Any], ground_truth: Path, work: Path) -> dict[str, An
 
 def table(entries: list[dict[str, Any]]) -> str:
     """One row per tool and model; AP50/min: AP50 per minute of training wall time, and per
-    minute of the CPU time it used."""
+    minute of the CPU time it used; with --voc, AP50 and AP on the whole val scenes too."""
+    scenes = any("coco_whole_scenes" in e for e in entries)
     header = (f"{'tool':<12}{'model':<44}{'params':>8}{'GFLOPs':>7}{'img/s':>7}{'steady':>7}{'train s':>8}"
-              f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}")
+              f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}"
+              + (f"{'scene AP50':>11}{'scene AP':>9}" if scenes else ""))
     lines = [header, "-" * len(header)]
     for e in entries:
         train = e["timing"]["train"]
+        whole = e.get("coco_whole_scenes")
         lines.append(f"{e['tool']:<12}{e['model']:<44}{e['params'] / 1e6:>7.2f}M{e['gflops']:>7.2f}"
                      f"{e['train_images_per_s']:>7.1f}{e['steady_images_per_s']:>7.1f}{train['wall_s']:>8.0f}"
                      f"{train['cpu_s']:>7.0f}{train['load_mean']:>5.1f}{e['coco']['ap50']:>7.3f}{e['coco']['ap']:>7.3f}"
-                     f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}")
+                     f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}"
+                     + (f"{whole['ap50']:>11.3f}{whole['ap']:>9.3f}" if whole else ""))
     return "\n".join(lines)
 
 
@@ -767,6 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="where the figures go (default: OUT/results.json)")
     parser.add_argument("--data", type=Path, help="a YOLO folder (images/{train,val}, labels/, data.yaml) to "
                         "train and score on instead of the synthetic shapes, e.g. benchmarks/real_data.py's tiles")
+    parser.add_argument("--voc", type=Path, help="with --data: the VOC devkit its tiles were cut from "
+                        "(real_data.py's voc/); adds AP on the whole val scenes, the tile detections merged by NMS")
     parser.add_argument("--detplug-model", default="small",
                         help="with --data: the template detplug's plan comes from (run.py train --data --model)")
     parser.add_argument("--train", type=int, default=240)
@@ -843,7 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            model, image_size=args.imgsz, batch=args.batch, epochs=args.epochs,
                                            threads=args.ultralytics_threads))
             print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
-    entries = [score(entry, ground_truth, out) for entry in entries]
+    entries = [score(entry, ground_truth, out, args.voc.absolute() if args.voc else None) for entry in entries]
     downloaded = strays(out, before)
     report = {
         "settings": {"data": str(data) if args.data else None, "train": summary["train"], "val": summary["val"],
