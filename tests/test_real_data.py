@@ -169,3 +169,22 @@ def test_tile_detections_merge_into_whole_scenes(tmp_path: Path, wheel: Path) ->
         (scene, [10.0, 10.0, 26.0, 26.0], 0.9), (scene, [36.0, 20.0, 60.0, 44.0], 0.8)]
     scored = bench.score_whole_scenes(found, tmp_path / "out" / "voc", tmp_path, "test")
     assert scored["ap50"] == pytest.approx(1.0) and scored["detections"] == 2
+
+
+def test_scores_count_more_than_100_detections_when_asked(tmp_path: Path) -> None:
+    """A scene of 150 crowns found exactly: COCO's 100 detections per image cap the recall,
+    max_detections lifts the cap for AP50 and AP (0.50:0.95) alike."""
+    bench = load(BENCHMARKS / "peers" / "ultralytics.py", "peer_ultralytics_benchmark")
+    boxes = [[x * 20.0, y * 20.0, x * 20.0 + 16, y * 20.0 + 16] for x in range(15) for y in range(10)]
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "scene.jpg", "width": 300, "height": 200}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                         "area": (x2 - x1) * (y2 - y1), "iscrowd": 0} for i, (x1, y1, x2, y2) in enumerate(boxes)],
+        "categories": [{"id": 1, "name": "Tree"}]}))
+    found = [{"stem": "scene", "class": 0, "box": box, "score": 1.0 - i / 1000} for i, box in enumerate(boxes)]
+    results = bench.coco_results(truth, found, tmp_path / "found.json")
+    capped = bench.coco_scores(truth, results)
+    assert capped["ap50"] == pytest.approx(100 / 150, abs=0.01) and capped["ap"] == pytest.approx(capped["ap50"])
+    whole = bench.coco_scores(truth, results, max_detections=3000)
+    assert whole["ap50"] == pytest.approx(1.0) and whole["ap"] == pytest.approx(1.0)

@@ -1,8 +1,18 @@
-"""detplug against Ultralytics, side by side, on one synthetic YOLO dataset.
+"""detplug against Ultralytics, side by side, on one YOLO dataset: synthetic, or a folder of one's own.
 
     python benchmarks/peers/ultralytics.py [--ultralytics-python /tmp/ultra/bin/python]
         [--train 240] [--val 80] [--source-size 384 288] [--imgsz 256] [--epochs 10] [--batch 16]
         [--models yolov8n.yaml yolov3-tinyu.yaml] [--out runs/peer_ultralytics] [--json FILE]
+    python benchmarks/peers/ultralytics.py --data runs/real_data/yolo [--voc runs/real_data/voc]
+        [--detplug-model small] [--imgsz 320] [--epochs 30] [--batch 8] ...
+
+With ``--data FOLDER`` (a YOLO folder with ``images/{train,val}``, ``labels/`` and
+``data.yaml``, e.g. the real aerial tiles benchmarks/real_data.py writes) step 1 is skipped:
+both tools read that folder, detplug's plan is the one ``run.py train --data FOLDER --model
+TEMPLATE`` writes (``--detplug-model``, default ``small``; anchors fitted as below), and
+boxes in ``ignore/{split}/`` (same format) are COCO crowd regions for the scorer. With
+``--voc DEVKIT`` (the devkit the tiles were cut from) each tool's tile detections are also
+moved into their val scenes, merged by NMS and scored against the whole scenes.
 
 1. Data: a seeded generator (numpy + Pillow) draws shapes of four classes (disc, square,
    triangle, cross; any colour, rotated) on textured backgrounds with distracting strokes,
@@ -48,7 +58,10 @@ anchor fitting (detplug) and the whole training process, import to exit, with ev
 each tool does around the epochs (detplug: conversion to TFRecords, tracing, a val-loss
 pass per epoch, a COCO evaluation after the last; Ultralytics: label caching, validation
 after the last epoch and of best.pt). Threads: both get every core; Ultralytics on a CPU would otherwise set torch to
-cores - 1 (one thread on 2 cores): ``--ultralytics-threads`` changes it.
+cores - 1 (one thread on 2 cores): ``--ultralytics-threads`` changes it. On a machine that
+other jobs load past its cores, give torch one thread: its OpenMP threads wait for each
+other by spinning, and two of them on 2 busy cores took 5 minutes for an epoch that one
+thread took in 53 s (98 tiles of 320, batch 8, 1-minute load 11-12).
 
 This file is named for its peer, so it takes its own folder off ``sys.path``: run as a
 script, ``import ultralytics`` must find the package, not this file. It imports only the
@@ -305,8 +318,16 @@ def coco_scores(ground_truth: str | Path, results: str | Path, max_detections: i
         evaluation.params.maxDets = [1, 10, max_detections]
         evaluation.evaluate()
         evaluation.accumulate()
-        evaluation.summarize()
-    ap, ap50, ap75 = (max(0.0, float(v)) for v in evaluation.stats[:3])
+    # summarize()'s AP (0.50:0.95) is read at 100 detections whatever maxDets says, so the
+    # three are read here as it reads them: precision [IoU, recall, class, area, maxDets],
+    # area "all", the last maxDets, the mean of the defined entries (-1: no ground truth).
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]
+
+    def mean_defined(values: Any) -> float:
+        defined = values[values > -1]
+        return max(0.0, float(defined.mean())) if defined.size else 0.0
+
+    ap, ap50, ap75 = mean_defined(precision), mean_defined(precision[0]), mean_defined(precision[5])
     return {"ap": ap, "ap50": ap50, "ap75": ap75, "detections": len(rows)}
 
 
