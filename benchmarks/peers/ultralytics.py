@@ -860,6 +860,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (ultralytics_train if args.worker == "ultralytics-train" else ultralytics_predict)(config, args.result)
         return 0
 
+    if args.voc and not args.data:
+        parser.error("--voc scores tiles on their whole scenes: give the tiles' folder with --data too")
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     before = {p for p in out.rglob("*") if p.suffix in (".pt", ".ttf", ".ttc")}
