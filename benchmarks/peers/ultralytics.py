@@ -1,8 +1,18 @@
-"""detplug against Ultralytics, side by side, on one synthetic YOLO dataset.
+"""detplug against Ultralytics, side by side, on one YOLO dataset: synthetic, or a folder of one's own.
 
     python benchmarks/peers/ultralytics.py [--ultralytics-python /tmp/ultra/bin/python]
         [--train 240] [--val 80] [--source-size 384 288] [--imgsz 256] [--epochs 10] [--batch 16]
         [--models yolov8n.yaml yolov3-tinyu.yaml] [--out runs/peer_ultralytics] [--json FILE]
+    python benchmarks/peers/ultralytics.py --data runs/real_data/yolo [--voc runs/real_data/voc]
+        [--detplug-model small] [--imgsz 320] [--epochs 30] [--batch 8] ...
+
+With ``--data FOLDER`` (a YOLO folder with ``images/{train,val}``, ``labels/`` and
+``data.yaml``, e.g. the real aerial tiles benchmarks/real_data.py writes) step 1 is skipped:
+both tools read that folder, detplug's plan is the one ``run.py train --data FOLDER --model
+TEMPLATE`` writes (``--detplug-model``, default ``small``; anchors fitted as below), and
+boxes in ``ignore/{split}/`` (same format) are COCO crowd regions for the scorer. With
+``--voc DEVKIT`` (the devkit the tiles were cut from) each tool's tile detections are also
+moved into their val scenes, merged by NMS and scored against the whole scenes.
 
 1. Data: a seeded generator (numpy + Pillow) draws shapes of four classes (disc, square,
    triangle, cross; any colour, rotated) on textured backgrounds with distracting strokes,
@@ -48,7 +58,10 @@ anchor fitting (detplug) and the whole training process, import to exit, with ev
 each tool does around the epochs (detplug: conversion to TFRecords, tracing, a val-loss
 pass per epoch, a COCO evaluation after the last; Ultralytics: label caching, validation
 after the last epoch and of best.pt). Threads: both get every core; Ultralytics on a CPU would otherwise set torch to
-cores - 1 (one thread on 2 cores): ``--ultralytics-threads`` changes it.
+cores - 1 (one thread on 2 cores): ``--ultralytics-threads`` changes it. On a machine that
+other jobs load past its cores, give torch one thread: its OpenMP threads wait for each
+other by spinning, and two of them on 2 busy cores took 5 minutes for an epoch that one
+thread took in 53 s (98 tiles of 320, batch 8, 1-minute load 11-12).
 
 This file is named for its peer, so it takes its own folder off ``sys.path``: run as a
 script, ``import ultralytics`` must find the package, not this file. It imports only the
@@ -211,8 +224,22 @@ def write_dataset(root: str | Path, *, train: int = 240, val: int = 80, source_s
             "classes": list(CLASS_NAMES), **counts}
 
 
+def _yolo_boxes(label: Path, width: int, height: int) -> list[list[float]]:
+    boxes = []
+    for line in label.read_text().splitlines() if label.is_file() else []:
+        if line.strip():
+            c, cx, cy, w, h = (float(v) for v in line.split())
+            # clipped: the labels' six decimals may put an edge a hair outside the image
+            boxes.append([int(c), max(0.0, (cx - w / 2) * width), max(0.0, (cy - h / 2) * height),
+                          min(width, (cx + w / 2) * width), min(height, (cy + h / 2) * height)])
+    return boxes
+
+
 def read_labels(root: str | Path, split: str) -> list[dict[str, Any]]:
-    """Each image of a split: stem, file, (width, height) and boxes [class, x1, y1, x2, y2] in pixels."""
+    """Each image of a split: stem, file, (width, height), boxes [class, x1, y1, x2, y2] in pixels,
+    and ``ignored``: the boxes of ``ignore/SPLIT/STEM.txt`` (same format), regions where a
+    detection is neither a hit nor a false positive (benchmarks/real_data.py writes them for
+    objects that a tile cuts), empty where there is no such file."""
     from PIL import Image
 
     root = Path(root)
@@ -220,30 +247,43 @@ def read_labels(root: str | Path, split: str) -> list[dict[str, Any]]:
     for path in sorted((root / "images" / split).iterdir()):
         with Image.open(path) as image:
             width, height = image.size
-        label = root / "labels" / split / f"{path.stem}.txt"
-        boxes = []
-        for line in label.read_text().splitlines() if label.is_file() else []:
-            if line.strip():
-                c, cx, cy, w, h = (float(v) for v in line.split())
-                # clipped: the labels' six decimals may put an edge a hair outside the image
-                boxes.append([int(c), max(0.0, (cx - w / 2) * width), max(0.0, (cy - h / 2) * height),
-                              min(width, (cx + w / 2) * width), min(height, (cy + h / 2) * height)])
-        images.append({"stem": path.stem, "file": path.name, "size": (width, height), "boxes": boxes})
+        images.append({"stem": path.stem, "file": path.name, "size": (width, height),
+                       "boxes": _yolo_boxes(root / "labels" / split / f"{path.stem}.txt", width, height),
+                       "ignored": _yolo_boxes(root / "ignore" / split / f"{path.stem}.txt", width, height)})
     return images
 
 
-def coco_ground_truth(root: str | Path, out: str | Path, split: str = "val") -> Path:
+def class_names(root: str | Path) -> tuple[str, ...]:
+    """The class names of a YOLO folder's data.yaml (``names:`` as a list or as ``id: name`` lines)."""
+    import yaml
+
+    path = Path(root) / "data.yaml"
+    if not path.is_file():
+        raise SystemExit(f"--data {root}: no data.yaml (path, train, val, names) in the folder")
+    names = (yaml.safe_load(path.read_text()) or {}).get("names")
+    if isinstance(names, dict):
+        names = [names[key] for key in sorted(names, key=int)]
+    if not names or not all(isinstance(name, str) for name in names):
+        raise SystemExit(f"{path}: 'names' must list the class names, as a list or as 'id: name' lines")
+    return tuple(names)
+
+
+def coco_ground_truth(root: str | Path, out: str | Path, split: str = "val",
+                      names: Sequence[str] = CLASS_NAMES) -> Path:
     """A COCO instances JSON of a split's YOLO labels; image ids 1, 2, ... by file name,
-    category ids 1 + class id."""
+    category ids 1 + class id. Ignore regions (read_labels) are crowd annotations, which
+    pycocotools' matching ignores."""
     images, annotations = [], []
     for image_id, item in enumerate(read_labels(root, split), start=1):
         width, height = item["size"]
         images.append({"id": image_id, "file_name": item["file"], "width": width, "height": height})
-        for c, x1, y1, x2, y2 in item["boxes"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        for crowd, boxes in ((0, item["boxes"]), (1, item["ignored"])):
+            for c, x1, y1, x2, y2 in boxes:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c + 1,
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                    "iscrowd": crowd})
     document = {"images": images, "annotations": annotations,
-                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)]}
+                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)]}
     path = Path(out)
     path.write_text(json.dumps(document))
     return path
@@ -261,8 +301,9 @@ def coco_results(ground_truth: str | Path, detections: list[dict[str, Any]], out
     return path
 
 
-def coco_scores(ground_truth: str | Path, results: str | Path) -> dict[str, float]:
-    """COCO AP (0.50:0.95), AP50 and AP75 of a results JSON, by pycocotools."""
+def coco_scores(ground_truth: str | Path, results: str | Path, max_detections: int = 100) -> dict[str, float]:
+    """COCO AP (0.50:0.95), AP50 and AP75 of a results JSON, by pycocotools, counting up to
+    ``max_detections`` per image (COCO's 100; more for whole scenes of hundreds of objects)."""
     import io
 
     from pycocotools.coco import COCO
@@ -274,11 +315,34 @@ def coco_scores(ground_truth: str | Path, results: str | Path) -> dict[str, floa
     with redirect_stdout(io.StringIO()):
         truth = COCO(str(ground_truth))
         evaluation = COCOeval(truth, truth.loadRes(rows), "bbox")
+        evaluation.params.maxDets = [1, 10, max_detections]
         evaluation.evaluate()
         evaluation.accumulate()
-        evaluation.summarize()
-    ap, ap50, ap75 = (max(0.0, float(v)) for v in evaluation.stats[:3])
+    # summarize()'s AP (0.50:0.95) is read at 100 detections whatever maxDets says, so the
+    # three are read here as it reads them: precision [IoU, recall, class, area, maxDets],
+    # area "all", the last maxDets, the mean of the defined entries (-1: no ground truth).
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]
+
+    def mean_defined(values: Any) -> float:
+        defined = values[values > -1]
+        return max(0.0, float(defined.mean())) if defined.size else 0.0
+
+    ap, ap50, ap75 = mean_defined(precision), mean_defined(precision[0]), mean_defined(precision[5])
     return {"ap": ap, "ap50": ap50, "ap75": ap75, "detections": len(rows)}
+
+
+def folder_summary(root: Path) -> dict[str, Any]:
+    """Counts of a YOLO folder given by --data: images and objects per split, its classes;
+    SystemExit with one sentence where it is not the layout both tools read."""
+    missing = [f"images/{split}" for split in ("train", "val") if not (root / "images" / split).is_dir()]
+    if missing:
+        raise SystemExit(f"--data {root}: no {' or '.join(missing)}; give a YOLO folder with images/train, "
+                         f"images/val, labels/ and data.yaml (benchmarks/real_data.py writes one)")
+    names = class_names(root)
+    splits = {split: read_labels(root, split) for split in ("train", "val")}
+    return {"root": str(root), "classes": list(names), "train": len(splits["train"]), "val": len(splits["val"]),
+            "objects": sum(len(item["boxes"]) for items in splits.values() for item in items),
+            "ignored": sum(len(item["ignored"]) for items in splits.values() for item in items)}
 
 
 # --------------------------------------------------------------------------- timing
@@ -338,18 +402,46 @@ def run_logged(command: list[str], log: Path, *, env: dict[str, str] | None = No
 # --------------------------------------------------------------------------- detplug
 
 
-def fit_anchors(root: str | Path, image_size: int) -> str:
+def anchor_table(root: str | Path, image_size: int) -> dict[int, list[list[int]]]:
     """9 anchors, k-means (IoU distance) on the training boxes letterboxed to the input, as
-    ``run.py --anchors`` fits them (detplug.core.data.kmeans_anchors; no TensorFlow)."""
+    ``run.py --anchors`` fits them (detplug.core.data.kmeans_anchors; no TensorFlow), in whole
+    pixels per stride."""
     import numpy as np
 
-    from detplug.core.data.kmeans_anchors import anchor_table_toml, group_by_stride, kmeans_anchors
+    from detplug.core.data.kmeans_anchors import group_by_stride, kmeans_anchors
 
     shapes = []
     for item in read_labels(root, "train"):
         scale = image_size / max(item["size"])
         shapes += [((x2 - x1) * scale, (y2 - y1) * scale) for _, x1, y1, x2, y2 in item["boxes"]]
-    return anchor_table_toml(group_by_stride(kmeans_anchors(np.asarray(shapes), 9, seed=0)))
+    table = group_by_stride(kmeans_anchors(np.asarray(shapes), 9, seed=0))
+    return {int(stride): [[max(1, round(w)), max(1, round(h))] for w, h in pairs] for stride, pairs in table.items()}
+
+
+def fit_anchors(root: str | Path, image_size: int) -> str:
+    """:func:`anchor_table` as a plan's ``model.anchors`` value."""
+    from detplug.core.data.kmeans_anchors import anchor_table_toml
+
+    return anchor_table_toml(anchor_table(root, image_size))
+
+
+def detplug_template_plan(root: str | Path, *, template: str, image_size: int, batch: int, epochs: int,
+                          anchors: dict[int, list[list[int]]]) -> str:
+    """The plan ``run.py train --data ROOT --model TEMPLATE`` writes (the template's model and
+    recipe, YOLOv5's gains scaled to the input and classes), with anchors fitted to the
+    training boxes and COCO mAP after the last epoch only, as Ultralytics validates."""
+    import tomli_w
+
+    from detplug.core.data.layouts import detect_layout
+    from detplug.core.plan.from_data import data_plan
+
+    plan = data_plan(detect_layout(root), model=template, name=f"peer_{template}", epochs=epochs,
+                     image_size=(image_size, image_size), batch=batch)
+    plan["model"]["anchors"] = {str(stride): pairs for stride, pairs in sorted(anchors.items())}
+    # --predict keeps detections down to SCORE_THRESHOLD: COCO AP needs the whole curve.
+    plan["evaluation"].update(evaluator="coco_map", eval_every=0, score_threshold=SCORE_THRESHOLD)
+    return (f"# Written by benchmarks/peers/ultralytics.py --data: template '{template}' for {root}, "
+            f"as run.py train --data writes it, with k-means anchors.\n\n" + tomli_w.dumps(plan))
 
 
 def detplug_plan(root: str | Path, *, image_size: int, batch: int, epochs: int, anchors: str,
@@ -435,10 +527,13 @@ def throughput(epoch_s: Sequence[float], epoch_images: int) -> dict[str, float]:
 
 def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: int, epochs: int,
                 width: float = 0.25, depth: float = 0.34, trainer: str = "graph", overrides: Sequence[str] = (),
+                template: str | None = None, names: Sequence[str] = CLASS_NAMES,
                 python: str = sys.executable, timeout: float | None = None) -> dict[str, Any]:
     """detplug's half: plan, training (timed), --predict on the val images at their original
-    size, parameters and GFLOPs. ``overrides`` (KEY=VALUE) go to run.py as --set. Returns
-    its figures and the detections [{stem, class, box, score}]."""
+    size, parameters and GFLOPs. The plan is ``template``'s (detplug_template_plan) when one is
+    given, else kitti_simple's (detplug_plan, of ``width``, ``depth`` and ``trainer``).
+    ``overrides`` (KEY=VALUE) go to run.py as --set. Returns its figures and the detections
+    [{stem, class, box, score}]."""
     from detplug.core.evaluate.kitti_files import read_kitti_results
 
     root, work = Path(root).absolute(), Path(work).absolute()
@@ -448,9 +543,13 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
     sets = [item for override in overrides for item in ("--set", override)]
     with phase(timing, "train"):
         plan = work / "plan.toml"
-        plan.write_text(detplug_plan(root, image_size=image_size, batch=batch, epochs=epochs,
-                                     anchors=fit_anchors(root, image_size), width=width, depth=depth,
-                                     trainer=trainer))
+        if template:
+            plan.write_text(detplug_template_plan(root, template=template, image_size=image_size, batch=batch,
+                                                  epochs=epochs, anchors=anchor_table(root, image_size)))
+        else:
+            plan.write_text(detplug_plan(root, image_size=image_size, batch=batch, epochs=epochs,
+                                         anchors=fit_anchors(root, image_size), width=width, depth=depth,
+                                         trainer=trainer))
         run_logged([python, str(RUN_PY), "--plan", str(plan), *sets, "--workdir", str(work / "run"),
                     "--cache-dir", str(work / "cache")], work / "train.log", timeout=timeout)
     train_images = sum(1 for _ in (root / "images" / "train").iterdir())
@@ -462,13 +561,14 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
                     "--cache-dir", str(work / "cache"), "--predict", str(root / "images" / "val"),
                     "--out", str(predictions)], work / "predict.log", timeout=timeout)
     info = json.loads(info_file.read_text())
-    index = {name: i for i, name in enumerate(CLASS_NAMES)}
+    index = {name: i for i, name in enumerate(names)}
     detections = [{"stem": image.image_id, "class": index[name], "box": [float(v) for v in box],
                    "score": float(score)}
                   for image in read_kitti_results(predictions)
                   for box, name, score in zip(image.boxes, image.names, image.scores)]
     timing["predict"]["predict_s"] = info["predict_s"]
-    model = f"darknet53 w{width} d{depth} + yolov3_fpn w{width}" + "".join(f", {o}" for o in overrides)
+    model = (f"template {template}" if template else f"darknet53 w{width} d{depth} + yolov3_fpn w{width}") + "".join(
+        f", {o}" for o in overrides)
     return {"name": "detplug", "tool": "detplug", "model": model, "overrides": list(overrides),
             "params": info["params"], "gflops": info["gflops"], "threads": info["threads"],
             "versions": info["versions"], "epochs": len(history["epoch_s"]), "train_images": train_images,
@@ -657,9 +757,39 @@ def strays(out: Path, before: set[Path]) -> list[str]:
 # --------------------------------------------------------------------------- the run
 
 
-def score(entry: dict[str, Any], ground_truth: Path, work: Path) -> dict[str, Any]:
-    results = coco_results(ground_truth, entry.pop("detections"), work / f"detections_{entry['name']}.json")
+def _real_data() -> Any:
+    """benchmarks/real_data.py, loaded by its path, for its whole-scene scoring."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detplug_benchmarks_real_data", HERE.parent / "real_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Whole scenes hold hundreds of objects: COCO's 100 detections per image would cut the curve.
+SCENE_MAX_DETECTIONS = 3000
+
+
+def score_whole_scenes(detections: list[dict[str, Any]], voc: Path, work: Path, name: str) -> dict[str, Any]:
+    """The tile detections moved into their val scenes of the VOC devkit ``voc`` and merged by
+    NMS (real_data.merge_tiles), scored against the whole scenes' boxes."""
+    real_data = _real_data()
+    truth = real_data.scene_ground_truth(voc, work / "val_scenes_ground_truth.json")
+    sizes = {Path(image["file_name"]).stem: (image["width"], image["height"])
+             for image in json.loads(truth.read_text())["images"]}
+    merged = real_data.merge_tiles(detections, sizes)
+    results = coco_results(truth, merged, work / f"detections_{name}_whole_scenes.json")
+    return coco_scores(truth, results, max_detections=SCENE_MAX_DETECTIONS)
+
+
+def score(entry: dict[str, Any], ground_truth: Path, work: Path, voc: Path | None = None) -> dict[str, Any]:
+    detections = entry.pop("detections")
+    results = coco_results(ground_truth, detections, work / f"detections_{entry['name']}.json")
     entry["coco"] = coco_scores(ground_truth, results)
+    if voc is not None:
+        entry["coco_whole_scenes"] = score_whole_scenes(detections, voc, work, entry["name"])
     minutes = entry["train_wall_s"] / 60
     entry["ap50_per_train_minute"] = round(entry["coco"]["ap50"] / minutes, 4) if minutes else math.nan
     # The same per minute of CPU time the training used (user + system): steadier than wall
@@ -671,16 +801,20 @@ def score(entry: dict[str, Any], ground_truth: Path, work: Path) -> dict[str, An
 
 def table(entries: list[dict[str, Any]]) -> str:
     """One row per tool and model; AP50/min: AP50 per minute of training wall time, and per
-    minute of the CPU time it used."""
+    minute of the CPU time it used; with --voc, AP50 and AP on the whole val scenes too."""
+    scenes = any("coco_whole_scenes" in e for e in entries)
     header = (f"{'tool':<12}{'model':<44}{'params':>8}{'GFLOPs':>7}{'img/s':>7}{'steady':>7}{'train s':>8}"
-              f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}")
+              f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}"
+              + (f"{'scene AP50':>11}{'scene AP':>9}" if scenes else ""))
     lines = [header, "-" * len(header)]
     for e in entries:
         train = e["timing"]["train"]
+        whole = e.get("coco_whole_scenes")
         lines.append(f"{e['tool']:<12}{e['model']:<44}{e['params'] / 1e6:>7.2f}M{e['gflops']:>7.2f}"
                      f"{e['train_images_per_s']:>7.1f}{e['steady_images_per_s']:>7.1f}{train['wall_s']:>8.0f}"
                      f"{train['cpu_s']:>7.0f}{train['load_mean']:>5.1f}{e['coco']['ap50']:>7.3f}{e['coco']['ap']:>7.3f}"
-                     f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}")
+                     f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}"
+                     + (f"{whole['ap50']:>11.3f}{whole['ap']:>9.3f}" if whole else ""))
     return "\n".join(lines)
 
 
@@ -688,6 +822,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "peer_ultralytics")
     parser.add_argument("--json", type=Path, help="where the figures go (default: OUT/results.json)")
+    parser.add_argument("--data", type=Path, help="a YOLO folder (images/{train,val}, labels/, data.yaml) to "
+                        "train and score on instead of the synthetic shapes, e.g. benchmarks/real_data.py's tiles")
+    parser.add_argument("--voc", type=Path, help="with --data: the VOC devkit its tiles were cut from "
+                        "(real_data.py's voc/); adds AP on the whole val scenes, the tile detections merged by NMS")
+    parser.add_argument("--detplug-model", default="small",
+                        help="with --data: the template detplug's plan comes from (run.py train --data --model)")
     parser.add_argument("--train", type=int, default=240)
     parser.add_argument("--val", type=int, default=80)
     parser.add_argument("--source-size", type=int, nargs=2, default=(384, 288), metavar=("WIDTH", "HEIGHT"))
@@ -720,21 +860,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         (ultralytics_train if args.worker == "ultralytics-train" else ultralytics_predict)(config, args.result)
         return 0
 
+    if args.voc and not args.data:
+        parser.error("--voc scores tiles on their whole scenes: give the tiles' folder with --data too")
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     before = {p for p in out.rglob("*") if p.suffix in (".pt", ".ttf", ".ttc")}
-    data = out / "data"
-    if not (data / "data.yaml").is_file():
-        summary = write_dataset(data, train=args.train, val=args.val, source_size=tuple(args.source_size),
-                                seed=args.seed)
-        (out / "data_summary.json").write_text(json.dumps(summary))
-    summary = json.loads((out / "data_summary.json").read_text())
-    if (summary["train"], summary["val"], summary["source_size"], summary["seed"]) != (
-            args.train, args.val, list(args.source_size), args.seed):
-        parser.error(f"{data} holds another dataset ({summary}); give another --out")
-    print(f"data: {summary['train']} train + {summary['val']} val images of {summary['source_size'][0]}x"
-          f"{summary['source_size'][1]}, {summary['objects']} objects, in {data}", flush=True)
-    ground_truth = coco_ground_truth(data, out / "val_ground_truth.json")
+    if args.data:
+        data = args.data.absolute()
+        summary = folder_summary(data)
+        names: tuple[str, ...] = tuple(summary["classes"])
+        print(f"data: {summary['train']} train + {summary['val']} val images, {summary['objects']} objects "
+              f"(+{summary['ignored']} ignore regions) of {len(names)} classes, in {data}", flush=True)
+    else:
+        data, names = out / "data", CLASS_NAMES
+        if not (data / "data.yaml").is_file():
+            summary = write_dataset(data, train=args.train, val=args.val, source_size=tuple(args.source_size),
+                                    seed=args.seed)
+            (out / "data_summary.json").write_text(json.dumps(summary))
+        summary = json.loads((out / "data_summary.json").read_text())
+        if (summary["train"], summary["val"], summary["source_size"], summary["seed"]) != (
+                args.train, args.val, list(args.source_size), args.seed):
+            parser.error(f"{data} holds another dataset ({summary}); give another --out")
+        print(f"data: {summary['train']} train + {summary['val']} val images of {summary['source_size'][0]}x"
+              f"{summary['source_size'][1]}, {summary['objects']} objects, in {data}", flush=True)
+    ground_truth = coco_ground_truth(data, out / "val_ground_truth.json", names=names)
 
     skipped = ultralytics_available(args.ultralytics_python, out) if args.models else "no --models"
     if skipped:
@@ -745,7 +894,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               flush=True)
         entries.append(run_detplug(data, out / "detplug", image_size=args.imgsz, batch=args.batch,
                                    epochs=args.epochs, width=args.width, depth=args.depth,
-                                   trainer=args.trainer, overrides=args.detplug_set))
+                                   trainer=args.trainer, overrides=args.detplug_set,
+                                   template=args.detplug_model if args.data else None, names=names))
         print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
     if not skipped:
         for model in args.models:
@@ -754,11 +904,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            model, image_size=args.imgsz, batch=args.batch, epochs=args.epochs,
                                            threads=args.ultralytics_threads))
             print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
-    entries = [score(entry, ground_truth, out) for entry in entries]
+    entries = [score(entry, ground_truth, out, args.voc.absolute() if args.voc else None) for entry in entries]
     downloaded = strays(out, before)
     report = {
-        "settings": {"train": args.train, "val": args.val, "source_size": list(args.source_size),
-                     "imgsz": args.imgsz, "epochs": args.epochs, "batch": args.batch, "seed": args.seed,
+        "settings": {"data": str(data) if args.data else None, "train": summary["train"], "val": summary["val"],
+                     "source_size": None if args.data else list(args.source_size), "imgsz": args.imgsz,
+                     "epochs": args.epochs, "batch": args.batch, "seed": args.seed,
                      "score_threshold": SCORE_THRESHOLD, "cpus": os.cpu_count()},
         "data": summary, "entries": entries, "ultralytics_skipped": skipped, "stray_downloads": downloaded,
         "note": "AP on the val images at their original size, scored by pycocotools from each tool's detections; "
