@@ -26,8 +26,12 @@ SURE = 0.3
 #: most). float16: all within IoU >= 0.977 and 9e-4 of score, AP50 67.62 against 67.59. int8
 #: (100 calibration images): 93.7 % within IoU >= 0.75 and 0.15 of score (worst IoU 0.52,
 #: score 0.32), AP50 67.64. The learned run is not bit-for-bit reproducible: some margin.
+#: Measured again after validation's whole batches moved training's arithmetic by ~1e-5
+#: (another learned model): float16 193 sure detections, 192 within IoU >= 0.95 and 5e-3 of
+#: score, one near-tie where float16's NMS kept the neighbouring box (IoU 0.825, score 0.096),
+#: AP50 63.31 against 63.30; hence 99 % of them, not every one.
 TOLERANCES = {
-    "float16": {"iou": 0.95, "score": 5e-3, "share": 1.0, "ap50": 0.005},
+    "float16": {"iou": 0.95, "score": 5e-3, "share": 0.99, "ap50": 0.005},
     "int8": {"iou": 0.75, "score": 0.15, "share": 0.85, "ap50": 0.03},
 }
 CALIBRATION_IMAGES = 100
