@@ -55,19 +55,24 @@ class ConsoleHandler(logging.Handler):
 def console(level: int = logging.INFO) -> Iterator[ConsoleHandler]:
     """Messages of ``level`` and above on the console while the block runs: the ``detplug``
     logger is set to ``level`` and given a :class:`ConsoleHandler` unless it has one (``main()``
-    called twice in one process prints each line once); both are put back afterwards."""
+    called twice in one process prints each line once), and does not pass them on to the root
+    logger's handlers; all is put back afterwards."""
     logger = logging.getLogger(ROOT)
     handler = next((h for h in logger.handlers if isinstance(h, ConsoleHandler)), None)
     added = handler is None
     if handler is None:
         handler = ConsoleHandler()
         logger.addHandler(handler)
-    previous = logger.level
+    previous, propagated = logger.level, logger.propagate
     logger.setLevel(level)
+    # The console is the program's output: a handler that a library put on the root logger
+    # (TensorFlow's absl sets one up when it is imported) would print every line again.
+    logger.propagate = False
     try:
         yield handler
     finally:
         logger.setLevel(previous)
+        logger.propagate = propagated
         if added:
             logger.removeHandler(handler)
 

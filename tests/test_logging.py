@@ -131,3 +131,20 @@ def test_other_workers_say_only_warnings_unless_verbose(capsys, detplug_logger):
     with console(logging.DEBUG), warnings_only_unless_verbose():
         worker.info("epoch 1/2: loss 3.1")
     assert capsys.readouterr().out == "epoch 1/2: loss 3.1\n"
+
+
+def test_a_handler_a_library_put_on_the_root_logger_does_not_print_detplug_lines_again(tmp_path):
+    # A library may give the root logger a handler (any module-level logging.info() call does):
+    # detplug's console lines must not reach it too, or each line prints twice, the second time
+    # as "INFO:detplug...". A kitti_simple training run printed every line twice before.
+    import io
+
+    library_handler = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(library_handler)
+    try:
+        result = run_cli("check", "--plan", str(write_tiny_plan(tmp_path)), "--static")
+    finally:
+        logging.getLogger().removeHandler(library_handler)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip()  # the check said what it found, on the console alone
+    assert library_handler.stream.getvalue() == ""
