@@ -84,6 +84,18 @@ def test_boxes_planted_in_a_grid_are_found_at_their_pixels_once_each_across_tile
     assert (found["classes"] == 0).all()
 
 
+def test_max_detections_caps_each_window_not_the_whole_image():
+    # 35 boxes in a 200x296 image cut into 24 windows: with max_detections 4 the merged image
+    # keeps up to 4 x 24, so every box, where a cap of 4 on the whole image would keep 4. (The
+    # cap inside one window is detect's: batch_detector's NMS; this detect has none.)
+    planted_boxes = [(x, y, x + 10, y + 10) for y in (6, 50, 96, 140, 180) for x in (4, 50, 96, 140, 186, 230, 276)]
+    found = predict_sliced(planted(200, 296, planted_boxes), white_rectangles, INPUT, Slicing(64, 0.25),
+                           iou_threshold=0.45, max_detections=4)
+    assert len(found["boxes"]) == len(planted_boxes)
+    for box in planted_boxes:
+        assert (np.abs(found["boxes"] - np.array(box, np.float32)).max(axis=1) <= 1.0).sum() == 1, box
+
+
 def test_the_full_image_pass_finds_an_object_larger_than_a_tile_once():
     image = planted(160, 160, [(40, 40, 120, 120)])  # cut by an edge in each of the 9 tiles
     whole = np.array([40, 40, 120, 120], np.float32)

@@ -58,7 +58,11 @@ def predict_sliced(image: np.ndarray, detect: Detect, input_spec: ImageSpec, sli
     """The detections of ``image`` (H, W, 3) uint8, sliced: boxes (K, 4) x1 y1 x2 y2 in its
     pixels, scores (K,) best first, classes (K,) int32. ``detect`` is asked about
     ``batch_size`` tiles at a time (all of one size: the grid's windows are), each letterboxed
-    to ``input_spec``; the windows' boxes are merged by :func:`merge_detections`."""
+    to ``input_spec``; the windows' boxes are merged by :func:`merge_detections`.
+
+    ``max_detections`` is the cap of one window, as it is of one tile in training's
+    evaluations: the whole image keeps up to that many per window. A scene of 600 trees cut
+    into 30 tiles is 600 detections; a cap of 100 on the whole would hide five in six."""
     height, width = image.shape[:2]
     tiles = slicing.tiles(height, width)
     boxes, scores, classes, windows = [], [], [], []
@@ -79,8 +83,10 @@ def predict_sliced(image: np.ndarray, detect: Detect, input_spec: ImageSpec, sli
         scores.append(found["scores"][0][:count])
         classes.append(found["classes"][0][:count])
         windows.append(np.full(count, len(tiles), np.int32))
+    looks = len(tiles) + (1 if slicing.full_image_pass and len(tiles) > 1 else 0)
     return merge_detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes),
-                            np.concatenate(windows), iou_threshold=iou_threshold, max_detections=max_detections)
+                            np.concatenate(windows), iou_threshold=iou_threshold,
+                            max_detections=max_detections * looks)
 
 
 def _detect_letterboxed(detect: Detect, pixels: np.ndarray, input_spec: ImageSpec) -> dict[str, np.ndarray]:
