@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from detplug.core.errors import DataError
@@ -87,6 +88,16 @@ def test_max_detections_keeps_the_highest_scores():
     found = [ImageDetections("a", [BOX, ELSEWHERE], ["Car", "Car"], [0.9, 0.8])]
     assert evaluate(truths, found)["mAP"] == pytest.approx(1.0)
     assert evaluate(truths, found, max_detections=1)["mAP"] == pytest.approx(51 / 101, abs=1e-12)
+
+
+def test_every_detection_counts_unless_max_detections_is_set():
+    # A scene of 150 trees, each found: COCO's cap of 100 would hold recall at 100/150, so AP
+    # to 67 of the 101 recall points; unset, the cap is the most any image has.
+    trees = [[x * 20.0, y * 20.0, x * 20.0 + 15, y * 20.0 + 15] for y in range(10) for x in range(15)]
+    truths = [ImageTruth("scene", trees, ["Car"] * 150)]
+    found = [ImageDetections("scene", trees, ["Car"] * 150, np.linspace(0.9, 0.5, 150))]
+    assert evaluate(truths, found)["AP50"] == pytest.approx(1.0)
+    assert evaluate(truths, found, max_detections=100)["AP50"] == pytest.approx(67 / 101, abs=1e-12)
 
 
 def test_names_are_compared_without_case_and_other_names_left_out():

@@ -48,11 +48,15 @@ class KittiAPParams:
 @frozen(kw_only=True)
 class CocoMapParams:
     """``ignore_names``: label names that become crowd regions (iscrowd=1) of every class:
-    a detection inside one is neither right nor wrong. ``max_detections``: per image,
-    the highest-scoring ones are kept (COCO's maxDets)."""
+    a detection inside one is neither right nor wrong. ``max_detections``: per image and
+    class, the highest-scoring ones are kept (COCO's maxDets); unset, every detection the
+    prediction kept counts: ``[evaluation] max_detections`` per image, as COCO's 100 by
+    default, and per tile for a whole image scored through sliced prediction, whose hundreds
+    of small objects a cap of 100 would hide."""
 
     ignore_names: tuple[str, ...] = field(default=("DontCare",), converter=as_tuple, validator=_names)
-    max_detections: int = field(default=100, validator=[validators.instance_of(int), validators.gt(0)])
+    max_detections: int | None = field(
+        default=None, validator=validators.optional([validators.instance_of(int), validators.gt(0)]))
 
 
 def _kitti_spec(params: KittiAPParams, chain: Chain) -> tuple[str, ...] | None:

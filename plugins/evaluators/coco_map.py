@@ -8,9 +8,9 @@ intersection over the detection's area and never counts as hits or misses.
 Ground truths of other names are left out, and so are detections of names that
 are not among ``classes``. Names are compared case-insensitively.
 
-Metrics (over all areas, at most ``max_detections`` per image): ``mAP``
-(IoU .50:.05:.95), ``AP50``, ``AP75`` and ``AP/<class>`` (IoU .50:.95), NaN
-where no class has ground truth.
+Metrics (over all areas; every detection, or at most ``max_detections`` per image
+and class): ``mAP`` (IoU .50:.05:.95), ``AP50``, ``AP75`` and ``AP/<class>``
+(IoU .50:.95), NaN where no class has ground truth.
 
 Each class's precision-recall curve (``EvaluationResult.curves``) is COCOeval's
 ``eval['precision']`` at IoU 0.50, area all, ``max_detections``, against its 101
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,10 +138,16 @@ class CocoMapEvaluator:
                                   for k in range(len(self.classes))])
             return np.broadcast_to(np.where(has_truth, 0.0, -1.0), shape).copy()
         evaluation = coco_eval(ground_truth, ground_truth.loadRes(results), "bbox")
-        evaluation.params.maxDets = [self.params.max_detections]  # summarize() is not used
+        evaluation.params.maxDets = [self.params.max_detections or _most_per_image(results)]  # summarize() unused
         evaluation.evaluate()
         evaluation.accumulate()
         return evaluation.eval["precision"][:, :, :, 0, -1]
+
+
+def _most_per_image(results: list[dict]) -> int:
+    """The most detections of one class in one image: COCOeval's cap that cuts none."""
+    counts = Counter((found["image_id"], found["category_id"]) for found in results)
+    return max(counts.values(), default=1)
 
 
 def _curve(precision: np.ndarray) -> PrecisionRecall:
