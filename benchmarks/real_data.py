@@ -33,10 +33,10 @@ SOAP) add variety to the training tiles rather than giving a val set of 4 tiles 
 
 Whole scenes: :func:`scene_ground_truth` and :func:`merge_tiles` let the peer benchmark
 (``--voc``) score tile detections against the whole val scenes, the tiles' detections
-moved into their scene and merged by NMS, as sliced prediction does.
+moved into their scene and merged as sliced prediction merges them.
 
 Only the standard library, numpy, Pillow and ``detplug.core.data.tiles``; TensorFlow only
-in :func:`merge_tiles` (detplug's NMS).
+in :func:`merge_tiles` (sliced prediction's merge).
 """
 
 from __future__ import annotations
@@ -240,35 +240,29 @@ def tile_origin(stem: str) -> tuple[str, int, int]:
 def merge_tiles(detections: Sequence[dict[str, Any]], scene_sizes: dict[str, tuple[int, int]], *,
                 iou_threshold: float = 0.45) -> list[dict[str, Any]]:
     """Tile detections ``{stem, class, box [x1, y1, x2, y2] tile pixels, score}`` moved into their
-    scenes (``scene_sizes``: stem -> (width, height)) and merged per scene by detplug's own NMS
-    (core.model.inference.non_max_suppression, per class), as sliced prediction merges the
-    windows of one image: the same detections, scored against the whole scenes."""
-    import tensorflow as tf
+    scenes (``scene_sizes``: stem -> (width, height)) and merged per scene as sliced prediction
+    merges the windows of one image (core.model.sliced.merge_detections: class-wise NMS, IoU
+    within a tile, intersection over the smaller box across tiles): the same detections,
+    scored against the whole scenes. Every detection may stay (no cap per scene)."""
+    from detplug.core.model.sliced import merge_detections
 
-    from detplug.core.model.inference import non_max_suppression
-
-    by_scene: dict[str, list[tuple[list[float], int, float]]] = {}
+    by_scene: dict[str, list[tuple[list[float], int, float, str]]] = {}
     for found in detections:
         scene, top, left = tile_origin(found["stem"])
         x1, y1, x2, y2 = found["box"]
         by_scene.setdefault(scene, []).append(([x1 + left, y1 + top, x2 + left, y2 + top], int(found["class"]),
-                                               float(found["score"])))
+                                               float(found["score"]), found["stem"]))
     merged = []
     for scene, rows in sorted(by_scene.items()):
         width, height = scene_sizes[scene]
-        classes = 1 + max(c for _, c, _ in rows)
-        boxes = np.array([[y1 / height, x1 / width, y2 / height, x2 / width] for (x1, y1, x2, y2), _, _ in rows],
-                         np.float32)
-        scores = np.zeros((len(rows), classes), np.float32)
-        scores[np.arange(len(rows)), [c for _, c, _ in rows]] = [score for _, _, score in rows]
-        kept = non_max_suppression(tf.constant(boxes[None]), tf.constant(scores[None]), max_detections=len(rows),
-                                   iou_threshold=iou_threshold, score_threshold=0.0)
-        count = int(kept["num_detections"][0])
-        for (y1, x1, y2, x2), score, label in zip(kept["boxes"][0, :count].numpy().tolist(),
-                                                  kept["scores"][0, :count].numpy().tolist(),
-                                                  kept["classes"][0, :count].numpy().tolist()):
-            merged.append({"stem": scene, "class": int(label), "score": float(score),
-                           "box": [x1 * width, y1 * height, x2 * width, y2 * height]})
+        window = {stem: index for index, stem in enumerate(sorted({stem for *_, stem in rows}))}
+        boxes = np.clip(np.array([box for box, *_ in rows], np.float32), 0, [width, height, width, height])
+        kept = merge_detections(boxes, np.array([score for _, _, score, _ in rows], np.float32),
+                                np.array([label for _, label, _, _ in rows], np.int32),
+                                np.array([window[stem] for *_, stem in rows], np.int32),
+                                iou_threshold=iou_threshold, max_detections=len(rows))
+        for box, score, label in zip(kept["boxes"].tolist(), kept["scores"].tolist(), kept["classes"].tolist()):
+            merged.append({"stem": scene, "class": int(label), "score": float(score), "box": box})
     return merged
 
 

@@ -160,10 +160,13 @@ def test_tile_detections_merge_into_whole_scenes(tmp_path: Path, wheel: Path) ->
         real_data.tile_origin(scene)
     # Crown (10, 10, 26, 26), whole in the tile at (0, 0) and its lower part in the tile at
     # (16, 0): one detection (IoU 0.625 in the scene); crown (36, 20, 60, 44) is seen from the
-    # tile at (16, 24), 24 columns right and 16 rows down.
+    # tile at (16, 24), 24 columns right and 16 rows down, and its upper right part from the
+    # tile at (0, 24): IoU 0.42 with the whole, below NMS's 0.45, but wholly inside it, so it
+    # goes as sliced prediction's merge drops another window's part of an object.
     found = [{"stem": f"{scene}@0_0", "class": 0, "box": [10, 10, 26, 26], "score": 0.9},
              {"stem": f"{scene}@16_0", "class": 0, "box": [10, 0, 26, 10], "score": 0.6},
-             {"stem": f"{scene}@16_24", "class": 0, "box": [12, 4, 36, 28], "score": 0.8}]
+             {"stem": f"{scene}@16_24", "class": 0, "box": [12, 4, 36, 28], "score": 0.8},
+             {"stem": f"{scene}@0_24", "class": 0, "box": [12, 20, 32, 32], "score": 0.5}]
     merged = real_data.merge_tiles(found, {scene: (80, 48)})
     assert [(m["stem"], [round(v, 3) for v in m["box"]], round(m["score"], 3)) for m in merged] == [
         (scene, [10.0, 10.0, 26.0, 26.0], 0.9), (scene, [36.0, 20.0, 60.0, 44.0], 0.8)]
