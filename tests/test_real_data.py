@@ -191,3 +191,29 @@ def test_scores_count_more_than_100_detections_when_asked(tmp_path: Path) -> Non
     assert capped["ap50"] == pytest.approx(100 / 150, abs=0.01) and capped["ap"] == pytest.approx(capped["ap50"])
     whole = bench.coco_scores(truth, results, max_detections=3000)
     assert whole["ap50"] == pytest.approx(1.0) and whole["ap"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow(seconds=45)
+def test_voc_mode_scores_detplugs_sliced_prediction_of_the_whole_scenes(tmp_path: Path, wheel: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--data TILES --voc DEVKIT at a tiny size (1 epoch on 32 px tiles, widths 0.125, the eager
+    trainer): beside the tile AP, detplug's ``run.py predict --tile`` on the whole val scene,
+    cut on the grid of the devkit's summary.json, scored against the scene's crowns."""
+    real_data = load(BENCHMARKS / "real_data.py", "real_data_benchmark")
+    bench = load(BENCHMARKS / "peers" / "ultralytics.py", "peer_ultralytics_benchmark")
+    real_data.build(tmp_path / "out", wheel, tile=32, overlap=0.25, min_area_ratio=0.5)
+    voc = tmp_path / "out" / "voc"
+    assert bench.scene_tiling(voc, 320) == (32, 0.25)
+    sets = [item for value in ("model.backbone.width=0.125", "model.head.width=0.125", "train.trainer='eager'")
+            for item in ("--detplug-set", value)]
+    out = tmp_path / "bench"
+    assert bench.main(["--data", str(tmp_path / "out" / "yolo"), "--voc", str(voc), "--out", str(out),
+                       "--imgsz", "32", "--epochs", "1", "--batch", "4", "--models", *sets]) == 0
+    (entry,) = json.loads((out / "results.json").read_text())["entries"]
+    assert entry["coco_sliced_scenes"]["detections"] > 0 and 0 <= entry["coco_sliced_scenes"]["ap50"] <= 1
+    sliced = json.loads((out / "detections_detplug_sliced_scenes.json").read_text())
+    # The val scene is 80x48: boxes in its pixels, some past the first 32 px tile.
+    assert all(x >= 0 and y >= 0 and x + w <= 80.01 and y + h <= 48.01 for x, y, w, h in (r["bbox"] for r in sliced))
+    assert max(x + w for x, y, w, h in (r["bbox"] for r in sliced)) > 32
+    assert "predicting 1 image sliced: 32 px tiles, overlap 0.25" in (out / "detplug" / "predict_scenes.log").read_text()
+    assert "sliced AP50" in capsys.readouterr().out

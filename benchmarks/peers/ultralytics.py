@@ -12,7 +12,9 @@ both tools read that folder, detplug's plan is the one ``run.py train --data FOL
 TEMPLATE`` writes (``--detplug-model``, default ``small``; anchors fitted as below), and
 boxes in ``ignore/{split}/`` (same format) are COCO crowd regions for the scorer. With
 ``--voc DEVKIT`` (the devkit the tiles were cut from) each tool's tile detections are also
-moved into their val scenes, merged by NMS and scored against the whole scenes.
+moved into their val scenes, merged as sliced prediction merges windows, and scored against
+the whole scenes ("scene AP"); and detplug predicts the whole val scenes as a user deploys
+it, ``run.py predict --tile`` on the scene images ("sliced AP").
 
 1. Data: a seeded generator (numpy + Pillow) draws shapes of four classes (disc, square,
    triangle, cross; any colour, rotated) on textured backgrounds with distracting strokes,
@@ -527,13 +529,14 @@ def throughput(epoch_s: Sequence[float], epoch_images: int) -> dict[str, float]:
 
 def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: int, epochs: int,
                 width: float = 0.25, depth: float = 0.34, trainer: str = "graph", overrides: Sequence[str] = (),
-                template: str | None = None, names: Sequence[str] = CLASS_NAMES,
+                template: str | None = None, names: Sequence[str] = CLASS_NAMES, voc: Path | None = None,
                 python: str = sys.executable, timeout: float | None = None) -> dict[str, Any]:
     """detplug's half: plan, training (timed), --predict on the val images at their original
     size, parameters and GFLOPs. The plan is ``template``'s (detplug_template_plan) when one is
     given, else kitti_simple's (detplug_plan, of ``width``, ``depth`` and ``trainer``).
     ``overrides`` (KEY=VALUE) go to run.py as --set. Returns its figures and the detections
-    [{stem, class, box, score}]."""
+    [{stem, class, box, score}]; with ``voc``, also ``scene_detections``: the whole val scenes
+    through ``run.py predict --tile`` (:func:`detplug_predict_scenes`)."""
     from detplug.core.evaluate.kitti_files import read_kitti_results
 
     root, work = Path(root).absolute(), Path(work).absolute()
@@ -567,6 +570,13 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
                   for image in read_kitti_results(predictions)
                   for box, name, score in zip(image.boxes, image.names, image.scores)]
     timing["predict"]["predict_s"] = info["predict_s"]
+    scene_detections = None
+    if voc is not None:
+        with phase(timing, "predict_scenes"):
+            scene_detections = detplug_predict_scenes(voc, work, [str(RUN_PY), "--plan", str(plan), *sets,
+                                                                  "--workdir", str(work / "run"), "--cache-dir",
+                                                                  str(work / "cache")], image_size=image_size,
+                                                      names=names, python=python, timeout=timeout)
     model = (f"template {template}" if template else f"darknet53 w{width} d{depth} + yolov3_fpn w{width}") + "".join(
         f", {o}" for o in overrides)
     return {"name": "detplug", "tool": "detplug", "model": model, "overrides": list(overrides),
@@ -575,7 +585,41 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
             **throughput(history["epoch_s"], history["epoch_images"]), "epoch_s": history["epoch_s"],
             "train_wall_s": timing["train"]["wall_s"], "timing": timing, "final_train_loss": history["final_loss"],
             "final_val_loss": history["final_val_loss"], "own_eval_after_training": history["eval"],
-            "detections": detections}
+            "detections": detections, **({"scene_detections": scene_detections} if voc is not None else {})}
+
+
+def scene_tiling(voc: Path, default_size: int) -> tuple[int, float]:
+    """The tile size and overlap the devkit's scenes were cut with: real_data.py's summary.json
+    beside the devkit, else ``default_size`` at overlap 0.2 (detplug's default)."""
+    summary = voc.parent / "summary.json"
+    if summary.is_file():
+        tile = json.loads(summary.read_text()).get("tile") or {}
+        return int(tile.get("size", default_size)), float(tile.get("overlap", 0.2))
+    return default_size, 0.2
+
+
+def detplug_predict_scenes(voc: Path, work: Path, run_args: Sequence[str], *, image_size: int,
+                           names: Sequence[str], python: str = sys.executable,
+                           timeout: float | None = None) -> list[dict[str, Any]]:
+    """The whole val scenes of the devkit ``voc`` (``ImageSets/Main/val.txt``) through detplug's
+    sliced prediction, as a user deploys it: ``run.py predict --tile SIZE --overlap R`` on the
+    scene images, cut on the grid the tiles were cut on (:func:`scene_tiling`). Detections
+    [{stem, class, box, score}] in scene pixels."""
+    from detplug.core.evaluate.kitti_files import read_kitti_results
+
+    tile, overlap = scene_tiling(voc, image_size)
+    scenes, out = work / "val_scenes", work / "scene_predictions"
+    shutil.rmtree(scenes, ignore_errors=True)
+    scenes.mkdir()
+    for stem in (voc / "ImageSets" / "Main" / "val.txt").read_text().split():
+        image = next((voc / "JPEGImages").glob(f"{stem}.*"))
+        (scenes / image.name).symlink_to(image.absolute())
+    run_logged([python, *run_args[:1], "predict", *run_args[1:], "--tile", str(tile), "--overlap", str(overlap),
+                str(scenes), "--out", str(out)], work / "predict_scenes.log", timeout=timeout)
+    index = {name: i for i, name in enumerate(names)}
+    return [{"stem": image.image_id, "class": index[name], "box": [float(v) for v in box], "score": float(score)}
+            for image in read_kitti_results(out)
+            for box, name, score in zip(image.boxes, image.names, image.scores)]
 
 
 def _benchmarks_run() -> Any:
@@ -784,12 +828,21 @@ def score_whole_scenes(detections: list[dict[str, Any]], voc: Path, work: Path, 
     return coco_scores(truth, results, max_detections=SCENE_MAX_DETECTIONS)
 
 
+def score_sliced_scenes(detections: list[dict[str, Any]], voc: Path, work: Path, name: str) -> dict[str, Any]:
+    """Detections of the whole val scenes (detplug_predict_scenes) scored against them."""
+    truth = _real_data().scene_ground_truth(voc, work / "val_scenes_ground_truth.json")
+    results = coco_results(truth, detections, work / f"detections_{name}_sliced_scenes.json")
+    return coco_scores(truth, results, max_detections=SCENE_MAX_DETECTIONS)
+
+
 def score(entry: dict[str, Any], ground_truth: Path, work: Path, voc: Path | None = None) -> dict[str, Any]:
     detections = entry.pop("detections")
     results = coco_results(ground_truth, detections, work / f"detections_{entry['name']}.json")
     entry["coco"] = coco_scores(ground_truth, results)
     if voc is not None:
         entry["coco_whole_scenes"] = score_whole_scenes(detections, voc, work, entry["name"])
+    if voc is not None and "scene_detections" in entry:
+        entry["coco_sliced_scenes"] = score_sliced_scenes(entry.pop("scene_detections"), voc, work, entry["name"])
     minutes = entry["train_wall_s"] / 60
     entry["ap50_per_train_minute"] = round(entry["coco"]["ap50"] / minutes, 4) if minutes else math.nan
     # The same per minute of CPU time the training used (user + system): steadier than wall
@@ -801,11 +854,14 @@ def score(entry: dict[str, Any], ground_truth: Path, work: Path, voc: Path | Non
 
 def table(entries: list[dict[str, Any]]) -> str:
     """One row per tool and model; AP50/min: AP50 per minute of training wall time, and per
-    minute of the CPU time it used; with --voc, AP50 and AP on the whole val scenes too."""
+    minute of the CPU time it used; with --voc, AP50 and AP on the whole val scenes too: from
+    the tile detections merged ("scene"), and from detplug's predict --tile ("sliced")."""
     scenes = any("coco_whole_scenes" in e for e in entries)
+    sliced = any("coco_sliced_scenes" in e for e in entries)
     header = (f"{'tool':<12}{'model':<44}{'params':>8}{'GFLOPs':>7}{'img/s':>7}{'steady':>7}{'train s':>8}"
               f"{'cpu s':>7}{'load':>5}{'AP50':>7}{'AP':>7}{'AP50/min':>9}{'/cpu min':>9}"
-              + (f"{'scene AP50':>11}{'scene AP':>9}" if scenes else ""))
+              + (f"{'scene AP50':>11}{'scene AP':>9}" if scenes else "")
+              + (f"{'sliced AP50':>12}{'sliced AP':>10}" if sliced else ""))
     lines = [header, "-" * len(header)]
     for e in entries:
         train = e["timing"]["train"]
@@ -814,7 +870,9 @@ def table(entries: list[dict[str, Any]]) -> str:
                      f"{e['train_images_per_s']:>7.1f}{e['steady_images_per_s']:>7.1f}{train['wall_s']:>8.0f}"
                      f"{train['cpu_s']:>7.0f}{train['load_mean']:>5.1f}{e['coco']['ap50']:>7.3f}{e['coco']['ap']:>7.3f}"
                      f"{e['ap50_per_train_minute']:>9.4f}{e['ap50_per_cpu_minute']:>9.4f}"
-                     + (f"{whole['ap50']:>11.3f}{whole['ap']:>9.3f}" if whole else ""))
+                     + (f"{whole['ap50']:>11.3f}{whole['ap']:>9.3f}" if whole else "")
+                     + (f"{e['coco_sliced_scenes']['ap50']:>12.3f}{e['coco_sliced_scenes']['ap']:>10.3f}"
+                        if "coco_sliced_scenes" in e else (f"{'':>22}" if sliced else "")))
     return "\n".join(lines)
 
 
@@ -825,7 +883,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="a YOLO folder (images/{train,val}, labels/, data.yaml) to "
                         "train and score on instead of the synthetic shapes, e.g. benchmarks/real_data.py's tiles")
     parser.add_argument("--voc", type=Path, help="with --data: the VOC devkit its tiles were cut from "
-                        "(real_data.py's voc/); adds AP on the whole val scenes, the tile detections merged by NMS")
+                        "(real_data.py's voc/); adds AP on the whole val scenes: the tile detections merged, and "
+                        "detplug's predict --tile on the scenes")
     parser.add_argument("--detplug-model", default="small",
                         help="with --data: the template detplug's plan comes from (run.py train --data --model)")
     parser.add_argument("--train", type=int, default=240)
@@ -895,7 +954,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         entries.append(run_detplug(data, out / "detplug", image_size=args.imgsz, batch=args.batch,
                                    epochs=args.epochs, width=args.width, depth=args.depth,
                                    trainer=args.trainer, overrides=args.detplug_set,
-                                   template=args.detplug_model if args.data else None, names=names))
+                                   template=args.detplug_model if args.data else None, names=names,
+                                   voc=args.voc.absolute() if args.voc else None))
         print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
     if not skipped:
         for model in args.models:
