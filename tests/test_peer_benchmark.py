@@ -96,3 +96,21 @@ def test_detplug_half_runs_without_ultralytics(tmp_path: Path, capsys: pytest.Ca
     assert all(0 <= x and 0 <= y and x + w <= 96.01 and y + h <= 64.01 for x, y, w, h in (r["bbox"] for r in results))
     assert max(x + w for x, y, w, h in (r["bbox"] for r in results)) > 64
     assert "detplug" in printed.splitlines()[-2]
+
+
+def test_means_over_seeds_per_tool_and_model() -> None:
+    bench = load_benchmark()
+
+    def entry(tool: str, model: str, seed: int, ap50: float, ap: float, wall: float) -> dict:
+        return {"tool": tool, "model": model, "train_seed": seed, "coco": {"ap50": ap50, "ap": ap},
+                "train_wall_s": wall}
+
+    means = bench.seed_means([entry("detplug", "template small, train.seed=0", 0, 0.30, 0.08, 100),
+                              entry("ultralytics", "yolov8n.yaml", 0, 0.16, 0.05, 300),
+                              entry("detplug", "template small, train.seed=1", 1, 0.26, 0.07, 110),
+                              entry("ultralytics", "yolov8n.yaml", 1, 0.18, 0.04, 320)])
+    assert [(m["tool"], m["model"], m["seeds"], m["ap50_each"]) for m in means] == [
+        ("detplug", "template small", [0, 1], [0.30, 0.26]), ("ultralytics", "yolov8n.yaml", [0, 1], [0.16, 0.18])]
+    assert means[0]["tile_ap50"] == pytest.approx(0.28) and means[0]["tile_ap"] == pytest.approx(0.075)
+    assert means[1]["train_wall_s"] == pytest.approx(310) and "scene_ap50" not in means[1]
+    assert "0.300 0.260" in bench.means_table(means)

@@ -691,9 +691,9 @@ def ultralytics_available(python: str | None, out: Path) -> str | None:
 
 
 def run_ultralytics(python: str, root: str | Path, work: str | Path, model: str, *, image_size: int, batch: int,
-                    epochs: int, threads: int, timeout: float | None = None) -> dict[str, Any]:
-    """Ultralytics' half for one model yaml: training (timed) and predictions, each a worker
-    process under ``python``."""
+                    epochs: int, threads: int, seed: int = 0, timeout: float | None = None) -> dict[str, Any]:
+    """Ultralytics' half for one model yaml: training (timed, from ``seed``) and predictions,
+    each a worker process under ``python``."""
     root, work = Path(root).absolute(), Path(work).absolute()
     shutil.rmtree(work, ignore_errors=True)  # a fresh run
     work.mkdir(parents=True)
@@ -702,7 +702,7 @@ def run_ultralytics(python: str, root: str | Path, work: str | Path, model: str,
     out = work.parent
     config = {"data": str(root / "data.yaml"), "model": model, "imgsz": image_size, "batch": batch, "epochs": epochs,
               "project": str(work), "threads": threads, "val_images": str(root / "images" / "val"),
-              "conf": SCORE_THRESHOLD}
+              "conf": SCORE_THRESHOLD, "seed": seed}
     config_file = work / "config.json"
     config_file.write_text(json.dumps(config))
     timing: dict[str, Any] = {}
@@ -757,7 +757,7 @@ def ultralytics_train(config: dict[str, Any], result: str) -> None:
     model.add_callback("on_val_start", lambda validator: torch.set_num_threads(config["threads"]))
     model.train(data=config["data"], imgsz=config["imgsz"], epochs=config["epochs"], batch=config["batch"],
                 device="cpu", amp=False, pretrained=False, plots=False, val=False, project=config["project"],
-                name="train", exist_ok=True, seed=0, verbose=True)
+                name="train", exist_ok=True, seed=config.get("seed", 0), verbose=True)
     trainer = model.trainer
     Path(result).write_text(json.dumps({
         "epochs": len(epoch_s), "epoch_s": epoch_s, "train_images": len(trainer.train_loader.dataset),
@@ -876,6 +876,36 @@ def table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def seed_means(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per tool and model, the mean over its seeds of AP50, AP (tile, and the scene figures
+    where given) and training wall seconds, with each seed's AP50."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in entries:
+        groups.setdefault((entry["tool"], entry["model"].split(", train.seed=")[0]), []).append(entry)
+    means = []
+    for (tool, model), runs in groups.items():
+        row: dict[str, Any] = {"tool": tool, "model": model, "seeds": [r["train_seed"] for r in runs],
+                               "ap50_each": [round(r["coco"]["ap50"], 4) for r in runs]}
+        for key, figures in (("coco", "tile"), ("coco_whole_scenes", "scene"), ("coco_sliced_scenes", "sliced")):
+            if all(key in r for r in runs):
+                for metric in ("ap50", "ap"):
+                    row[f"{figures}_{metric}"] = round(sum(r[key][metric] for r in runs) / len(runs), 4)
+        row["train_wall_s"] = round(sum(r["train_wall_s"] for r in runs) / len(runs), 1)
+        means.append(row)
+    return means
+
+
+def means_table(means: list[dict[str, Any]]) -> str:
+    """The mean over seeds, a row per tool and model."""
+    header = f"{'mean over seeds':<28}{'model':<36}{'AP50':>7}{'AP':>7}{'train s':>8}{'scene AP50':>11}  AP50 each"
+    lines = [header, "-" * len(header)]
+    for row in means:
+        lines.append(f"{row['tool']:<28}{row['model'][:35]:<36}{row['tile_ap50']:>7.3f}{row['tile_ap']:>7.3f}"
+                     f"{row['train_wall_s']:>8.0f}{row.get('scene_ap50', float('nan')):>11.3f}  "
+                     + " ".join(f"{v:.3f}" for v in row["ap50_each"]))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "peer_ultralytics")
@@ -893,7 +923,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=256, help="input size, both tools (square, a multiple of 32)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the synthetic shapes' seed")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                        help="train each tool once per seed (detplug's [train] seed, Ultralytics' seed) and "
+                        "give the mean of each too: from scratch on a hundred images, one seed's AP50 may be "
+                        "0.05 from another's")
     parser.add_argument("--width", type=float, default=0.25, help="detplug's backbone and head width")
     parser.add_argument("--depth", type=float, default=0.34, help="detplug's backbone depth")
     parser.add_argument("--trainer", default="graph", help="detplug's trainer (kitti_simple's: graph)")
@@ -948,28 +982,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if skipped:
         print(f"Ultralytics half skipped: {skipped}", flush=True)
     entries = []
-    if not args.skip_detplug:
-        print(f"detplug: training {args.epochs} epochs at {args.imgsz}x{args.imgsz}, batch {args.batch} ...",
-              flush=True)
-        entries.append(run_detplug(data, out / "detplug", image_size=args.imgsz, batch=args.batch,
-                                   epochs=args.epochs, width=args.width, depth=args.depth,
-                                   trainer=args.trainer, overrides=args.detplug_set,
-                                   template=args.detplug_model if args.data else None, names=names,
-                                   voc=args.voc.absolute() if args.voc else None))
-        print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
-    if not skipped:
-        for model in args.models:
-            print(f"ultralytics {model}: training {args.epochs} epochs ...", flush=True)
-            entries.append(run_ultralytics(args.ultralytics_python, data, out / f"ultralytics_{Path(model).stem}",
-                                           model, image_size=args.imgsz, batch=args.batch, epochs=args.epochs,
-                                           threads=args.ultralytics_threads))
+    for seed in args.train_seeds:
+        # One seed: the folders and names as ever; several: each run's gets _seedN.
+        suffix = f"_seed{seed}" if len(args.train_seeds) > 1 else ""
+        if not args.skip_detplug:
+            print(f"detplug: training {args.epochs} epochs at {args.imgsz}x{args.imgsz}, batch {args.batch}, "
+                  f"seed {seed} ...", flush=True)
+            entries.append(run_detplug(data, out / f"detplug{suffix}", image_size=args.imgsz, batch=args.batch,
+                                       epochs=args.epochs, width=args.width, depth=args.depth,
+                                       trainer=args.trainer, overrides=[*args.detplug_set, f"train.seed={seed}"],
+                                       template=args.detplug_model if args.data else None, names=names,
+                                       voc=args.voc.absolute() if args.voc else None))
+            entries[-1].update(name=f"detplug{suffix}", train_seed=seed)
             print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
+        if not skipped:
+            for model in args.models:
+                print(f"ultralytics {model}: training {args.epochs} epochs, seed {seed} ...", flush=True)
+                entries.append(run_ultralytics(args.ultralytics_python, data,
+                                               out / f"ultralytics_{Path(model).stem}{suffix}", model,
+                                               image_size=args.imgsz, batch=args.batch, epochs=args.epochs,
+                                               threads=args.ultralytics_threads, seed=seed))
+                entries[-1].update(name=entries[-1]["name"] + suffix, train_seed=seed)
+                print(f"  {entries[-1]['train_wall_s']:.0f} s", flush=True)
     entries = [score(entry, ground_truth, out, args.voc.absolute() if args.voc else None) for entry in entries]
     downloaded = strays(out, before)
     report = {
         "settings": {"data": str(data) if args.data else None, "train": summary["train"], "val": summary["val"],
                      "source_size": None if args.data else list(args.source_size), "imgsz": args.imgsz,
                      "epochs": args.epochs, "batch": args.batch, "seed": args.seed,
+                     "train_seeds": args.train_seeds,
                      "score_threshold": SCORE_THRESHOLD, "cpus": os.cpu_count()},
         "data": summary, "entries": entries, "ultralytics_skipped": skipped, "stray_downloads": downloaded,
         "note": "AP on the val images at their original size, scored by pycocotools from each tool's detections; "
@@ -979,6 +1020,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = args.json or out / "results.json"
     path.write_text(json.dumps(report, indent=2))
     print(table(entries))
+    if len(args.train_seeds) > 1:
+        report["means"] = seed_means(entries)
+        path.write_text(json.dumps(report, indent=2))
+        print(means_table(report["means"]))
     if downloaded:
         print(f"WARNING: files a download may have left: {', '.join(downloaded)}")
     print(f"figures: {path}")
