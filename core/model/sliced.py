@@ -83,10 +83,9 @@ def predict_sliced(image: np.ndarray, detect: Detect, input_spec: ImageSpec, sli
         scores.append(found["scores"][0][:count])
         classes.append(found["classes"][0][:count])
         windows.append(np.full(count, len(tiles), np.int32))
-    looks = len(tiles) + (1 if slicing.full_image_pass and len(tiles) > 1 else 0)
     return merge_detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes),
                             np.concatenate(windows), iou_threshold=iou_threshold,
-                            max_detections=max_detections * looks)
+                            max_detections=max_detections * len(windows))  # one entry per window
 
 
 def _detect_letterboxed(detect: Detect, pixels: np.ndarray, input_spec: ImageSpec) -> dict[str, np.ndarray]:
