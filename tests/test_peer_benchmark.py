@@ -105,9 +105,9 @@ def test_means_over_seeds_per_tool_and_model() -> None:
         return {"tool": tool, "model": model, "train_seed": seed, "coco": {"ap50": ap50, "ap": ap},
                 "train_wall_s": wall}
 
-    means = bench.seed_means([entry("detplug", "template small, train.seed=0", 0, 0.30, 0.08, 100),
+    means = bench.seed_means([entry("detplug", "template small", 0, 0.30, 0.08, 100),
                               entry("ultralytics", "yolov8n.yaml", 0, 0.16, 0.05, 300),
-                              entry("detplug", "template small, train.seed=1", 1, 0.26, 0.07, 110),
+                              entry("detplug", "template small", 1, 0.26, 0.07, 110),
                               entry("ultralytics", "yolov8n.yaml", 1, 0.18, 0.04, 320)])
     assert [(m["tool"], m["model"], m["seeds"], m["ap50_each"]) for m in means] == [
         ("detplug", "template small", [0, 1], [0.30, 0.26]), ("ultralytics", "yolov8n.yaml", [0, 1], [0.16, 0.18])]

@@ -170,7 +170,8 @@ def test_tile_detections_merge_into_whole_scenes(tmp_path: Path, wheel: Path) ->
     merged = real_data.merge_tiles(found, {scene: (80, 48)})
     assert [(m["stem"], [round(v, 3) for v in m["box"]], round(m["score"], 3)) for m in merged] == [
         (scene, [10.0, 10.0, 26.0, 26.0], 0.9), (scene, [36.0, 20.0, 60.0, 44.0], 0.8)]
-    scored = bench.score_whole_scenes(found, tmp_path / "out" / "voc", tmp_path, "test")
+    truth = real_data.scene_ground_truth(tmp_path / "out" / "voc", tmp_path / "truth.json")
+    scored = bench.score_whole_scenes(found, truth, tmp_path, "test")
     assert scored["ap50"] == pytest.approx(1.0) and scored["detections"] == 2
 
 

@@ -530,20 +530,21 @@ def throughput(epoch_s: Sequence[float], epoch_images: int) -> dict[str, float]:
 def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: int, epochs: int,
                 width: float = 0.25, depth: float = 0.34, trainer: str = "graph", overrides: Sequence[str] = (),
                 template: str | None = None, names: Sequence[str] = CLASS_NAMES, voc: Path | None = None,
-                python: str = sys.executable, timeout: float | None = None) -> dict[str, Any]:
+                seed: int | None = None, python: str = sys.executable,
+                timeout: float | None = None) -> dict[str, Any]:
     """detplug's half: plan, training (timed), --predict on the val images at their original
     size, parameters and GFLOPs. The plan is ``template``'s (detplug_template_plan) when one is
     given, else kitti_simple's (detplug_plan, of ``width``, ``depth`` and ``trainer``).
-    ``overrides`` (KEY=VALUE) go to run.py as --set. Returns its figures and the detections
-    [{stem, class, box, score}]; with ``voc``, also ``scene_detections``: the whole val scenes
+    ``overrides`` (KEY=VALUE) go to run.py as --set, and so does ``seed`` as train.seed (the
+    model's name leaves it out: runs of one model at several seeds). Returns its figures and
+    the detections [{stem, class, box, score}]; with ``voc``, also ``scene_detections``: the whole val scenes
     through ``run.py predict --tile`` (:func:`detplug_predict_scenes`)."""
-    from detplug.core.evaluate.kitti_files import read_kitti_results
-
     root, work = Path(root).absolute(), Path(work).absolute()
     shutil.rmtree(work, ignore_errors=True)  # a fresh run and fresh records: no resume, no cached conversion
     work.mkdir(parents=True)
     timing: dict[str, Any] = {}
-    sets = [item for override in overrides for item in ("--set", override)]
+    seeded = [*overrides, *([f"train.seed={seed}"] if seed is not None else [])]
+    sets = [item for override in seeded for item in ("--set", override)]
     with phase(timing, "train"):
         plan = work / "plan.toml"
         if template:
@@ -564,11 +565,7 @@ def run_detplug(root: str | Path, work: str | Path, *, image_size: int, batch: i
                     "--cache-dir", str(work / "cache"), "--predict", str(root / "images" / "val"),
                     "--out", str(predictions)], work / "predict.log", timeout=timeout)
     info = json.loads(info_file.read_text())
-    index = {name: i for i, name in enumerate(names)}
-    detections = [{"stem": image.image_id, "class": index[name], "box": [float(v) for v in box],
-                   "score": float(score)}
-                  for image in read_kitti_results(predictions)
-                  for box, name, score in zip(image.boxes, image.names, image.scores)]
+    detections = read_detections(predictions, names)
     timing["predict"]["predict_s"] = info["predict_s"]
     scene_detections = None
     if voc is not None:
@@ -605,8 +602,6 @@ def detplug_predict_scenes(voc: Path, work: Path, run_args: Sequence[str], *, im
     sliced prediction, as a user deploys it: ``run.py predict --tile SIZE --overlap R`` on the
     scene images, cut on the grid the tiles were cut on (:func:`scene_tiling`). Detections
     [{stem, class, box, score}] in scene pixels."""
-    from detplug.core.evaluate.kitti_files import read_kitti_results
-
     tile, overlap = scene_tiling(voc, image_size)
     scenes, out = work / "val_scenes", work / "scene_predictions"
     shutil.rmtree(scenes, ignore_errors=True)
@@ -616,9 +611,17 @@ def detplug_predict_scenes(voc: Path, work: Path, run_args: Sequence[str], *, im
         (scenes / image.name).symlink_to(image.absolute())
     run_logged([python, *run_args[:1], "predict", *run_args[1:], "--tile", str(tile), "--overlap", str(overlap),
                 str(scenes), "--out", str(out)], work / "predict_scenes.log", timeout=timeout)
+    return read_detections(out, names)
+
+
+def read_detections(folder: Path, names: Sequence[str]) -> list[dict[str, Any]]:
+    """detplug's KITTI result files in ``folder`` as [{stem, class, box, score}], the class an
+    index into ``names``."""
+    from detplug.core.evaluate.kitti_files import read_kitti_results
+
     index = {name: i for i, name in enumerate(names)}
     return [{"stem": image.image_id, "class": index[name], "box": [float(v) for v in box], "score": float(score)}
-            for image in read_kitti_results(out)
+            for image in read_kitti_results(folder)
             for box, name, score in zip(image.boxes, image.names, image.scores)]
 
 
@@ -816,23 +819,20 @@ def _real_data() -> Any:
 SCENE_MAX_DETECTIONS = 3000
 
 
-def score_whole_scenes(detections: list[dict[str, Any]], voc: Path, work: Path, name: str) -> dict[str, Any]:
-    """The tile detections moved into their val scenes of the VOC devkit ``voc`` and merged by
-    NMS (real_data.merge_tiles), scored against the whole scenes' boxes."""
-    real_data = _real_data()
-    truth = real_data.scene_ground_truth(voc, work / "val_scenes_ground_truth.json")
+def score_whole_scenes(detections: list[dict[str, Any]], truth: Path, work: Path, name: str) -> dict[str, Any]:
+    """The tile detections moved into their val scenes (``truth``: scene_ground_truth's file)
+    and merged as sliced prediction merges windows (real_data.merge_tiles), scored against
+    the whole scenes' boxes."""
     sizes = {Path(image["file_name"]).stem: (image["width"], image["height"])
              for image in json.loads(truth.read_text())["images"]}
-    merged = real_data.merge_tiles(detections, sizes)
-    results = coco_results(truth, merged, work / f"detections_{name}_whole_scenes.json")
-    return coco_scores(truth, results, max_detections=SCENE_MAX_DETECTIONS)
+    merged = _real_data().merge_tiles(detections, sizes)
+    return score_scenes(merged, truth, work / f"detections_{name}_whole_scenes.json")
 
 
-def score_sliced_scenes(detections: list[dict[str, Any]], voc: Path, work: Path, name: str) -> dict[str, Any]:
-    """Detections of the whole val scenes (detplug_predict_scenes) scored against them."""
-    truth = _real_data().scene_ground_truth(voc, work / "val_scenes_ground_truth.json")
-    results = coco_results(truth, detections, work / f"detections_{name}_sliced_scenes.json")
-    return coco_scores(truth, results, max_detections=SCENE_MAX_DETECTIONS)
+def score_scenes(detections: list[dict[str, Any]], truth: Path, results: Path) -> dict[str, Any]:
+    """Detections in scene pixels (merged tiles, or detplug_predict_scenes') scored against the
+    whole scenes, with no cap of 100 per scene; their COCO results go to ``results``."""
+    return coco_scores(truth, coco_results(truth, detections, results), max_detections=SCENE_MAX_DETECTIONS)
 
 
 def score(entry: dict[str, Any], ground_truth: Path, work: Path, voc: Path | None = None) -> dict[str, Any]:
@@ -840,9 +840,11 @@ def score(entry: dict[str, Any], ground_truth: Path, work: Path, voc: Path | Non
     results = coco_results(ground_truth, detections, work / f"detections_{entry['name']}.json")
     entry["coco"] = coco_scores(ground_truth, results)
     if voc is not None:
-        entry["coco_whole_scenes"] = score_whole_scenes(detections, voc, work, entry["name"])
-    if voc is not None and "scene_detections" in entry:
-        entry["coco_sliced_scenes"] = score_sliced_scenes(entry.pop("scene_detections"), voc, work, entry["name"])
+        truth = _real_data().scene_ground_truth(voc, work / "val_scenes_ground_truth.json")
+        entry["coco_whole_scenes"] = score_whole_scenes(detections, truth, work, entry["name"])
+        if "scene_detections" in entry:
+            entry["coco_sliced_scenes"] = score_scenes(entry.pop("scene_detections"), truth,
+                                                       work / f"detections_{entry['name']}_sliced_scenes.json")
     minutes = entry["train_wall_s"] / 60
     entry["ap50_per_train_minute"] = round(entry["coco"]["ap50"] / minutes, 4) if minutes else math.nan
     # The same per minute of CPU time the training used (user + system): steadier than wall
@@ -881,7 +883,7 @@ def seed_means(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     where given) and training wall seconds, with each seed's AP50."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for entry in entries:
-        groups.setdefault((entry["tool"], entry["model"].split(", train.seed=")[0]), []).append(entry)
+        groups.setdefault((entry["tool"], entry["model"]), []).append(entry)
     means = []
     for (tool, model), runs in groups.items():
         row: dict[str, Any] = {"tool": tool, "model": model, "seeds": [r["train_seed"] for r in runs],
@@ -990,7 +992,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"seed {seed} ...", flush=True)
             entries.append(run_detplug(data, out / f"detplug{suffix}", image_size=args.imgsz, batch=args.batch,
                                        epochs=args.epochs, width=args.width, depth=args.depth,
-                                       trainer=args.trainer, overrides=[*args.detplug_set, f"train.seed={seed}"],
+                                       trainer=args.trainer, overrides=args.detplug_set, seed=seed,
                                        template=args.detplug_model if args.data else None, names=names,
                                        voc=args.voc.absolute() if args.voc else None))
             entries[-1].update(name=f"detplug{suffix}", train_seed=seed)
