@@ -64,6 +64,16 @@ def test_unknown_param_key_names_the_key_path(tmp_path, registry):
         checked(write_tiny_plan(tmp_path), registry, ["model.backbone.widht=0.5"])
 
 
+def test_a_param_that_may_be_left_out_says_so_not_nonetype(tmp_path, registry):
+    # coco_map's max_detections is int | None; TOML has no null, so the way to unset it is to leave it out.
+    with pytest.raises(PlanError) as error:
+        checked(write_tiny_plan(tmp_path), registry,
+                ['evaluation.evaluator={name="coco_map", max_detections="many"}'])
+    message = str(error.value)
+    assert "evaluation.evaluator.max_detections: expected int (or leave the key out), found 'many'" in message
+    assert "NoneType" not in message
+
+
 def test_wrong_type_and_out_of_range_values_name_file_key_expected_and_found(tmp_path, registry):
     path = write_tiny_plan(tmp_path)
     with pytest.raises(PlanError, match=r"model\.backbone\.width: expected float, found 'wide'"):

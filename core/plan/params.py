@@ -129,6 +129,8 @@ def _describe(annotation: Any) -> str:
         return getattr(annotation, "__name__", str(annotation))
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
+        # TOML has no null: a None option means the key may be left out, not written as None.
+        described = " or ".join(_describe(a) for a in args if a is not type(None))
+        return f"{described} (or leave the key out)" if type(None) in args else described
     inner = ", ".join("..." if a is Ellipsis else _describe(a) for a in args)
     return f"{origin.__name__}[{inner}]"
