@@ -103,8 +103,9 @@ def test_boxes_stay_on_their_rectangles_through_jitter_flip_and_colour(rectangle
     assert checked >= 12
 
 
-def test_mosaic_batches_keep_shapes_boxes_within_the_image_and_on_their_rectangles(rectangle_records):
-    mosaic = attrs.evolve(EVERYTHING, mosaic=1.0, scale=0.0, translate=0.0)
+@pytest.mark.parametrize("mosaic_scale", [0.5, 1.0])
+def test_mosaic_batches_keep_shapes_boxes_within_the_image_and_on_their_rectangles(rectangle_records, mosaic_scale):
+    mosaic = attrs.evolve(EVERYTHING, mosaic=1.0, mosaic_scale=mosaic_scale, scale=0.0, translate=0.0)
     found = batches(rectangle_records, seed=5, augment=mosaic)
     assert len(found) == 2  # 8 images in batches of 3, the last partial one dropped
     for images, targets in found:
@@ -120,6 +121,36 @@ def test_mosaic_batches_keep_shapes_boxes_within_the_image_and_on_their_rectangl
         # A mosaic of four two-rectangle images shows more than two boxes somewhere.
         assert real.reshape(3, 8).sum(axis=1).max() > 2
         assert_boxes_match_white_pixels(images, targets["boxes"])
+
+
+@pytest.mark.parametrize("mosaic_scale", [0.5, 0.75, 1.0])
+def test_mosaic_scale_sets_the_size_of_each_image_and_its_boxes(mosaic_scale):
+    # Four 64x64 images, each with an 8x8 box near its bottom-right corner. The top-left
+    # quadrant shows image 0's bottom-right part, at least 16x16 of the canvas (the centre
+    # is drawn in the middle half), so image 0's box is always whole: at mosaic_scale its
+    # size is 8 * mosaic_scale pixels, and it ends 6 * mosaic_scale pixels above and left of the centre.
+    pixels = tf.zeros([4, 64, 64, 3])
+    boxes = tf.tile(tf.constant([[[50 / 64, 50 / 64, 58 / 64, 58 / 64], [0, 0, 0, 0]]]), [4, 1, 1])
+    classes = tf.constant([[2, -1]] * 4)
+    small = augment_ops.shrink(pixels, mosaic_scale)
+    assert small.shape == (4, round(64 * mosaic_scale), round(64 * mosaic_scale), 3)
+    canvas, found, found_classes = augment_ops.mosaic(small, boxes, classes, tf.constant([3, 4], tf.int64),
+                                                       height=64, width=64, min_visible=0.25)
+    assert canvas.shape == (64, 64, 3)
+    first = found.numpy()[0] * 64
+    side = 8 * mosaic_scale
+    np.testing.assert_allclose(first[2:] - first[:2], [side, side], atol=1e-4)
+    assert int(found_classes[0]) == 2
+    # Its inner corner sits (64 - 58) * mosaic_scale pixels from the centre, on both axes.
+    centre = first[2:] + 6 * mosaic_scale
+    assert 16 <= centre.min() and centre.max() <= 48
+
+
+def test_mosaic_scale_must_be_a_fraction_above_zero():
+    with pytest.raises(ValueError, match="'mosaic_scale' must be > 0 and <= 1"):
+        Augmentation(mosaic=0.5, mosaic_scale=0.0)
+    with pytest.raises(ValueError, match="'mosaic_scale' must be > 0 and <= 1"):
+        Augmentation(mosaic=0.5, mosaic_scale=1.5)
 
 
 def test_mosaic_is_turned_off_for_the_last_epochs():

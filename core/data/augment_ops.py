@@ -157,9 +157,16 @@ def hsv(pixels: tf.Tensor, seed: tf.Tensor, *, hue: float, saturation: float, va
     return tf.clip_by_value(tf.reshape(mixed, shape), 0.0, 1.0)
 
 
-def halve(pixels: tf.Tensor) -> tf.Tensor:
-    """(N, H, W, 3) to (N, H/2, W/2, 3) by 2x2 averages: exact for the even sizes models take."""
-    return tf.nn.avg_pool2d(pixels, ksize=2, strides=2, padding="VALID")
+def shrink(pixels: tf.Tensor, scale: float) -> tf.Tensor:
+    """(N, H, W, 3) to ``scale`` of its size: 2x2 averages for 0.5 (exact for the even sizes
+    models take), an antialiased resize otherwise, unchanged for 1."""
+    if scale == 1.0:
+        return pixels
+    if scale == 0.5:
+        return tf.nn.avg_pool2d(pixels, ksize=2, strides=2, padding="VALID")
+    height, width = pixels.shape[1], pixels.shape[2]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return tf.image.resize(pixels, size, antialias=True)
 
 
 def _fit(image: tf.Tensor, height: tf.Tensor, width: tf.Tensor, *, bottom: bool, right: bool) -> tf.Tensor:
@@ -175,13 +182,14 @@ def _fit(image: tf.Tensor, height: tf.Tensor, width: tf.Tensor, *, bottom: bool,
 
 
 def mosaic(
-    small: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, seed: tf.Tensor, *, min_visible: float
+    small: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor, seed: tf.Tensor, *, height: int, width: int,
+    min_visible: float
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Four halved examples ((4, H/2, W/2, 3), (4, M, 4), (4, M)) into one H x W example:
-    each sits in one quadrant around a random centre (in the middle half of the image),
-    its inner corner at the centre; what falls outside the image is cut, boxes with it."""
-    half_h, half_w = small.shape[1], small.shape[2]
-    height, width = 2 * half_h, 2 * half_w
+    """Four examples ((4, h, w, 3), (4, M, 4), (4, M)), shrunk to h x w from ``height`` x
+    ``width`` or not, into one ``height`` x ``width`` example: each sits in one quadrant around
+    a random centre (in the middle half of the image), its inner corner at the centre; what
+    falls outside its quadrant is cut, boxes with it."""
+    tile_h, tile_w = small.shape[1], small.shape[2]
     max_boxes = boxes.shape[1]
     centre = tf.random.stateless_uniform([2], seed=seed, minval=0.25, maxval=0.75)
     centre_y = tf.cast(tf.round(centre[0] * height), tf.int32)
@@ -194,12 +202,13 @@ def mosaic(
                             _fit(small[3], below, beside, bottom=False, right=False)], axis=1)
     canvas = tf.concat([top_row, bottom_row], axis=0)
 
-    top = tf.stack([centre_y - half_h, centre_y - half_h, centre_y, centre_y])
-    left = tf.stack([centre_x - half_w, centre_x, centre_x - half_w, centre_x])
+    top = tf.stack([centre_y - tile_h, centre_y - tile_h, centre_y, centre_y])
+    left = tf.stack([centre_x - tile_w, centre_x, centre_x - tile_w, centre_x])
     offset = tf.stack(
         [tf.cast(top, tf.float32) / height, tf.cast(left, tf.float32) / width] * 2, axis=1
     )  # (4, 4): y1 x1 y2 x2 offsets per quadrant
-    moved = tf.reshape(boxes * 0.5 + offset[:, None, :], [-1, 4])
+    shrunk = tf.constant([tile_h / height, tile_w / width] * 2, tf.float32)
+    moved = tf.reshape(boxes * shrunk + offset[:, None, :], [-1, 4])
     clipped, keep = _clip_and_keep(moved, real_rows(tf.reshape(boxes, [-1, 4])), min_visible)
     boxes, classes = compact(clipped, tf.reshape(classes, [-1]), keep, max_boxes)
     return tf.ensure_shape(canvas, [height, width, 3]), boxes, classes

@@ -173,9 +173,9 @@ class InputPipeline:
                       boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
         # Up to four consecutive (shuffled) images; each becomes, with probability
         # settings.mosaic, a mosaic of itself and the other three. Every image is decoded
-        # and halved once for all four mosaics instead of once per mosaic.
+        # and shrunk once for all four mosaics instead of once per mosaic.
         count = tf.shape(positions)[0]
-        small = augment_ops.halve(pixels)
+        small = augment_ops.shrink(pixels, settings.mosaic_scale)
         outputs = []
         for slot in range(4):
             main = tf.minimum(slot, count - 1)  # a last, short group repeats its images
@@ -184,7 +184,8 @@ class InputPipeline:
 
             def four(order=order, seeds=seeds):
                 return augment_ops.mosaic(tf.gather(small, order), tf.gather(boxes, order),
-                                          tf.gather(classes, order), seeds[1], min_visible=settings.min_visible)
+                                          tf.gather(classes, order), seeds[1], height=self.image.height,
+                                          width=self.image.width, min_visible=settings.min_visible)
 
             def one(main=main):
                 return pixels[main], boxes[main], classes[main]

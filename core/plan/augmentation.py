@@ -22,6 +22,11 @@ def _below_one(instance, attribute, value) -> None:
         raise ValueError(f"'{attribute.name}' must be >= 0 and < 1 (got {value!r})")
 
 
+def _scale(instance, attribute, value) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"'{attribute.name}' must be > 0 and <= 1 (got {value!r})")
+
+
 @attrs.frozen(kw_only=True)
 class Augmentation:
     """Random changes per training image, each drawn from (seed, position in the epoch).
@@ -49,8 +54,13 @@ class Augmentation:
     saturation: float = field(default=0.5, converter=float, validator=_fraction)
     value: float = field(default=0.3, converter=float, validator=_fraction)
     #: Probability that an image is replaced by a mosaic of four: itself and the three images
-    #: next to it in the shuffled order, each halved, around a random centre.
+    #: next to it in the shuffled order, each shrunk to mosaic_scale, around a random centre.
     mosaic: float = field(default=0.0, converter=float, validator=_fraction)
+    #: The size of each image in a mosaic, as a fraction of the input's: 0.5 halves every image,
+    #: so the whole of each shows (objects at half their size); 1.0 keeps every image at its own
+    #: scale and shows the part of it that falls in its quadrant (Ultralytics' mosaic), for small
+    #: objects that halving would shrink below what the finest stride finds.
+    mosaic_scale: float = field(default=0.5, converter=float, validator=_scale)
     #: Mosaic is turned off in the last this many epochs of the run (see :meth:`for_epoch`).
     mosaic_off_last: int = field(default=0, validator=validators.ge(0))
     #: A box cut by jitter or mosaic to less than this fraction of its area is dropped.
