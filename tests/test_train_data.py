@@ -13,6 +13,7 @@ from PIL import Image
 
 from detplug.core.data.layouts import detect_layout, typical_aspect, typical_long_side
 from detplug.core.errors import DataError, PlanError
+from detplug.core.plan.check import static_check
 from detplug.core.plan.from_data import (
     data_image_size,
     data_plan,
@@ -115,8 +116,18 @@ def test_the_plan_takes_the_template_the_data_and_yolov5s_gain_rules(tmp_path):
     # at stride 32 -> (27, 21)
     assert plan["model"]["anchors"]["32"][0] == [27, 21]
     assert plan_name(tmp_path / "shapes" / "data.yaml", "small") == "shapes_small"
-    with pytest.raises(PlanError, match="--model tiny: no such template; the templates are small, yolov3, yolov4"):
+    with pytest.raises(PlanError, match="--model tiny: no such template; the templates are dense, small, yolov3, yolov4"):
         data_plan(layout, model="tiny", name="x")
+
+
+@pytest.mark.parametrize("model", template_names())
+def test_every_template_gives_a_plan_that_passes_the_static_check(tmp_path, model):
+    layout = detect_layout(write_yolo_shapes(tmp_path / "shapes", train=2, val=1))
+    plan = data_plan(layout, model=model, name=f"shapes_{model}", epochs=3, image_size=(64, 64), batch=4)
+    path = write_data_plan(plan, tmp_path / "run", command="test")
+    loaded = load_plan(path)
+    result = static_check(loaded, resolve_components(loaded, Registry.discover()))
+    assert result.chain.image.height == 64 and set(result.chain.decoded) == {8, 16, 32}
 
 
 def test_the_input_size_keeps_the_templates_long_side_and_takes_the_other_from_the_datas_shape(tmp_path):
